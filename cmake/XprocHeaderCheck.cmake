@@ -1,0 +1,20 @@
+# Target `header_check`: compiles every public header alone in its own translation unit, so no
+# header relies on what another happened to include before it.
+file(GLOB_RECURSE xproc_public_headers CONFIGURE_DEPENDS
+     RELATIVE ${PROJECT_SOURCE_DIR}/include ${PROJECT_SOURCE_DIR}/include/xproc/*.h)
+set(xproc_header_check_sources)
+foreach(header IN LISTS xproc_public_headers)
+  string(MAKE_C_IDENTIFIER "${header}" stem)
+  set(source ${PROJECT_BINARY_DIR}/header_check/${stem}.cc)
+  file(CONFIGURE OUTPUT ${source} CONTENT "#include <${header}>\n")
+  list(APPEND xproc_header_check_sources ${source})
+  if(header MATCHES "^xproc/c/")
+    set(csource ${PROJECT_BINARY_DIR}/header_check/${stem}_c.c)
+    file(CONFIGURE OUTPUT ${csource} CONTENT "#include <${header}>\n")
+    list(APPEND xproc_header_check_sources ${csource})
+  endif()
+endforeach()
+add_library(header_check OBJECT EXCLUDE_FROM_ALL ${xproc_header_check_sources})
+target_include_directories(header_check PRIVATE ${PROJECT_SOURCE_DIR}/include)
+target_link_libraries(header_check PRIVATE xproc_build_flags)
+set_target_properties(header_check PROPERTIES C_STANDARD 11)

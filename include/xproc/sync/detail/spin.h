@@ -1,0 +1,36 @@
+#pragma once
+// Bounded spinning before a thread parks, shared by every primitive.
+//
+// A cross-CPU wake-up costs many microseconds on the VMs xproc targets, so a waiter first spins
+// a bounded number of rounds (each `pause`, doubling up to a cap) in case the state changes
+// soon; then it parks on a futex. The bound keeps a waiter from burning a CPU on a holder that
+// is descheduled or dead.
+
+#include <cstdint>
+
+namespace xproc::sync::detail {
+
+inline void cpu_relax() noexcept {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#elif defined(__aarch64__)
+  asm volatile("yield" ::: "memory");
+#else
+  asm volatile("" ::: "memory");
+#endif
+}
+
+// Spins `rounds` times with exponential backoff capped at `max_pauses` pause instructions per
+// round, calling `ready()` between rounds. Returns true as soon as ready() does.
+template <class Ready>
+bool spin_until(Ready&& ready, std::uint32_t rounds, std::uint32_t max_pauses = 64) noexcept {
+  std::uint32_t pauses = 1;
+  for (std::uint32_t round = 0; round < rounds; ++round) {
+    if (ready()) return true;
+    for (std::uint32_t i = 0; i < pauses; ++i) cpu_relax();
+    if (pauses < max_pauses) pauses *= 2;
+  }
+  return ready();
+}
+
+}  // namespace xproc::sync::detail

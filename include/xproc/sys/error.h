@@ -1,0 +1,42 @@
+#pragma once
+// xproc's error codes: one enumeration for every layer, as a std::error_code category.
+//
+// Every fallible xproc call reports one of these (or a std::errc from the operating system) in a
+// std::error_code. Each value names a cause, never a mechanism: a caller that sees `owner_died`
+// knows what happened without knowing how xproc detects it.
+// Thread- and process-safety: the category is a constant object; everything here is reentrant.
+
+#include <string>
+#include <system_error>
+
+namespace xproc {
+
+enum class errc : int {
+  ok = 0,
+  owner_died,         // got a lock whose previous owner died holding it: repair, then consistent()
+  not_recoverable,    // a lock left inconsistent by an owner that died: unusable for good
+  timed_out,          // the deadline passed before the operation could complete
+  would_block,        // a try-operation could not complete without waiting
+  deadlock,           // the calling thread already holds this lock (error-checking kinds)
+  not_owner,          // unlocking or repairing a lock the calling thread does not hold
+  peer_dead,          // the process on the other side of a wait has died
+  invalid_argument,   // a parameter out of range or a call not allowed in this state
+  limit_reached,      // a fixed capacity is exhausted (recursion depth, table slots, counters)
+  corrupt_state,      // a shared word holds a value no correct participant writes
+  permission_denied,  // the operating system refused the operation
+  not_supported,      // the kernel lacks a feature this operation needs
+  message_too_large,  // reserved for the channel layer
+  layout_mismatch,    // reserved for the shm layer
+  corrupt_segment,    // reserved for the shm layer
+};
+
+const std::error_category& error_category() noexcept;
+
+inline std::error_code make_error_code(errc e) noexcept {
+  return {static_cast<int>(e), error_category()};
+}
+
+}  // namespace xproc
+
+template <>
+struct std::is_error_code_enum<xproc::errc> : std::true_type {};

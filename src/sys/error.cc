@@ -1,0 +1,83 @@
+#include "xproc/sys/error.h"
+
+namespace xproc {
+namespace {
+
+class ErrorCategory final : public std::error_category {
+ public:
+  const char* name() const noexcept override { return "xproc"; }
+
+  std::string message(int value) const override {
+    switch (static_cast<errc>(value)) {
+      case errc::ok:
+        return "success";
+      case errc::owner_died:
+        return "the previous owner died holding the lock";
+      case errc::not_recoverable:
+        return "the lock is not recoverable: an owner died and the state was never repaired";
+      case errc::timed_out:
+        return "the deadline passed";
+      case errc::would_block:
+        return "the operation would block";
+      case errc::deadlock:
+        return "the calling thread already holds the lock";
+      case errc::not_owner:
+        return "the calling thread does not hold the lock";
+      case errc::peer_dead:
+        return "the peer process has died";
+      case errc::invalid_argument:
+        return "invalid argument";
+      case errc::limit_reached:
+        return "a fixed capacity is exhausted";
+      case errc::corrupt_state:
+        return "a shared word holds a value no correct participant writes";
+      case errc::permission_denied:
+        return "permission denied";
+      case errc::not_supported:
+        return "not supported by this kernel";
+      case errc::message_too_large:
+        return "message larger than the channel's maximum";
+      case errc::layout_mismatch:
+        return "shared layout from an incompatible xproc build";
+      case errc::corrupt_segment:
+        return "corrupt shared-memory segment";
+    }
+    return "unknown xproc error " + std::to_string(value);
+  }
+
+  std::error_condition default_error_condition(int value) const noexcept override {
+    switch (static_cast<errc>(value)) {
+      case errc::timed_out:
+        return std::errc::timed_out;
+      case errc::would_block:
+        return std::errc::resource_unavailable_try_again;
+      case errc::deadlock:
+        return std::errc::resource_deadlock_would_occur;
+      case errc::not_owner:
+        return std::errc::operation_not_permitted;
+      case errc::owner_died:
+        return std::errc::owner_dead;
+      case errc::not_recoverable:
+        return std::errc::state_not_recoverable;
+      case errc::invalid_argument:
+        return std::errc::invalid_argument;
+      case errc::permission_denied:
+        return std::errc::permission_denied;
+      case errc::not_supported:
+        return std::errc::function_not_supported;
+      case errc::message_too_large:
+        return std::errc::message_size;
+      default:
+        return {value, *this};
+    }
+  }
+};
+
+}  // namespace
+
+const std::error_category& error_category() noexcept {
+  static const ErrorCategory category;
+  return category;
+}
+
+}  // namespace xproc
