@@ -16,6 +16,10 @@ step() { printf '\n== xproc: %s\n' "$*"; }
 step "lint"
 scripts/check-layering.sh
 scripts/check-format.sh
+if [ -x models/check.sh ]; then
+  step "protocol models (spin)"
+  models/check.sh
+fi
 
 step "release build (g++ 12)"
 scripts/build.sh release
