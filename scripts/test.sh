@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Quick start, second command (and CI): installs what is needed, then
-#   1. lint: layering and syscall rules, clang-format
-#   2. release build (g++), every public header alone, all tests, install + consumer test
+#   1. lint: layering and syscall rules, clang-format, protocol models (spin)
+#   2. release build (g++), every public header alone, clang-tidy, all tests, install + consumer test
 #   3. ASan+UBSan build (g++), all tests
 #   4. TSan build (clang 14), the thread-level tests
 # XPROC_TEST_SCALE scales stress tests (default 1 = CI size).
@@ -24,6 +24,8 @@ fi
 step "release build (g++ 12)"
 scripts/build.sh release
 cmake --build build/release --target header_check
+step "clang-tidy"
+scripts/check-tidy.sh build/release
 step "release tests"
 ctest --test-dir build/release --output-on-failure -j "$jobs"
 step "install and consume"
