@@ -8,6 +8,11 @@ build=${1:-$root/build/release}
 cd "$root"
 files=$(git ls-files -co --exclude-standard -- 'src/*.cc')
 # shellcheck disable=SC2086
-printf '%s\n' $files | xargs -P "$(nproc)" -n 4 clang-tidy -p "$build" --quiet 2>&1 \
-  | grep -v 'warnings generated' | tee /tmp/xproc-tidy.log
-! grep -qE '(error|warning):' /tmp/xproc-tidy.log
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+printf '%s\n' $files | xargs -P "$(nproc)" -n 4 clang-tidy -p "$build" --quiet >"$log" 2>&1 || true
+grep -v 'warnings generated' "$log" || true
+if grep -qE '(error|warning):' "$log"; then
+  echo "check-tidy: clang-tidy found problems (above)" >&2
+  exit 1
+fi
