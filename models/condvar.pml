@@ -1,0 +1,258 @@
+/*
+ * xproc::sync::CondVar protocol over xproc::sync::Mutex (docs: models/README.md,
+ * include/xproc/sync/condvar.h, the "Mutex word protocol" brief).
+ *
+ * CondVar state: `seq` (futex word, bumped by every notify) and `waiters`
+ * (number of threads inside wait). Mutex: the lock word of models/mutex.pml
+ * (TID | WAITERS; nobody dies in this model, so no OWNER_DIED).
+ *
+ *   wait(m):      s = seq; waiters++ (seq_cst); unlock(m); futex_wait(seq, s);
+ *                 waiters--; lock(m), with the contended path when it slept
+ *                 (it may have been requeued onto the mutex word).
+ *   notify_one:   seq++; if waiters > 0: futex_wake(seq, 1).
+ *   notify_all:   seq++; if waiters > 0: if mark_waiters(m) (WAITERS set on a
+ *                 locked word): cmp_requeue(seq, new seq, wake 1, requeue the
+ *                 rest onto the mutex word), retry if seq changed; else (the
+ *                 mutex is free) futex_wake(seq, all).
+ *
+ * Scenario: two waiters each take one token (`while (tokens == 0) wait(m);
+ * tokens--`), a notifier hands out NTOK tokens, each under the mutex followed
+ * by notify_one (default) or notify_all (-DNOTIFY_ALL), nondeterministically
+ * before or after its unlock. A lost wake-up leaves a waiter blocked forever:
+ * an invalid end state; -DLIVENESS adds the LTL claim that both finish.
+ *
+ * Futex model: wait sets per thread (`waiton`: 0 running, 1 parked on seq,
+ * 2 parked on the mutex word). futex_wait compares and enqueues atomically;
+ * FUTEX_CMP_REQUEUE compares, wakes and moves atomically. No spurious
+ * wake-ups (waiters loop on every return anyway). Woken waiters always return
+ * (Mesa semantics).
+ */
+
+#define NW 2          /* waiters: TIDs 1, 2; notifier: TID 3 */
+#ifndef NTOK
+#define NTOK 2
+#endif
+
+#define TIDM 3
+#define WAITERS 8
+
+byte word;            /* mutex lock word */
+byte seq;             /* condvar sequence futex word */
+byte waiters;         /* condvar waiter count */
+byte waiton[4];       /* futex wait sets: 0 none, 1 seq, 2 mutex word */
+byte holders;         /* ghost: threads that own the mutex */
+byte tokens;          /* the predicate, protected by the mutex */
+byte served;            /* ghost: waiters that got their token */
+
+inline wake_one(where) {
+  if
+  :: waiton[1] == where -> waiton[1] = 0
+  :: waiton[2] == where -> waiton[2] = 0
+  :: waiton[3] == where -> waiton[3] = 0
+  :: else -> skip
+  fi
+}
+
+inline park(where) {
+  waiton[me] == 0
+}
+
+/* ---- Mutex (same protocol as models/mutex.pml, no deaths) ---- */
+inline mutex_lock(contended) {
+  ok = 0;
+  if
+  :: !(contended) ->
+     atomic {                                   /* fast path: CAS 0 -> tid */
+       if
+       :: word == 0 -> word = me; ok = 1
+       :: else -> skip
+       fi
+     }
+  :: else -> skip
+  fi;
+  if
+  :: ok -> skip
+  :: else ->
+     do
+     :: w = word;
+        if
+        :: (w & TIDM) == 0 ->
+           atomic {                             /* contended acquire keeps WAITERS */
+             if
+             :: word == w -> word = me | WAITERS; ok = 1
+             :: else -> ok = 0
+             fi
+           };
+           if
+           :: ok -> break
+           :: else -> skip
+           fi
+        :: else ->
+           if
+           :: (w & WAITERS) == 0 ->
+              atomic {
+                if
+                :: word == w -> word = w | WAITERS; ok = 1
+                :: else -> ok = 0
+                fi
+              }
+           :: else -> ok = 1
+           fi;
+           if
+           :: ok ->
+              ok = 0;
+              atomic {                          /* futex_wait(word, w | WAITERS) */
+                if
+                :: word == (w | WAITERS) -> waiton[me] = 2
+                :: else -> skip
+                fi
+              };
+              park(2)
+           :: else -> skip
+           fi
+        fi
+     od
+  fi;
+  holders++;
+  assert(holders == 1);                          /* mutual exclusion */
+  assert((word & TIDM) == me)
+}
+
+inline mutex_unlock() {
+  holders--;
+  atomic { w = word; word = 0 };                 /* exchange(0) */
+  if
+  :: (w & WAITERS) != 0 -> atomic { wake_one(2) }
+  :: else -> skip
+  fi
+}
+
+/* ---- CondVar ---- */
+inline cv_wait() {
+#ifdef BROKEN_SEQ_AFTER_UNLOCK
+  waiters++;
+  mutex_unlock();
+  s = seq;
+#else
+  s = seq;
+  waiters++;                                     /* seq_cst: announce, pairs with notify's load */
+  mutex_unlock();
+#endif
+  atomic {                                       /* futex_wait(seq, s) */
+    if
+    :: seq == s -> waiton[me] = 1; slept = 1
+    :: else -> slept = 0
+    fi
+  };
+  park(1);
+  waiters--;
+#ifdef BROKEN_REQUEUE_PLAIN_LOCK
+  mutex_lock(0)
+#else
+  mutex_lock(slept)
+#endif
+}
+
+inline notify_one() {
+#ifndef BROKEN_NOTIFY_SKIPS_SEQ
+  seq++;
+#endif
+  if
+  :: waiters > 0 -> atomic { wake_one(1) }
+  :: else -> skip
+  fi
+}
+
+inline notify_all() {
+  atomic { seq++; s = seq };
+  if
+  :: waiters > 0 ->
+     /* mark_waiters(m): set WAITERS if the mutex is locked */
+#ifdef BROKEN_NO_MARK_WAITERS
+     atomic { ok = ((word & TIDM) != 0) };
+#else
+     atomic {
+       if
+       :: (word & TIDM) != 0 -> word = word | WAITERS; ok = 1
+       :: else -> ok = 0
+       fi
+     };
+#endif
+     if
+     :: ok ->
+        do
+        :: atomic {                              /* cmp_requeue(seq, s, 1, all, word) */
+             if
+             :: seq == s ->
+                wake_one(1);
+                if :: waiton[1] == 1 -> waiton[1] = 2 :: else -> skip fi;
+                if :: waiton[2] == 1 -> waiton[2] = 2 :: else -> skip fi;
+                if :: waiton[3] == 1 -> waiton[3] = 2 :: else -> skip fi;
+                ok = 1
+             :: else -> s = seq; ok = 0          /* EAGAIN: retry with the new value */
+             fi
+           };
+           if
+           :: ok -> break
+           :: else -> skip
+           fi
+        od
+     :: else ->
+        atomic {                                 /* mutex free: futex_wake(seq, all) */
+          if :: waiton[1] == 1 -> waiton[1] = 0 :: else -> skip fi;
+          if :: waiton[2] == 1 -> waiton[2] = 0 :: else -> skip fi;
+          if :: waiton[3] == 1 -> waiton[3] = 0 :: else -> skip fi
+        }
+     fi
+  :: else -> skip
+  fi
+}
+
+inline notify() {
+#ifdef NOTIFY_ALL
+  notify_all()
+#else
+  notify_one()
+#endif
+}
+
+proctype Waiter(byte me) {
+  byte w, s;
+  bit ok, slept;
+  mutex_lock(0);
+  do
+  :: tokens == 0 -> cv_wait()
+  :: else -> break
+  od;
+  tokens--;
+  mutex_unlock();
+  served++
+}
+
+proctype Notifier(byte me) {
+  byte w, s, k;
+  bit ok;
+  do
+  :: k < NTOK ->
+     mutex_lock(0);
+     tokens++;
+     if
+     :: notify(); mutex_unlock()                 /* notify under the mutex */
+     :: mutex_unlock(); notify()                 /* notify after the unlock */
+     fi;
+     k++
+  :: else -> break
+  od
+}
+
+init {
+  atomic {
+    run Waiter(1);
+    run Waiter(2);
+    run Notifier(3)
+  }
+}
+
+#ifdef LIVENESS
+ltl finish { <> (served == NW) }
+#endif
