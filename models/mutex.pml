@@ -106,11 +106,12 @@ inline robust_death() {
      :: else -> skip
      fi
   :: else ->
-     /* handle_futex_death with pending_op (kernel >= 5.6): the thread died
-      * inside a lock or unlock of this word and the word is exactly 0: it may
-      * have consumed a wake-up (woken waiter) or not sent one (unlocker). */
+     /* handle_futex_death with pending_op: the thread died inside a lock or
+      * unlock of this word and the word holds no TID: it may have consumed a
+      * wake-up (woken waiter) or not sent one (unlocker), so wake one. (The
+      * first kernels with this rule required the word to be exactly 0.) */
      if
-     :: pending[me] && word == 0 -> futex_wake_one()
+     :: pending[me] && (word & TIDM) == 0 -> futex_wake_one()
      :: else -> skip
      fi
   fi
