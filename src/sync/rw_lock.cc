@@ -1,0 +1,590 @@
+#include "xproc/sync/rw_lock.h"
+
+#include <pthread.h>
+
+#include <array>
+#include <climits>
+#include <cstdlib>
+
+#include "xproc/sync/detail/spin.h"
+#include "xproc/sync/detail/tsan.h"
+#include "xproc/sys/futex.h"
+
+namespace xproc::sync {
+namespace {
+
+// state_ fields (see the table in rw_lock.h).
+constexpr std::uint32_t kReaderOne = 1u;
+constexpr std::uint32_t kReadersMask = 0x3fffu;
+constexpr std::uint32_t kQueuedShift = 14;
+constexpr std::uint32_t kQueuedOne = 1u << kQueuedShift;
+constexpr std::uint32_t kQueuedMask = 0x3fffu << kQueuedShift;
+constexpr std::uint32_t kStaged = 1u << 28;
+constexpr std::uint32_t kWriterHolds = 1u << 29;
+constexpr std::uint32_t kOrphaned = 1u << 30;
+constexpr std::uint32_t kPhase = 1u << 31;
+
+constexpr std::uint32_t readers(std::uint32_t state) {
+  return state & kReadersMask;
+}
+constexpr std::uint32_t queued(std::uint32_t state) {
+  return (state & kQueuedMask) >> kQueuedShift;
+}
+constexpr bool staged(std::uint32_t state) {
+  return (state & kStaged) != 0;
+}
+constexpr bool writer_holds(std::uint32_t state) {
+  return (state & kWriterHolds) != 0;
+}
+constexpr bool orphaned(std::uint32_t state) {
+  return (state & kOrphaned) != 0;
+}
+
+// phase_fair: ends a writer phase. Only called with readers == 0: the queued readers become
+// holders, the stage is freed and the phase bit flips (which tells each queued reader it holds).
+constexpr std::uint32_t end_phase(std::uint32_t state) {
+  return ((state & kPhase) ^ kPhase) | queued(state);
+}
+
+// config_ fields.
+constexpr std::uint32_t kPolicyMask = 0x3u;
+constexpr std::uint32_t kProcessScope = 1u << 8;
+constexpr std::uint32_t policy_code(RwPolicy policy) {
+  switch (policy) {
+    case RwPolicy::prefer_reader:
+      return 1;
+    case RwPolicy::prefer_writer:
+      return 2;
+    case RwPolicy::phase_fair:
+      break;
+  }
+  return 0;
+}
+
+// The calling thread's read holds: which RwLocks (by address in this process) it holds how
+// many times. Constant-initialized, so access needs no TLS guard.
+struct ReadHold {
+  const RwLock* lock;
+  std::uint32_t depth;
+};
+struct ReadHoldTable {
+  std::array<ReadHold, RwLock::kMaxReadLocksPerThread> holds;
+  std::size_t used;
+};
+thread_local ReadHoldTable tls_read_holds{};
+
+ReadHold* find_hold(const RwLock* lock) noexcept {
+  ReadHoldTable& table = tls_read_holds;
+  for (std::size_t i = 0; i < table.used; ++i) {
+    if (table.holds[i].lock == lock) return &table.holds[i];
+  }
+  return nullptr;
+}
+
+void remove_hold(ReadHold* hold) noexcept {
+  ReadHoldTable& table = tls_read_holds;
+  *hold = table.holds[table.used - 1];
+  --table.used;
+}
+
+// The fork child's only thread is a copy of the forking thread: the holds in its table are the
+// parent's, not the child's.
+void forget_holds_in_fork_child() noexcept {
+  tls_read_holds.used = 0;
+}
+[[maybe_unused]] const bool kForkHandlerRegistered = [] {
+  if (pthread_atfork(nullptr, nullptr, forget_holds_in_fork_child) != 0) std::abort();
+  return true;
+}();
+
+}  // namespace
+
+RwLock::RwLock(Scope scope, RwPolicy policy) noexcept {
+  // relaxed: the object is not shared yet; publishing it to other threads or processes (a
+  // segment's ready flag, thread start) orders these stores.
+  state_.store(0, std::memory_order_relaxed);
+  config_.store(policy_code(policy) | (scope == Scope::process ? kProcessScope : 0u),
+                std::memory_order_relaxed);
+  for (auto* word : {&reader_seq_, &readers_parked_, &writer_seq_, &writers_parked_, &drain_seq_,
+                     &drainers_parked_}) {
+    word->store(0, std::memory_order_relaxed);  // relaxed: as above
+  }
+  detail::tsan_create(this, 0);
+}
+
+RwLock::~RwLock() {
+  detail::tsan_destroy(this);
+}
+
+Scope RwLock::scope() const noexcept {
+  // relaxed: config_ is written once before the lock is shared.
+  return (config_.load(std::memory_order_relaxed) & kProcessScope) != 0 ? Scope::process
+                                                                        : Scope::thread;
+}
+
+RwPolicy RwLock::policy() const noexcept {
+  // relaxed: as in scope(). Code 3 is never written; it reads as the default policy.
+  switch (config_.load(std::memory_order_relaxed) & kPolicyMask) {
+    case 1:
+      return RwPolicy::prefer_reader;
+    case 2:
+      return RwPolicy::prefer_writer;
+    default:
+      return RwPolicy::phase_fair;
+  }
+}
+
+std::atomic<std::uint32_t>& RwLock::seq_word(Queue queue) noexcept {
+  switch (queue) {
+    case Queue::readers:
+      return reader_seq_;
+    case Queue::writers:
+      return writer_seq_;
+    case Queue::drainers:
+      break;
+  }
+  return drain_seq_;
+}
+
+std::atomic<std::uint32_t>& RwLock::parked_word(Queue queue) noexcept {
+  switch (queue) {
+    case Queue::readers:
+      return readers_parked_;
+    case Queue::writers:
+      return writers_parked_;
+    case Queue::drainers:
+      break;
+  }
+  return drainers_parked_;
+}
+
+// Spins, then parks until `ready()` holds, a wake-up, or the deadline. Returns {} when ready()
+// held or after a wake-up (the caller re-checks), timed_out, or a futex error.
+// Lost wake-ups: the waiter does (1) parked++ (2) read seq (3) ready() (4) sleep while seq is
+// unchanged; a notifier does (a) its state_ RMW (b) parked load, and if nonzero (c) seq++ and
+// wake. (1), (3), (a), (b) are seq_cst, so either (b) sees the waiter's (1) — then (c) changes
+// seq after (2) or wakes the sleeper — or (3) sees (a)'s new state.
+template <class Ready>
+std::error_code RwLock::wait(Queue queue, Ready ready,
+                             const std::optional<Deadline>& deadline) noexcept {
+  if (detail::spin_until(ready, kSpinRounds)) return {};
+  if (deadline && Clock::now() >= *deadline) return errc::timed_out;
+  std::atomic<std::uint32_t>& parked = parked_word(queue);
+  std::atomic<std::uint32_t>& seq = seq_word(queue);
+  // seq_cst: announce-then-re-check (store-load); pairs with the notifier's parked load.
+  parked.fetch_add(1, std::memory_order_seq_cst);
+  // seq_cst: read before ready(); a bump after this read makes the futex_wait return at once.
+  const std::uint32_t ticket = seq.load(std::memory_order_seq_cst);
+  std::error_code error;
+  if (!ready()) error = sys::futex_wait(seq, ticket, futex_scope(scope()), deadline);
+  // relaxed: only a hint for notifiers; a stale high value costs one futex_wake.
+  parked.fetch_sub(1, std::memory_order_relaxed);
+  if (error == errc::would_block) return {};
+  return error;
+}
+
+void RwLock::wake(Queue queue, int count) noexcept {
+  // seq_cst: the load side of the notifier's store-load; pairs with parked++ in wait().
+  if (parked_word(queue).load(std::memory_order_seq_cst) == 0) return;
+  // release: a waiter that reads the new seq also sees the state change made before it.
+  seq_word(queue).fetch_add(1, std::memory_order_release);
+  (void)sys::futex_wake(seq_word(queue), count, futex_scope(scope()));
+}
+
+// ---- shared side ------------------------------------------------------------------------------
+
+std::error_code RwLock::acquire_shared() noexcept {
+  return acquire_shared_until_impl(std::nullopt, false);
+}
+std::error_code RwLock::try_acquire_shared() noexcept {
+  return acquire_shared_until_impl(std::nullopt, true);
+}
+std::error_code RwLock::acquire_shared_until(Deadline deadline) noexcept {
+  return acquire_shared_until_impl(deadline, false);
+}
+
+std::error_code RwLock::acquire_shared_until_impl(const std::optional<Deadline>& deadline,
+                                                  bool try_only) noexcept {
+  constexpr unsigned flags = detail::kTsanReadLock | detail::kTsanTryLock;
+  if (ReadHold* hold = find_hold(this)) {
+    // Recursive read: this thread already holds it, so no writer can hold it; pass every waiter.
+    if (hold->depth == UINT32_MAX) return errc::limit_reached;
+    detail::tsan_pre_lock(this, flags);
+    ++hold->depth;
+    detail::tsan_post_lock(this, flags);
+    return {};
+  }
+  ReadHoldTable& table = tls_read_holds;
+  if (table.used == table.holds.size()) return errc::limit_reached;
+  detail::tsan_pre_lock(this, flags);
+  const std::error_code error = lock_shared_slow(deadline, try_only);
+  if (error) {
+    detail::tsan_post_lock(this, flags | detail::kTsanTryLockFailed);
+    return error;
+  }
+  table.holds[table.used++] = ReadHold{this, 1};
+  detail::tsan_post_lock(this, flags);
+  return {};
+}
+
+std::error_code RwLock::lock_shared_slow(const std::optional<Deadline>& deadline,
+                                         bool try_only) noexcept {
+  const RwPolicy rw_policy = policy();
+  auto admitted = [rw_policy](std::uint32_t state) {
+    switch (rw_policy) {
+      case RwPolicy::prefer_reader:
+        return !writer_holds(state);
+      case RwPolicy::prefer_writer:
+        return !staged(state) && queued(state) == 0;
+      case RwPolicy::phase_fair:
+        break;
+    }
+    return !staged(state);
+  };
+  bool last_chance = false;
+  // relaxed: a guess for the CAS, which re-validates it.
+  std::uint32_t state = state_.load(std::memory_order_relaxed);
+  for (;;) {
+    if (admitted(state)) {
+      if (readers(state) == kMaxReaders) return errc::limit_reached;
+      // acquire: pairs with the release of the last writer's unlock (its data is visible).
+      if (state_.compare_exchange_weak(state, state + kReaderOne, std::memory_order_acquire,
+                                       std::memory_order_relaxed)) {
+        return {};
+      }
+      continue;
+    }
+    if (try_only) return errc::would_block;
+    if (last_chance) return errc::timed_out;
+    if (rw_policy == RwPolicy::phase_fair) break;  // queue behind the staged writer
+    // seq_cst: ready() is the re-check of wait()'s store-load (see wait()).
+    std::error_code error = wait(
+        Queue::readers, [&] { return admitted(state_.load(std::memory_order_seq_cst)); }, deadline);
+    if (error == errc::timed_out) {
+      last_chance = true;
+    } else if (error) {
+      return error;
+    }
+    state = state_.load(std::memory_order_relaxed);  // relaxed: re-validated by the CAS
+  }
+
+  // phase_fair: queue for the reader phase after the staged writer's.
+  for (;;) {
+    if (!staged(state)) {
+      // The stage ended before we queued: enter directly.
+      if (readers(state) == kMaxReaders) return errc::limit_reached;
+      // acquire: as above.
+      if (state_.compare_exchange_weak(state, state + kReaderOne, std::memory_order_acquire,
+                                       std::memory_order_relaxed)) {
+        return {};
+      }
+      continue;
+    }
+    if (queued(state) == kMaxQueued) return errc::limit_reached;
+    // relaxed: queuing publishes nothing; the acquire load that sees the phase flip below
+    // pairs with the release of the RMW that promoted us.
+    if (state_.compare_exchange_weak(state, state + kQueuedOne, std::memory_order_relaxed,
+                                     std::memory_order_relaxed)) {
+      break;
+    }
+  }
+  const std::uint32_t phase = state & kPhase;
+  for (;;) {
+    // seq_cst: ready() is the re-check of wait()'s store-load; also acquire for the promotion.
+    std::error_code error = wait(
+        Queue::readers, [&] { return (state_.load(std::memory_order_seq_cst) & kPhase) != phase; },
+        deadline);
+    if (!error) {
+      // acquire: pairs with the release RMW that flipped the phase and counted us as a holder.
+      if ((state_.load(std::memory_order_acquire) & kPhase) != phase) return {};
+      continue;
+    }
+    // Leave the queue, unless the phase ended meanwhile (then we hold the lock: keep it).
+    state = state_.load(std::memory_order_acquire);  // acquire: as above, if promoted
+    for (;;) {
+      if ((state & kPhase) != phase) return {};
+      // acquire (both): on failure we may find ourselves promoted and return holding.
+      if (state_.compare_exchange_weak(state, state - kQueuedOne, std::memory_order_acquire,
+                                       std::memory_order_acquire)) {
+        return error;
+      }
+    }
+  }
+}
+
+std::error_code RwLock::release_shared() noexcept {
+  ReadHold* hold = find_hold(this);
+  if (hold == nullptr) return errc::not_owner;
+  detail::tsan_pre_unlock(this, detail::kTsanReadLock);
+  if (hold->depth > 1) {
+    --hold->depth;
+    detail::tsan_post_unlock(this, detail::kTsanReadLock);
+    return {};
+  }
+  remove_hold(hold);
+  const bool phase_fair = policy() == RwPolicy::phase_fair;
+  std::uint32_t state = state_.load(std::memory_order_relaxed);  // relaxed: CAS re-validates
+  std::uint32_t next = 0;
+  for (;;) {
+    if (readers(state) == 0 || writer_holds(state)) {
+      detail::tsan_post_unlock(this, detail::kTsanReadLock);
+      return errc::corrupt_state;
+    }
+    next = state - kReaderOne;
+    // The last reader of an orphaned phase ends it, as its writer would have.
+    if (phase_fair && readers(next) == 0 && orphaned(next)) next = end_phase(next);
+    // seq_cst: release (our reads happen before the next writer's acquire) and the store half of
+    // the notifier's store-load with the parked counts (see wait()).
+    if (state_.compare_exchange_weak(state, next, std::memory_order_seq_cst,
+                                     std::memory_order_relaxed)) {
+      break;
+    }
+  }
+  detail::tsan_post_unlock(this, detail::kTsanReadLock);
+  if (readers(next) == 0 && staged(next)) {
+    wake(Queue::drainers, 1);  // the staged writer waits for the readers to drain
+  } else if (phase_fair && orphaned(state) && !staged(next)) {
+    if (readers(next) > 0) wake(Queue::readers, INT_MAX);  // promoted queued readers
+    wake(Queue::writers, 1);                               // the stage is free
+  }
+  return {};
+}
+
+// ---- exclusive side ---------------------------------------------------------------------------
+
+std::error_code RwLock::acquire() noexcept {
+  return lock_exclusive(std::nullopt, false);
+}
+std::error_code RwLock::try_acquire() noexcept {
+  return lock_exclusive(std::nullopt, true);
+}
+std::error_code RwLock::acquire_until(Deadline deadline) noexcept {
+  return lock_exclusive(deadline, false);
+}
+
+std::error_code RwLock::lock_exclusive(const std::optional<Deadline>& deadline,
+                                       bool try_only) noexcept {
+  // An upgrade would wait for our own read hold: refuse (a try form just would block).
+  if (find_hold(this) != nullptr) return try_only ? errc::would_block : errc::deadlock;
+  const unsigned flags = detail::kTsanTryLock;
+  detail::tsan_pre_lock(this, flags);
+  const RwPolicy rw_policy = policy();
+  std::uint32_t state = state_.load(std::memory_order_relaxed);  // relaxed: CAS re-validates
+  if (try_only) {
+    // One step from "stage free, no readers" to "writer holds"; never waits or queues.
+    for (;;) {
+      const bool free = !staged(state) && readers(state) == 0 &&
+                        (rw_policy != RwPolicy::prefer_writer || queued(state) < kMaxQueued);
+      if (!free) {
+        detail::tsan_post_lock(this, flags | detail::kTsanTryLockFailed);
+        return errc::would_block;
+      }
+      std::uint32_t next = state | kStaged | kWriterHolds;
+      if (rw_policy == RwPolicy::prefer_writer) next += kQueuedOne;
+      // acquire: pairs with the release of the previous holders' unlocks.
+      if (state_.compare_exchange_weak(state, next, std::memory_order_acquire,
+                                       std::memory_order_relaxed)) {
+        detail::tsan_post_lock(this, flags);
+        return {};
+      }
+    }
+  }
+  if (rw_policy == RwPolicy::prefer_writer) {
+    // Register: from now on new readers wait.
+    for (;;) {
+      if (queued(state) == kMaxQueued) {
+        detail::tsan_post_lock(this, flags | detail::kTsanTryLockFailed);
+        return errc::limit_reached;
+      }
+      // relaxed: registering publishes nothing; readers that miss it are admitted before us.
+      if (state_.compare_exchange_weak(state, state + kQueuedOne, std::memory_order_relaxed,
+                                       std::memory_order_relaxed)) {
+        break;
+      }
+    }
+  }
+  std::error_code error = take_stage(deadline);
+  if (!error) error = drain(deadline);
+  detail::tsan_post_lock(this, error ? flags | detail::kTsanTryLockFailed : flags);
+  return error;
+}
+
+// Takes the writer stage, and the lock with it when no reader holds it. On failure (timed out)
+// the stage is not ours and, for prefer_writer, our registration is withdrawn.
+std::error_code RwLock::take_stage(const std::optional<Deadline>& deadline) noexcept {
+  const RwPolicy rw_policy = policy();
+  auto free = [rw_policy](std::uint32_t state) {
+    return !staged(state) || (rw_policy == RwPolicy::phase_fair && orphaned(state));
+  };
+  bool last_chance = false;
+  std::uint32_t state = state_.load(std::memory_order_relaxed);  // relaxed: CAS re-validates
+  for (;;) {
+    if (free(state)) {
+      std::uint32_t next = (state & ~kOrphaned) | kStaged;  // adopts an orphaned stage
+      if (readers(next) == 0) next |= kWriterHolds;
+      // acquire: pairs with the release of the previous holders' unlocks.
+      if (state_.compare_exchange_weak(state, next, std::memory_order_acquire,
+                                       std::memory_order_relaxed)) {
+        return {};
+      }
+      continue;
+    }
+    if (last_chance) break;
+    // seq_cst: ready() is the re-check of wait()'s store-load.
+    const std::error_code error = wait(
+        Queue::writers, [&] { return free(state_.load(std::memory_order_seq_cst)); }, deadline);
+    if (error == errc::timed_out) {
+      last_chance = true;
+    } else if (error) {
+      last_chance = true;  // treat like a timeout, but report the error
+    }
+    state = state_.load(std::memory_order_relaxed);  // relaxed: CAS re-validates
+  }
+  if (rw_policy == RwPolicy::prefer_writer) {
+    std::uint32_t next = 0;
+    for (;;) {
+      next = state - kQueuedOne;
+      // seq_cst: store half of the store-load with readers_parked_ (see wait()).
+      if (state_.compare_exchange_weak(state, next, std::memory_order_seq_cst,
+                                       std::memory_order_relaxed)) {
+        break;
+      }
+    }
+    if (queued(next) == 0 && !staged(next)) wake(Queue::readers, INT_MAX);
+  }
+  return errc::timed_out;
+}
+
+// The staged writer waits for the readers present when it took the stage; then it holds.
+std::error_code RwLock::drain(const std::optional<Deadline>& deadline) noexcept {
+  bool last_chance = false;
+  std::uint32_t state = state_.load(std::memory_order_relaxed);  // relaxed: CAS re-validates
+  for (;;) {
+    if (writer_holds(state)) return {};  // take_stage found no readers
+    if (readers(state) == 0) {
+      // acquire: pairs with the release RMW of the last reader's unlock.
+      if (state_.compare_exchange_weak(state, state | kWriterHolds, std::memory_order_acquire,
+                                       std::memory_order_relaxed)) {
+        return {};
+      }
+      continue;
+    }
+    if (last_chance) break;
+    // seq_cst: ready() is the re-check of wait()'s store-load.
+    const std::error_code error = wait(
+        Queue::drainers, [&] { return readers(state_.load(std::memory_order_seq_cst)) == 0; },
+        deadline);
+    if (error) last_chance = true;
+    state = state_.load(std::memory_order_relaxed);  // relaxed: CAS re-validates
+  }
+  leave_stage_after_timeout();
+  return errc::timed_out;
+}
+
+// The staged writer gives up (deadline passed while readers still held the lock).
+void RwLock::leave_stage_after_timeout() noexcept {
+  const RwPolicy rw_policy = policy();
+  std::uint32_t state = state_.load(std::memory_order_relaxed);  // relaxed: CAS re-validates
+  std::uint32_t next = 0;
+  for (;;) {
+    switch (rw_policy) {
+      case RwPolicy::prefer_reader:
+        next = state & ~kStaged;
+        break;
+      case RwPolicy::prefer_writer:
+        next = (state & ~kStaged) - kQueuedOne;
+        break;
+      case RwPolicy::phase_fair:
+        // With the readers gone the phase ends now; otherwise the last reader ends it.
+        next = readers(state) == 0 ? end_phase(state) : state | kOrphaned;
+        break;
+    }
+    // seq_cst: store half of the store-load with the parked counts (see wait()).
+    if (state_.compare_exchange_weak(state, next, std::memory_order_seq_cst,
+                                     std::memory_order_relaxed)) {
+      break;
+    }
+  }
+  after_writer_leaves(next);
+}
+
+std::error_code RwLock::release() noexcept {
+  const RwPolicy rw_policy = policy();
+  detail::tsan_pre_unlock(this, 0);
+  std::uint32_t state = state_.load(std::memory_order_relaxed);  // relaxed: CAS re-validates
+  std::uint32_t next = 0;
+  for (;;) {
+    if (!writer_holds(state)) {
+      detail::tsan_post_unlock(this, 0);
+      return errc::not_owner;
+    }
+    if (readers(state) != 0 || !staged(state) || orphaned(state) ||
+        (rw_policy == RwPolicy::prefer_writer && queued(state) == 0)) {
+      detail::tsan_post_unlock(this, 0);
+      return errc::corrupt_state;
+    }
+    switch (rw_policy) {
+      case RwPolicy::prefer_reader:
+        next = state & ~(kStaged | kWriterHolds);
+        break;
+      case RwPolicy::prefer_writer:
+        next = (state & ~(kStaged | kWriterHolds)) - kQueuedOne;
+        break;
+      case RwPolicy::phase_fair:
+        next = end_phase(state);
+        break;
+    }
+    // seq_cst: release (our writes happen before the next holder's acquire) and the store half
+    // of the notifier's store-load with the parked counts (see wait()).
+    if (state_.compare_exchange_weak(state, next, std::memory_order_seq_cst,
+                                     std::memory_order_relaxed)) {
+      break;
+    }
+  }
+  detail::tsan_post_unlock(this, 0);
+  after_writer_leaves(next);
+  return {};
+}
+
+// Wakes whoever can move now that a writer left the stage (released or timed out). `next` is the
+// state the writer's RMW wrote.
+void RwLock::after_writer_leaves(std::uint32_t next) noexcept {
+  switch (policy()) {
+    case RwPolicy::prefer_reader:
+      wake(Queue::readers, INT_MAX);
+      wake(Queue::writers, 1);
+      return;
+    case RwPolicy::prefer_writer:
+      if (queued(next) > 0) {
+        wake(Queue::writers, 1);  // readers keep waiting while writers are registered
+      } else {
+        wake(Queue::readers, INT_MAX);
+      }
+      return;
+    case RwPolicy::phase_fair:
+      if (!staged(next) && readers(next) > 0) wake(Queue::readers, INT_MAX);  // promoted
+      wake(Queue::writers, 1);  // the stage is free, or orphaned and adoptable
+      return;
+  }
+}
+
+RwLockSnapshot RwLock::snapshot() const noexcept {
+  // acquire / relaxed: a diagnostic view; only state_ is read as one consistent word.
+  const std::uint32_t state = state_.load(std::memory_order_acquire);
+  RwLockSnapshot view;
+  view.readers = readers(state);
+  if (policy() == RwPolicy::phase_fair) {
+    view.queued_readers = queued(state);
+  } else {
+    view.queued_writers = queued(state);
+  }
+  view.writer_staged = staged(state);
+  view.writer_holds = writer_holds(state);
+  view.stage_orphaned = orphaned(state);
+  view.parked_readers = readers_parked_.load(std::memory_order_relaxed);
+  view.parked_writers = writers_parked_.load(std::memory_order_relaxed);
+  view.parked_drainers = drainers_parked_.load(std::memory_order_relaxed);
+  return view;
+}
+
+}  // namespace xproc::sync
