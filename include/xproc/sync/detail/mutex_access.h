@@ -1,0 +1,55 @@
+#pragma once
+// detail::MutexAccess: the hooks a condition variable needs on xproc::sync::Mutex's lock word
+// (see mutex.h for the word's bit table). Not for users.
+//
+// Thread- and process-safety: as Mutex's members. CondVar::notify_* requeues its waiters onto
+// word() with FUTEX_CMP_REQUEUE after mark_waiters() returned true, so the unlock that follows
+// wakes one of them; a waiter woken there (or whose requeue target turned out unlocked) must
+// acquire with lock_contended() so that it keeps WAITERS set for the others.
+// Deaths: as Mutex::acquire()/release(): the dead owner's lock goes to the next acquirer with
+// errc::owner_died (lock held).
+
+#include <atomic>
+#include <cstdint>
+#include <system_error>
+
+#include "xproc/sync/mutex.h"
+#include "xproc/sys/futex.h"
+
+namespace xproc::sync::detail {
+
+struct MutexAccess {
+  // The lock word (the requeue target).
+  static std::atomic<std::uint32_t>& word(Mutex& mutex) noexcept { return mutex.word_; }
+  // The futex scope every futex call on word() must use (process_shared for every robust
+  // mutex, whatever its Scope: the kernel wakes robust words with shared keys).
+  static sys::FutexScope futex_scope(const Mutex& mutex) noexcept { return mutex.futex_scope(); }
+
+  // Sets WAITERS on the word if it is locked (so the unlock that follows wakes a requeued
+  // waiter). Returns false when the mutex is unlocked or not_recoverable (then the caller
+  // wakes its waiters instead of requeueing them; they will see the state themselves).
+  static bool mark_waiters(Mutex& mutex) noexcept;
+
+  // Acquires with the contended path from the start (the caller was woken on the word): the
+  // word keeps WAITERS after this acquire. Same results as Mutex::acquire().
+  [[nodiscard]] static std::error_code lock_contended(Mutex& mutex) noexcept;
+
+  // What a condition-variable wait must restore when it re-acquires.
+  struct Saved {
+    std::uint32_t depth = 0;  // recursion depth (1 for non-recursive kinds)
+  };
+
+  // Releases the mutex completely (all recursion levels), for a condition-variable wait.
+  // not_owner when the caller does not hold it (then `saved` is untouched and nothing changed).
+  // Releasing an inconsistent (owner-died, not repaired) mutex makes it not_recoverable, as
+  // Mutex::release() does.
+  [[nodiscard]] static std::error_code release_fully(Mutex& mutex, Saved& saved) noexcept;
+
+  // Re-acquires after release_fully() and restores the recursion depth; `contended` = the
+  // caller was woken on the lock word (requeued), so it must keep WAITERS set. Results as
+  // Mutex::acquire(); on owner_died the lock is held with the saved depth.
+  [[nodiscard]] static std::error_code reacquire(Mutex& mutex, Saved saved,
+                                                 bool contended) noexcept;
+};
+
+}  // namespace xproc::sync::detail
