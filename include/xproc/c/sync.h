@@ -67,10 +67,18 @@ extern "C" {
 #define XPROC_PROCESS_PRIVATE 0 /* PTHREAD_PROCESS_PRIVATE */
 #define XPROC_PROCESS_SHARED 1  /* PTHREAD_PROCESS_SHARED */
 
-/* Mutex types. NORMAL parks after a short spin (XPROC_MUTEX_NORMAL_SPIN rounds); ADAPTIVE is
- * the same kind with the full adaptive spin of the C++ Mutex. Neither checks ownership: a
- * relock deadlocks, an unlock by a non-owner returns EPERM only where the C++ Mutex detects it
- * cheaply. ERRORCHECK: relock -> EDEADLK, foreign unlock -> EPERM. RECURSIVE: relock counts. */
+/* Mutex types (xproc_mutexattr_settype):
+ *   NORMAL      no ownership checks on unlock (unless robust); a blocking relock by the owner
+ *               returns EDEADLK instead of hanging. Set explicitly, it parks at once without
+ *               spinning (as glibc's normal mutex does).
+ *   ADAPTIVE    NORMAL that spins a bounded while before parking (the C++ Mutex default). A
+ *               mutex whose type was never set (NULL attribute, fresh attribute, the static
+ *               initializer) is this one: DEFAULT is NORMAL's value 0, but xproc's default
+ *               behaviour is the adaptive spin. The difference is speed only, never semantics.
+ *   ERRORCHECK  relock -> EDEADLK, unlock or consistent by a non-owner -> EPERM.
+ *   RECURSIVE   the owner relocks and must unlock as often; unlock by a non-owner -> EPERM.
+ * Robustness (xproc_mutexattr_setrobust): STALLED (the default, as pthread) = a dead owner's
+ * mutex stays locked; ROBUST = the next locker gets EOWNERDEAD. */
 #define XPROC_MUTEX_NORMAL 0     /* PTHREAD_MUTEX_NORMAL */
 #define XPROC_MUTEX_RECURSIVE 1  /* PTHREAD_MUTEX_RECURSIVE */
 #define XPROC_MUTEX_ERRORCHECK 2 /* PTHREAD_MUTEX_ERRORCHECK */
