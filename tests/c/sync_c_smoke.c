@@ -1,12 +1,17 @@
-/* Compiles the C API as C11 and runs a few calls from C: the static initializers, constants
- * and a lock/unlock round trip. Exit 0 on success; the failing line otherwise. */
+/* Compiles the C API as strict C11 and calls it from C: static initializers, constants, and a
+ * round trip through each primitive. Exit 0 on success; the failing line otherwise. */
+
+#define _POSIX_C_SOURCE 200809L
 
 #include <errno.h>
 #include <stdio.h>
+#include <time.h>
 
 #include "xproc/c/sync.h"
 
 static xproc_mutex_t static_mutex = XPROC_MUTEX_INITIALIZER;
+static xproc_cond_t static_cond = XPROC_COND_INITIALIZER;
+static xproc_rwlock_t static_rwlock = XPROC_RWLOCK_INITIALIZER;
 
 #define CHECK(expression)                           \
   do {                                              \
@@ -17,9 +22,20 @@ static xproc_mutex_t static_mutex = XPROC_MUTEX_INITIALIZER;
   } while (0)
 
 int main(void) {
+  struct timespec past;
+  CHECK(clock_gettime(CLOCK_MONOTONIC, &past) == 0);
+
   CHECK(XPROC_PROCESS_SHARED == 1);
   CHECK(xproc_mutex_lock(&static_mutex) == 0);
   CHECK(xproc_mutex_trylock(&static_mutex) == EBUSY);
+  CHECK(xproc_cond_timedwait(&static_cond, &static_mutex, &past) == ETIMEDOUT);
+  CHECK(xproc_cond_signal(&static_cond) == 0);
   CHECK(xproc_mutex_unlock(&static_mutex) == 0);
+
+  CHECK(xproc_rwlock_rdlock(&static_rwlock) == 0);
+  CHECK(xproc_rwlock_trywrlock(&static_rwlock) == EBUSY);
+  CHECK(xproc_rwlock_unlock(&static_rwlock) == 0);
+  CHECK(xproc_rwlock_timedwrlock(&static_rwlock, &past) == 0);
+  CHECK(xproc_rwlock_unlock(&static_rwlock) == 0);
   return 0;
 }
