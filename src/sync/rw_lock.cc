@@ -510,8 +510,9 @@ void RwLock::leave_stage_after_timeout() noexcept {
 
 std::error_code RwLock::release() noexcept {
   const RwPolicy rw_policy = policy();
-  detail::tsan_pre_unlock(this, 0);
   std::uint32_t state = state_.load(std::memory_order_relaxed);  // relaxed: CAS re-validates
+  if (!writer_holds(state)) return errc::not_owner;  // before telling TSan about an unlock
+  detail::tsan_pre_unlock(this, 0);
   std::uint32_t next = 0;
   for (;;) {
     if (!writer_holds(state)) {
