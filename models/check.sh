@@ -6,14 +6,23 @@
 #   expect=fail: a deliberately broken variant (or a known limitation); pan must find an
 #                error, else this script fails (the property could not have caught the bug).
 # One summary line per verification. Exit 0 only when every line is as expected.
-# Usage: models/check.sh [-v] [name-filter]   (-v: print the trail of expected failures too)
+# Usage: models/check.sh [-v] [--full] [name-filter]
+#   -v: print the counterexample of the expected failures too; --full: add the longer runs.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 verbose=0
-if [[ ${1:-} == -v ]]; then
-  verbose=1
+full=0
+while [[ ${1:-} == -* ]]; do
+  case $1 in
+    -v) verbose=1 ;;
+    --full) full=1 ;;
+    *)
+      echo "usage: models/check.sh [-v] [--full] [name-filter]" >&2
+      exit 2
+      ;;
+  esac
   shift
-fi
+done
 filter=${1:-}
 
 if ! command -v spin >/dev/null; then
@@ -45,7 +54,7 @@ verify() {
   start=$(date +%s.%N)
   # shellcheck disable=SC2086 # the flag strings are word lists on purpose
   if ! (cd "$dir" && spin $spinflags -a "$model" >spin.out 2>&1 &&
-    $cc -O2 -w $ccflags -o pan pan.c >cc.out 2>&1); then
+    $cc -w $ccflags -o pan pan.c >cc.out 2>&1); then
     echo "ERROR  $name: spin -a or the pan build failed:"
     cat "$dir/spin.out" "$dir/cc.out" 2>/dev/null | tail -n 20
     failures=$((failures + 1))
@@ -93,46 +102,67 @@ verify() {
   fi
 }
 
-safety="-DSAFETY"
+# pan builds: exhaustive safety search (assertions, invalid end states) with a compressed
+# state store; -O0 for the expected failures (tiny searches: compiling dominates);
+# acceptance-cycle search (LTL claim) under weak fairness (uncompressed: much faster with -a).
+safe="-O2 -DSAFETY -DCOLLAPSE"
+small="-O0 -DSAFETY"
+live="-O2"
 depth="-m200000"
 
-# ---- Mutex (models/mutex.pml): 3 threads x 2 lock/unlock rounds, thread 3 may die anywhere.
-verify mutex-nodeath pass mutex.pml "-DNO_DEATH -DNO_BACKSTOP" "$safety" "$depth" \
+# ---- Mutex (models/mutex.pml): 3 threads x 2 lock/unlock rounds; thread 3 may die anywhere.
+verify mutex-nodeath pass mutex.pml "-DNO_DEATH -DNO_BACKSTOP" "$safe" "$depth" \
   "mutual exclusion; no lost wake-up (no invalid end state)"
-verify mutex-death pass mutex.pml "" "$safety" "$depth" \
+verify mutex-death pass mutex.pml "" "$safe" "$depth" \
   "with a death anywhere: mutual exclusion, owner-died delivered, backstop only after a death"
-verify mutex-death-liveness pass mutex.pml "-DLIVENESS" "" "$depth -a -f" \
+verify mutex-death-liveness pass mutex.pml "-DLIVENESS" "$live" "$depth -a -f" \
   "LTL <>(every live thread finished), weak fairness"
-verify mutex-death-no-backstop fail mutex.pml "-DNO_BACKSTOP" "$safety" "$depth" \
+verify mutex-death-no-backstop fail mutex.pml "-DNO_BACKSTOP" "$small" "$depth" \
   "known limit: kernel robust list alone strands a waiter"
 verify mutex-broken-no-waiters-bit fail mutex.pml "-DNO_DEATH -DNO_BACKSTOP -DBROKEN_NO_WAITERS_BIT" \
-  "$safety" "$depth" "woken thread acquires without WAITERS"
+  "$small" "$depth" "woken thread acquires without WAITERS"
 verify mutex-broken-unlock-load-store fail mutex.pml "-DNO_DEATH -DNO_BACKSTOP -DBROKEN_UNLOCK_LOAD_STORE" \
-  "$safety" "$depth" "unlock = load + store instead of exchange"
+  "$small" "$depth" "unlock = load + store instead of exchange"
 verify mutex-broken-wait-no-compare fail mutex.pml "-DNO_DEATH -DNO_BACKSTOP -DBROKEN_WAIT_NO_COMPARE" \
-  "$safety" "$depth" "futex_wait without the value check"
+  "$small" "$depth" "futex_wait without the value check"
 verify mutex-broken-nonatomic-lock fail mutex.pml "-DNO_DEATH -DNO_BACKSTOP -DBROKEN_NONATOMIC_LOCK" \
-  "$safety" "$depth" "fast path = load + store instead of CAS"
-verify mutex-broken-drop-owner-died fail mutex.pml "-DBROKEN_DROP_OWNER_DIED" "$safety" "$depth" \
+  "$small" "$depth" "fast path = load + store instead of CAS"
+verify mutex-broken-drop-owner-died fail mutex.pml "-DBROKEN_DROP_OWNER_DIED" "$small" "$depth" \
   "slow path clears OWNER_DIED"
-verify mutex-broken-kernel-keeps-tid fail mutex.pml "-DBROKEN_KERNEL_KEEPS_TID" "$safety" "$depth" \
+verify mutex-broken-kernel-keeps-tid fail mutex.pml "-DBROKEN_KERNEL_KEEPS_TID" "$small" "$depth" \
   "death leaves the TID in the word"
 
 # ---- CondVar (models/condvar.pml): 2 waiters take 1 token each, 1 notifier hands out 2.
-verify condvar-one pass condvar.pml "" "$safety" "$depth" \
+verify condvar-one pass condvar.pml "" "$safe" "$depth" \
   "notify_one: mutual exclusion; no lost wake-up (no invalid end state)"
-verify condvar-one-liveness pass condvar.pml "-DLIVENESS" "" "$depth -a -f" \
+verify condvar-one-liveness pass condvar.pml "-DLIVENESS" "$live" "$depth -a -f" \
   "notify_one: LTL <>(both waiters done), weak fairness"
-verify condvar-all pass condvar.pml "-DNOTIFY_ALL" "$safety" "$depth" \
+verify condvar-all pass condvar.pml "-DNOTIFY_ALL" "$safe" "$depth" \
   "notify_all+requeue: mutual exclusion; no lost wake-up"
-verify condvar-all-liveness pass condvar.pml "-DNOTIFY_ALL -DLIVENESS" "" "$depth -a -f" \
+verify condvar-all-liveness pass condvar.pml "-DNOTIFY_ALL -DLIVENESS" "$live" "$depth -a -f" \
   "notify_all+requeue: LTL <>(both waiters done), weak fairness"
-verify condvar-broken-seq-after-unlock fail condvar.pml "-DBROKEN_SEQ_AFTER_UNLOCK" "$safety" "$depth" \
+verify condvar-all-death pass condvar.pml "-DNOTIFY_ALL -DDEATH" "$safe" "$depth" \
+  "notify_all, a waiter dies anywhere: mutual exclusion, owner-died, backstop only after a death"
+verify condvar-all-death-no-backstop fail condvar.pml "-DNOTIFY_ALL -DDEATH -DNO_BACKSTOP" "$small" "$depth" \
+  "known limit: a dying waiter strands another"
+verify condvar-broken-seq-after-unlock fail condvar.pml "-DBROKEN_SEQ_AFTER_UNLOCK" "$small" "$depth" \
   "wait reads seq after unlocking"
-verify condvar-broken-notify-skips-seq fail condvar.pml "-DBROKEN_NOTIFY_SKIPS_SEQ" "$safety" "$depth" \
+verify condvar-broken-notify-skips-seq fail condvar.pml "-DBROKEN_NOTIFY_SKIPS_SEQ" "$small" "$depth" \
   "notify_one wakes without bumping seq"
 verify condvar-broken-requeue-plain-lock fail condvar.pml "-DNOTIFY_ALL -DBROKEN_REQUEUE_PLAIN_LOCK" \
-  "$safety" "$depth" "requeued waiter relocks with the fast path"
+  "$small" "$depth" "requeued waiter relocks with the fast path"
+
+# ---- Longer runs (about 2 more minutes, ~0.6 GiB each): models/check.sh --full
+if ((full)); then
+  verify condvar-one-death pass condvar.pml "-DDEATH" "$safe" "$depth" \
+    "notify_one, a waiter dies anywhere: as condvar-all-death"
+  verify condvar-one-death-notifier pass condvar.pml "-DDEATH -DVICTIM=3" "$safe" "$depth" \
+    "notify_one, the notifier dies anywhere"
+  verify condvar-all-death-notifier pass condvar.pml "-DNOTIFY_ALL -DDEATH -DVICTIM=3" "$safe" "$depth" \
+    "notify_all, the notifier dies anywhere"
+  verify condvar-all-death-liveness pass condvar.pml "-DNOTIFY_ALL -DDEATH -DLIVENESS" "$live" \
+    "$depth -a -f" "notify_all, a waiter dies: LTL <>(every live waiter done)"
+fi
 
 total_end=$(date +%s.%N)
 total=$(awk -v a="$total_start" -v b="$total_end" 'BEGIN { printf "%.1f", b - a }')

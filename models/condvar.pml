@@ -21,6 +21,15 @@
  * before or after its unlock. A lost wake-up leaves a waiter blocked forever:
  * an invalid end state; -DLIVENESS adds the LTL claim that both finish.
  *
+ * Deaths (-DDEATH): thread VICTIM (default 2, a waiter; -DVICTIM=3: the
+ * notifier) may die at any step, as in models/mutex.pml: the kernel's
+ * robust-list walk covers the mutex word (OWNER_DIED, wake on death, the
+ * pending-op rule); the condvar words are not robust (a dead waiter stays
+ * counted in `waiters`, which only costs a spare wake syscall). Parked
+ * threads get the liveness backstop of models/mutex.pml (time out only when
+ * nothing else can move; asserted to happen only after a death) unless
+ * -DNO_BACKSTOP.
+ *
  * Futex model: wait sets per thread (`waiton`: 0 running, 1 parked on seq,
  * 2 parked on the mutex word). futex_wait compares and enqueues atomically;
  * FUTEX_CMP_REQUEUE compares, wakes and moves atomically. No spurious
@@ -34,13 +43,27 @@
 #endif
 
 #define TIDM 3
+#define DIED 4
 #define WAITERS 8
+#ifndef VICTIM
+#define VICTIM 2
+#endif
+#ifdef DEATH
+#define SET_PENDING(v) pending[me] = v
+#else
+#define SET_PENDING(v) skip  /* only the robust-list walk reads it */
+#endif
 
 byte word;            /* mutex lock word */
 byte seq;             /* condvar sequence futex word */
 byte waiters;         /* condvar waiter count */
 byte waiton[4];       /* futex wait sets: 0 none, 1 seq, 2 mutex word */
-byte holders;         /* ghost: threads that own the mutex */
+bit owns[4];          /* ghost: thread owns the mutex */
+bit pending[4];       /* robust list: list_op_pending names the mutex */
+bit dead[4];          /* ghost: thread died */
+bit died_holding;     /* ghost: a thread died while the mutex word held its TID */
+bit killed;             /* the Killer has fired */
+byte backstops;       /* ghost: times the liveness backstop fired */
 byte tokens;          /* the predicate, protected by the mutex */
 byte served;            /* ghost: waiters that got their token */
 
@@ -53,12 +76,49 @@ inline wake_one(where) {
   fi
 }
 
+/* Parked until woken (or, with deaths, rescued by the backstop). */
 inline park(where) {
+#if defined(DEATH) && !defined(NO_BACKSTOP)
+  if
+  :: waiton[me] == 0 -> skip
+  :: timeout ->
+     assert(waiton[me] != 0);
+     assert(dead[VICTIM]);                      /* no death -> no lost wake-up */
+     assert(where != 2 || (word & TIDM) == 0);  /* never stranded on a held mutex */
+     backstops++;
+     waiton[me] = 0
+  fi
+#else
   waiton[me] == 0
+#endif
+}
+
+/* The kernel's robust-list walk when thread `me` dies; it also leaves any
+ * futex wait queue. */
+inline robust_death() {
+  dead[me] = 1;
+  owns[me] = 0;
+  waiton[me] = 0;
+  if
+  :: (word & TIDM) == me ->
+     died_holding = 1;
+     w = word;
+     word = (w & WAITERS) | DIED;
+     if
+     :: (w & WAITERS) != 0 -> wake_one(2)
+     :: else -> skip
+     fi
+  :: else ->
+     if
+     :: pending[me] && (word & TIDM) == 0 -> wake_one(2)
+     :: else -> skip
+     fi
+  fi
 }
 
 /* ---- Mutex (same protocol as models/mutex.pml, no deaths) ---- */
 inline mutex_lock(contended) {
+  SET_PENDING(1);
   ok = 0;
   if
   :: !(contended) ->
@@ -79,7 +139,7 @@ inline mutex_lock(contended) {
         :: (w & TIDM) == 0 ->
            atomic {                             /* contended acquire keeps WAITERS */
              if
-             :: word == w -> word = me | WAITERS; ok = 1
+             :: word == w -> word = me | WAITERS | (w & DIED); ok = 1
              :: else -> ok = 0
              fi
            };
@@ -113,18 +173,36 @@ inline mutex_lock(contended) {
         fi
      od
   fi;
-  holders++;
-  assert(holders == 1);                          /* mutual exclusion */
-  assert((word & TIDM) == me)
+  atomic {                                       /* ghost bookkeeping rides along */
+    SET_PENDING(0);
+    owns[me] = 1;
+    assert(owns[1] + owns[2] + owns[3] == 1);    /* mutual exclusion */
+    assert((word & TIDM) == me)
+#ifdef DEATH
+    ;
+    assert(died_holding == ((word & DIED) != 0)) /* owner-died delivery */
+#endif
+  }
+#ifdef DEATH
+  ;
+  if
+  :: died_holding -> atomic { word = word & ~DIED; died_holding = 0 }  /* make_consistent */
+  :: else -> skip
+  fi
+#endif
 }
 
 inline mutex_unlock() {
-  holders--;
+  atomic { owns[me] = 0; SET_PENDING(1) };
   atomic { w = word; word = 0 };                 /* exchange(0) */
   if
   :: (w & WAITERS) != 0 -> atomic { wake_one(2) }
   :: else -> skip
   fi
+#ifdef DEATH
+  ;
+  pending[me] = 0
+#endif
 }
 
 /* ---- CondVar ---- */
@@ -218,32 +296,55 @@ inline notify() {
 
 proctype Waiter(byte me) {
   byte w, s;
-  bit ok, slept;
-  mutex_lock(0);
-  do
-  :: tokens == 0 -> cv_wait()
-  :: else -> break
-  od;
-  tokens--;
-  mutex_unlock();
-  served++
+  bit ok, slept, fin;
+#ifdef DEATH
+  {
+#endif
+    mutex_lock(0);
+    do
+    :: tokens == 0 -> cv_wait()
+    :: else -> break
+    od;
+    tokens--;
+    mutex_unlock();
+    atomic { served++; fin = 1 }
+#ifdef DEATH
+  } unless {
+    killed && me == VICTIM && !fin -> atomic { robust_death() }
+  }
+#endif
 }
 
 proctype Notifier(byte me) {
   byte w, s, k;
-  bit ok;
-  do
-  :: k < NTOK ->
-     mutex_lock(0);
-     tokens++;
-     if
-     :: notify(); mutex_unlock()                 /* notify under the mutex */
-     :: mutex_unlock(); notify()                 /* notify after the unlock */
-     fi;
-     k++
-  :: else -> break
-  od
+  bit ok, fin;
+#ifdef DEATH
+  {
+#endif
+    do
+    :: k < NTOK ->
+       mutex_lock(0);
+       tokens++;
+       if
+       :: notify(); mutex_unlock()               /* notify under the mutex */
+       :: mutex_unlock(); notify()               /* notify after the unlock */
+       fi;
+       k++
+    :: else -> break
+    od;
+    fin = 1
+#ifdef DEATH
+  } unless {
+    killed && me == VICTIM && !fin -> atomic { robust_death() }
+  }
+#endif
 }
+
+#ifdef DEATH
+active proctype Killer() {
+  killed = 1
+}
+#endif
 
 init {
   atomic {
@@ -254,5 +355,11 @@ init {
 }
 
 #ifdef LIVENESS
-ltl finish { <> (served == NW) }
+/* Every waiter that stays alive gets its token (a dead notifier may take its
+ * tokens with it, so with -DVICTIM=3 only termination is claimed). */
+#if VICTIM == 3
+ltl finish { <> (served + dead[1] + dead[2] == NW || (dead[3] && served + dead[1] + dead[2] <= NW)) }
+#else
+ltl finish { <> (served + dead[1] + dead[2] == NW) }
+#endif
 #endif

@@ -7,7 +7,7 @@
  * Here the TID takes bits 0-1 (threads 1..3), OWNER_DIED is 4, WAITERS is 8.
  *
  * Threads 1..NT each take and release the lock ITERS times. Thread VICTIM may
- * die at ANY step (a Killer process raises `kill` at a nondeterministic moment;
+ * die at ANY step (a Killer process raises `killed` at a nondeterministic moment;
  * the victim's `unless` escape then runs the kernel's robust-list walk in its
  * place). Configuration (spin -D...):
  *   NO_DEATH      nobody dies
@@ -47,7 +47,7 @@ bit pending[NT + 1];    /* robust list: list_op_pending names this lock */
 bit in_cs[NT + 1];      /* ghost: thread is in its critical section */
 bit dead[NT + 1];       /* ghost: thread died */
 bit died_holding;       /* ghost: the victim died while the word held its TID */
-bit kill;               /* the Killer has fired */
+bit killed;               /* the Killer has fired */
 byte finished;          /* ghost: threads that completed all iterations */
 byte backstops;         /* ghost: times the liveness backstop fired */
 
@@ -187,25 +187,27 @@ proctype Thread(byte me) {
              fi
           od
        fi;
-       /* owned; the node is linked, list_op_pending cleared */
-       pending[me] = 0;
-
-       /* ---- critical section ---- */
-       in_cs[me] = 1;
-       assert(in_cs[1] + in_cs[2] + in_cs[3] == 1);   /* mutual exclusion */
-       assert((word & TIDM) == me);
-       /* owner-died delivery: the acquirer of a lock whose owner died sees OWNER_DIED */
-       assert(died_holding == ((word & DIED) != 0));
+       /* Owned: the node is linked, list_op_pending cleared. The ghost
+        * bookkeeping of the critical section rides on the real steps next to
+        * it (no death point or interleaving of interest is lost). */
+       atomic {
+         pending[me] = 0;
+         in_cs[me] = 1;
+         assert(in_cs[1] + in_cs[2] + in_cs[3] == 1);   /* mutual exclusion */
+         assert((word & TIDM) == me);
+         /* owner-died delivery: the acquirer sees OWNER_DIED exactly when an
+          * owner died holding the lock */
+         assert(died_holding == ((word & DIED) != 0))
+       };
        if
        :: died_holding ->
           /* lock returned owner_died; make_consistent() clears the bit */
           atomic { word = word & ~DIED; died_holding = 0 }
        :: else -> skip
        fi;
-       in_cs[me] = 0;
 
        /* ---- unlock ---- */
-       pending[me] = 1;            /* list_op_pending = this lock, node unlinked */
+       atomic { in_cs[me] = 0; pending[me] = 1 };  /* list_op_pending = this lock, node unlinked */
 #ifdef BROKEN_UNLOCK_LOAD_STORE
        w = word;
        word = 0;
@@ -216,20 +218,19 @@ proctype Thread(byte me) {
        :: (w & WAITERS) != 0 -> atomic { futex_wake_one() }
        :: else -> skip
        fi;
-       pending[me] = 0;
-       it++
+       atomic { pending[me] = 0; it++ }
     :: else -> break
     od;
     finished++
   } unless {
-    kill && me == VICTIM && it < ITERS ->
+    killed && me == VICTIM && it < ITERS ->
     atomic { robust_death() }
   }
 }
 
 #ifndef NO_DEATH
 active proctype Killer() {
-  kill = 1
+  killed = 1
 }
 #endif
 
