@@ -8,6 +8,7 @@
 
 #include "xproc/sync/detail/spin.h"
 #include "xproc/sync/detail/tsan.h"
+#include "xproc/sync/robust_rw_lock.h"
 #include "xproc/sys/futex.h"
 
 namespace xproc::sync {
@@ -66,6 +67,7 @@ constexpr std::uint32_t policy_code(RwPolicy policy) {
 struct ReadHold {
   const RwLock* lock;
   std::uint32_t depth;
+  int owner_slot;  // RobustRwLock: the owner-table slot counting this hold, -1 = none
 };
 struct ReadHoldTable {
   std::array<ReadHold, RwLock::kMaxReadLocksPerThread> holds;
@@ -194,17 +196,21 @@ void RwLock::wake(Queue queue, int count) noexcept {
 // ---- shared side ------------------------------------------------------------------------------
 
 std::error_code RwLock::acquire_shared() noexcept {
-  return acquire_shared_until_impl(std::nullopt, false);
+  return acquire_shared_until_impl(std::nullopt, false, nullptr);
 }
 std::error_code RwLock::try_acquire_shared() noexcept {
-  return acquire_shared_until_impl(std::nullopt, true);
+  return acquire_shared_until_impl(std::nullopt, true, nullptr);
 }
 std::error_code RwLock::acquire_shared_until(Deadline deadline) noexcept {
-  return acquire_shared_until_impl(deadline, false);
+  return acquire_shared_until_impl(deadline, false, nullptr);
+}
+std::error_code RwLock::release_shared() noexcept {
+  return release_shared_impl(nullptr);
 }
 
 std::error_code RwLock::acquire_shared_until_impl(const std::optional<Deadline>& deadline,
-                                                  bool try_only) noexcept {
+                                                  bool try_only,
+                                                  detail::RwOwners* owners) noexcept {
   constexpr unsigned flags = detail::kTsanReadLock | detail::kTsanTryLock;
   if (ReadHold* hold = find_hold(this)) {
     // Recursive read: this thread already holds it, so no writer can hold it; pass every waiter.
@@ -217,12 +223,17 @@ std::error_code RwLock::acquire_shared_until_impl(const std::optional<Deadline>&
   ReadHoldTable& table = tls_read_holds;
   if (table.used == table.holds.size()) return errc::limit_reached;
   detail::tsan_pre_lock(this, flags);
+  // Robust: announce the acquire as pending in our process's slot before the lock word counts
+  // it, and turn it into a certain hold after (see robust_rw_lock.h).
+  const int slot = owners != nullptr ? owners->begin_acquire(lock_owner_id()) : -1;
   const std::error_code error = lock_shared_slow(deadline, try_only);
   if (error) {
+    if (slot >= 0) owners->abort_acquire(slot);
     detail::tsan_post_lock(this, flags | detail::kTsanTryLockFailed);
     return error;
   }
-  table.holds[table.used++] = ReadHold{this, 1};
+  if (slot >= 0) owners->commit_acquire(slot);
+  table.holds[table.used++] = ReadHold{this, 1, slot};
   detail::tsan_post_lock(this, flags);
   return {};
 }
@@ -312,7 +323,7 @@ std::error_code RwLock::lock_shared_slow(const std::optional<Deadline>& deadline
   }
 }
 
-std::error_code RwLock::release_shared() noexcept {
+std::error_code RwLock::release_shared_impl(detail::RwOwners* owners) noexcept {
   ReadHold* hold = find_hold(this);
   if (hold == nullptr) return errc::not_owner;
   detail::tsan_pre_unlock(this, detail::kTsanReadLock);
@@ -321,16 +332,24 @@ std::error_code RwLock::release_shared() noexcept {
     detail::tsan_post_unlock(this, detail::kTsanReadLock);
     return {};
   }
+  const int slot = owners != nullptr ? hold->owner_slot : -1;
   remove_hold(hold);
+  if (slot >= 0) owners->begin_release(slot);  // the hold becomes "maybe counted"
+  const std::error_code error = drop_readers(1);
+  if (slot >= 0) owners->commit_release(slot);
+  detail::tsan_post_unlock(this, detail::kTsanReadLock);
+  return error;
+}
+
+// Removes `count` reader holds from the lock word (one release, or a dead process's holds) and
+// wakes whoever that lets in.
+std::error_code RwLock::drop_readers(std::uint32_t count) noexcept {
   const bool phase_fair = policy() == RwPolicy::phase_fair;
   std::uint32_t state = state_.load(std::memory_order_relaxed);  // relaxed: CAS re-validates
   std::uint32_t next = 0;
   for (;;) {
-    if (readers(state) == 0 || writer_holds(state)) {
-      detail::tsan_post_unlock(this, detail::kTsanReadLock);
-      return errc::corrupt_state;
-    }
-    next = state - kReaderOne;
+    if (readers(state) < count || writer_holds(state)) return errc::corrupt_state;
+    next = state - count * kReaderOne;
     // The last reader of an orphaned phase ends it, as its writer would have.
     if (phase_fair && readers(next) == 0 && orphaned(next)) next = end_phase(next);
     // seq_cst: release (our reads happen before the next writer's acquire) and the store half of
@@ -340,7 +359,6 @@ std::error_code RwLock::release_shared() noexcept {
       break;
     }
   }
-  detail::tsan_post_unlock(this, detail::kTsanReadLock);
   if (readers(next) == 0 && staged(next)) {
     wake(Queue::drainers, 1);  // the staged writer waits for the readers to drain
   } else if (phase_fair && orphaned(state) && !staged(next)) {
@@ -353,17 +371,30 @@ std::error_code RwLock::release_shared() noexcept {
 // ---- exclusive side ---------------------------------------------------------------------------
 
 std::error_code RwLock::acquire() noexcept {
-  return lock_exclusive(std::nullopt, false);
+  return lock_exclusive(std::nullopt, false, nullptr);
 }
 std::error_code RwLock::try_acquire() noexcept {
-  return lock_exclusive(std::nullopt, true);
+  return lock_exclusive(std::nullopt, true, nullptr);
 }
 std::error_code RwLock::acquire_until(Deadline deadline) noexcept {
-  return lock_exclusive(deadline, false);
+  return lock_exclusive(deadline, false, nullptr);
+}
+std::error_code RwLock::release() noexcept {
+  return release_impl(nullptr, true);
 }
 
-std::error_code RwLock::lock_exclusive(const std::optional<Deadline>& deadline,
-                                       bool try_only) noexcept {
+// Robust: the staged writer records its owner id after taking the stage (release: a recoverer
+// that reads it also sees the stage taken) and clears it before leaving the stage.
+static void record_stage_owner(detail::RwOwners* owners) noexcept {
+  if (owners != nullptr) owners->stage_owner.store(lock_owner_id(), std::memory_order_release);
+}
+static void clear_stage_owner(detail::RwOwners* owners) noexcept {
+  // relaxed: only a dead writer's entry is ever acted on; a live one clears its own.
+  if (owners != nullptr) owners->stage_owner.store(0, std::memory_order_relaxed);
+}
+
+std::error_code RwLock::lock_exclusive(const std::optional<Deadline>& deadline, bool try_only,
+                                       detail::RwOwners* owners) noexcept {
   // An upgrade would wait for our own read hold: refuse (a try form just would block).
   if (find_hold(this) != nullptr) return try_only ? errc::would_block : errc::deadlock;
   const unsigned flags = detail::kTsanTryLock;
@@ -384,6 +415,7 @@ std::error_code RwLock::lock_exclusive(const std::optional<Deadline>& deadline,
       // acquire: pairs with the release of the previous holders' unlocks.
       if (state_.compare_exchange_weak(state, next, std::memory_order_acquire,
                                        std::memory_order_relaxed)) {
+        record_stage_owner(owners);
         detail::tsan_post_lock(this, flags);
         return {};
       }
@@ -404,7 +436,10 @@ std::error_code RwLock::lock_exclusive(const std::optional<Deadline>& deadline,
     }
   }
   std::error_code error = take_stage(deadline);
-  if (!error) error = drain(deadline);
+  if (!error) {
+    record_stage_owner(owners);
+    error = drain(deadline, owners);
+  }
   detail::tsan_post_lock(this, error ? flags | detail::kTsanTryLockFailed : flags);
   return error;
 }
@@ -456,7 +491,8 @@ std::error_code RwLock::take_stage(const std::optional<Deadline>& deadline) noex
 }
 
 // The staged writer waits for the readers present when it took the stage; then it holds.
-std::error_code RwLock::drain(const std::optional<Deadline>& deadline) noexcept {
+std::error_code RwLock::drain(const std::optional<Deadline>& deadline,
+                              detail::RwOwners* owners) noexcept {
   bool last_chance = false;
   std::uint32_t state = state_.load(std::memory_order_relaxed);  // relaxed: CAS re-validates
   for (;;) {
@@ -477,12 +513,13 @@ std::error_code RwLock::drain(const std::optional<Deadline>& deadline) noexcept 
     if (error) last_chance = true;
     state = state_.load(std::memory_order_relaxed);  // relaxed: CAS re-validates
   }
-  leave_stage_after_timeout();
+  leave_stage_after_timeout(owners);
   return errc::timed_out;
 }
 
 // The staged writer gives up (deadline passed while readers still held the lock).
-void RwLock::leave_stage_after_timeout() noexcept {
+void RwLock::leave_stage_after_timeout(detail::RwOwners* owners) noexcept {
+  clear_stage_owner(owners);
   const RwPolicy rw_policy = policy();
   std::uint32_t state = state_.load(std::memory_order_relaxed);  // relaxed: CAS re-validates
   std::uint32_t next = 0;
@@ -508,20 +545,22 @@ void RwLock::leave_stage_after_timeout() noexcept {
   after_writer_leaves(next);
 }
 
-std::error_code RwLock::release() noexcept {
+std::error_code RwLock::release_impl(detail::RwOwners* owners, bool annotate) noexcept {
   const RwPolicy rw_policy = policy();
   std::uint32_t state = state_.load(std::memory_order_relaxed);  // relaxed: CAS re-validates
   if (!writer_holds(state)) return errc::not_owner;  // before telling TSan about an unlock
-  detail::tsan_pre_unlock(this, 0);
+  const unsigned tsan_flags = 0;
+  if (annotate) detail::tsan_pre_unlock(this, tsan_flags);
+  clear_stage_owner(owners);
   std::uint32_t next = 0;
   for (;;) {
     if (!writer_holds(state)) {
-      detail::tsan_post_unlock(this, 0);
+      if (annotate) detail::tsan_post_unlock(this, tsan_flags);
       return errc::not_owner;
     }
     if (readers(state) != 0 || !staged(state) || orphaned(state) ||
         (rw_policy == RwPolicy::prefer_writer && queued(state) == 0)) {
-      detail::tsan_post_unlock(this, 0);
+      if (annotate) detail::tsan_post_unlock(this, tsan_flags);
       return errc::corrupt_state;
     }
     switch (rw_policy) {
@@ -542,9 +581,24 @@ std::error_code RwLock::release() noexcept {
       break;
     }
   }
-  detail::tsan_post_unlock(this, 0);
+  if (annotate) detail::tsan_post_unlock(this, tsan_flags);
   after_writer_leaves(next);
   return {};
+}
+
+// Recovery: the stage's recorded owner died (RobustRwLock claimed its entry). Nobody else can
+// take the stage while it is held, and the dead change nothing, so the state is the dead
+// writer's: holding (release it as it would have) or waiting for readers (leave as on timeout).
+Result<bool> RwLock::release_dead_writer() noexcept {
+  // acquire: pairs with the RMWs that changed the state before we read it.
+  const std::uint32_t state = state_.load(std::memory_order_acquire);
+  if (!staged(state) || orphaned(state)) return std::error_code(errc::corrupt_state);
+  if (writer_holds(state)) {
+    if (std::error_code error = release_impl(nullptr, false)) return error;
+    return true;
+  }
+  leave_stage_after_timeout(nullptr);
+  return false;
 }
 
 // Wakes whoever can move now that a writer left the stage (released or timed out). `next` is the

@@ -45,8 +45,9 @@
 //     timed forms return timed_out. A staged writer that merely times out leaves nothing behind.
 //   - killed while parked: a parked-waiter count stays one too high; the only cost is an
 //     unneeded futex wake system call per release.
-//   Dead holders are NOT recovered by this version (no owner registry yet): process-scope users
-//   must use the timed forms where a peer may die holding the lock. See docs/design/rw_lock.md.
+//   A plain RwLock does not recover dead holders: where a peer may die holding the lock, use
+//   the timed forms, or RobustRwLock (robust_rw_lock.h), which records holders per process and
+//   lets a survivor release a dead process's holds. See docs/design/rw_lock.md.
 //
 // fork(): the child holds no locks. Read holds counted for the forking thread stay the
 // parent's (the child's copy of the thread_local table is cleared by a pthread_atfork handler);
@@ -64,8 +65,14 @@
 
 #include "xproc/sync/scope.h"
 #include "xproc/sys/error.h"
+#include "xproc/sys/result.h"
 
 namespace xproc::sync {
+
+class RobustRwLock;
+namespace detail {
+struct RwOwners;
+}  // namespace detail
 
 enum class RwPolicy : std::uint8_t { prefer_reader, prefer_writer, phase_fair };
 
@@ -176,14 +183,23 @@ class RwLock {
   std::error_code wait(Queue queue, Ready ready, const std::optional<Deadline>& deadline) noexcept;
   void wake(Queue queue, int count) noexcept;
 
-  std::error_code acquire_shared_until_impl(const std::optional<Deadline>& deadline,
-                                            bool try_only) noexcept;
+  // `owners` is the owner table of a RobustRwLock (robust_rw_lock.h), nullptr for a plain
+  // RwLock; it is a local pointer, never stored in shared state.
+  std::error_code acquire_shared_until_impl(const std::optional<Deadline>& deadline, bool try_only,
+                                            detail::RwOwners* owners) noexcept;
+  std::error_code release_shared_impl(detail::RwOwners* owners) noexcept;
   std::error_code lock_shared_slow(const std::optional<Deadline>& deadline, bool try_only) noexcept;
-  std::error_code lock_exclusive(const std::optional<Deadline>& deadline, bool try_only) noexcept;
+  std::error_code drop_readers(std::uint32_t count) noexcept;
+  std::error_code lock_exclusive(const std::optional<Deadline>& deadline, bool try_only,
+                                 detail::RwOwners* owners) noexcept;
   std::error_code take_stage(const std::optional<Deadline>& deadline) noexcept;
-  std::error_code drain(const std::optional<Deadline>& deadline) noexcept;
-  void leave_stage_after_timeout() noexcept;
+  std::error_code drain(const std::optional<Deadline>& deadline, detail::RwOwners* owners) noexcept;
+  void leave_stage_after_timeout(detail::RwOwners* owners) noexcept;
+  std::error_code release_impl(detail::RwOwners* owners, bool annotate) noexcept;
   void after_writer_leaves(std::uint32_t next) noexcept;
+  // Recovery (RobustRwLock): ends the stage of a dead writer; true when it held the lock.
+  Result<bool> release_dead_writer() noexcept;
+  friend class RobustRwLock;
 
   // state_: the lock itself.
   //   bits  0..13  readers       threads holding a read lock
