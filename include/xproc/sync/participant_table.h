@@ -167,7 +167,8 @@ class Participant {
   // Attaches to `table`, bound to the file `fd` refers to (the table's segment file). `fd` is
   // reopened as this attachment's own open file description (close-on-exec), so its lock belongs
   // to this attachment alone, is not shared with `fd` nor with fork children, and `fd` may be
-  // closed afterwards. Slot lock bytes are [lock_base, lock_base + capacity).
+  // closed afterwards. Slot lock bytes are [lock_base, lock_base + capacity); every attachment
+  // of one table must use the same lock_base (the table does not record it).
   // errc::limit_reached: every slot is held by a live participant. errc::invalid_argument: bad
   // fd or lock_base. errc::corrupt_state: the chosen slot word holds an impossible generation.
   // Other errors: from reopening or locking the file (e.g. /proc not mounted).
