@@ -199,9 +199,12 @@ std::error_code Mutex::acquire_slow(const Deadline* deadline, bool try_only,
       word |= kWaiters;
     }
     slept = true;
+    // A robust waiter never sleeps longer than the backstop interval: besides the liveness
+    // check below, this recovers a wake-up lost to a death (a woken waiter killed before it
+    // re-acquired, or an unlocker killed between its exchange and its FUTEX_WAKE while another
+    // thread re-took the lock without WAITERS): the decision doc's crash protocol.
     Deadline wake_at{};
     bool backstop = false;
-#if XPROC_MUTEX_BACKSTOP
     if (robust_) {
       const std::uint32_t ms =
           backstop_ms_ == 0 ? static_cast<std::uint32_t>(kMutexDefaultBackstopInterval.count())
@@ -213,7 +216,6 @@ std::error_code Mutex::acquire_slow(const Deadline* deadline, bool try_only,
         backstop = false;
       }
     }
-#endif
     std::error_code ec;
     if (backstop) {
       ec = sys::futex_wait(word_, word, futex_scope(), wake_at);
