@@ -93,9 +93,30 @@ std::error_code CondVar::wait_mutex(Mutex& mutex, const Deadline* deadline) noex
   // acquire: pairs with the release increment in notify_all(Mutex&) (which precedes the requeue
   // system call that may have moved us). Changed = we may have been woken on the mutex word.
   const bool contended = !parked && requeues_.load(std::memory_order_acquire) != ticket.requeues;
-  std::error_code ec = detail::MutexAccess::reacquire(mutex, saved, contended);
+  std::error_code ec = slices ? reacquire_in_slices(mutex, saved.depth, contended)
+                              : detail::MutexAccess::reacquire(mutex, saved, contended);
   if (ec) return ec;  // owner_died (held), not_recoverable, corrupt_state (not held)
   return parked;      // {} or timed_out, the mutex held
+}
+
+// Process-shared robust mutexes: a waiter woken on the mutex word (requeued) by an unlock and
+// killed before it acquires takes that wake-up with it, and the kernel's robust list cannot
+// help (the dead thread had no pending operation on the word). So every condvar waiter that
+// re-acquires such a mutex re-examines the word at least every kRequeueRecheck instead of
+// sleeping on it without bound; the WAITERS bit is set again after acquiring when the caller
+// may have been requeued, and recursion levels are restored by relocking.
+std::error_code CondVar::reacquire_in_slices(Mutex& mutex, std::uint32_t depth,
+                                             bool contended) noexcept {
+  std::error_code ec;
+  do {
+    ec = mutex.acquire_until(Clock::now() + kRequeueRecheck);
+  } while (ec == errc::timed_out);
+  if (ec && ec != errc::owner_died) return ec;  // not held
+  if (contended) (void)detail::MutexAccess::mark_waiters(mutex);
+  for (std::uint32_t level = 1; level < depth; ++level) {
+    if (mutex.acquire()) break;  // recursive relock by the owner: cannot fail below the limit
+  }
+  return ec;
 }
 
 std::error_code CondVar::wait(Mutex& mutex) noexcept {

@@ -38,10 +38,14 @@
 //     the notify had come later); a notify_all killed between its requeue and its return has
 //     already done all its work (the requeue is one system call).
 //   * the mutex owner dying: the Mutex's robust path; the waiter that re-acquires gets
-//     owner_died. Waiters requeued onto a process-shared robust mutex word also wake every
-//     kRequeueRecheck to re-check (a requeued waiter woken by an unlock and killed before it
-//     acquires would otherwise strand the others on the word; a dead owner the kernel's
-//     robust list cannot report is found by the Mutex's own backstop once they re-acquire).
+//     owner_died.
+//   * a waiter requeued onto the mutex word, woken there by an unlock and killed before it
+//     acquires, takes that wake-up with it (the kernel's robust list cannot pass it on: the
+//     dead thread had no pending operation on the word). For process-shared robust mutexes
+//     every condvar waiter therefore parks, on seq_ and on the mutex word while it
+//     re-acquires, for at most kRequeueRecheck at a time and then re-examines the state, so a
+//     survivor is delayed by at most that interval. Limit: a thread blocked in a plain
+//     Mutex::lock() behind such a dead wakee relies on the Mutex's own liveness backstop.
 // fork(): the child's copy of a Scope::thread condvar is unusable if the parent had waiters (as
 // with pthread condvars); a Scope::process condvar keeps working across fork (the child is one
 // more process mapping it).
@@ -151,8 +155,9 @@ class CondVar {
     return requeues_.load(std::memory_order_relaxed);  // relaxed: a snapshot, orders nothing
   }
 
-  // How often a waiter parked in a Scope::process wait on a robust mutex re-checks whether it
-  // was requeued onto the mutex word and stranded there (see Deaths in the banner).
+  // The longest a waiter of a Scope::process wait on a robust mutex sleeps before it
+  // re-examines the state (on seq_, or on the mutex word while it re-acquires): bounds the
+  // delay a killed, requeued-and-woken waiter can cause (see Deaths in the banner).
   static constexpr std::chrono::milliseconds kRequeueRecheck{100};
 
  private:
@@ -180,6 +185,7 @@ class CondVar {
   // whether a requeue happened (then return {}).
   std::error_code park(Ticket ticket, const Deadline* deadline, bool recheck_slices) noexcept;
   std::error_code wait_mutex(Mutex& mutex, const Deadline* deadline) noexcept;
+  std::error_code reacquire_in_slices(Mutex& mutex, std::uint32_t depth, bool contended) noexcept;
   sys::FutexScope futex_scope() const noexcept {
     return sync::futex_scope(static_cast<Scope>(scope_));
   }
