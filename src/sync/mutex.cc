@@ -6,16 +6,10 @@
 #include <type_traits>
 
 #include "robust_node_internal.h"
+#include "xproc/sync/detail/liveness.h"
 #include "xproc/sync/detail/mutex_access.h"
 #include "xproc/sync/detail/spin.h"
 #include "xproc/sys/robust_list.h"
-
-#if __has_include("xproc/sync/detail/liveness.h")
-#include "xproc/sync/detail/liveness.h"
-#define XPROC_MUTEX_BACKSTOP 1
-#else
-#define XPROC_MUTEX_BACKSTOP 0
-#endif
 
 namespace xproc::sync {
 
@@ -48,7 +42,6 @@ namespace {
 
 constexpr std::uint32_t kMaxBackstopMs = 3'600'000;
 
-#if XPROC_MUTEX_BACKSTOP
 // Whether the backstop may mark `observed` owner-died: the owner's process is known dead.
 // The record read is ordered after the acquire load that returned `observed` (see
 // docs/decisions/0001-robust-ownership.md, "backstop race"), so it is 0/0 or the current
@@ -62,7 +55,6 @@ bool backstop_owner_dead(const std::atomic<std::uint32_t>& tag,
   if (record.table_tag == 0 && record.participant == 0) return false;
   return detail::owner_known_dead(record);
 }
-#endif
 
 }  // namespace
 
@@ -224,7 +216,6 @@ std::error_code Mutex::acquire_slow(const Deadline* deadline, bool try_only,
     } else {
       ec = sys::futex_wait(word_, word, futex_scope());
     }
-#if XPROC_MUTEX_BACKSTOP
     if (ec == errc::timed_out && backstop) {
       // acquire: makes the owner-record read below see the record of the owner whose RMW we
       // read, or 0/0; never an earlier owner's (release-sequence argument in the decision doc).
@@ -240,7 +231,6 @@ std::error_code Mutex::acquire_slow(const Deadline* deadline, bool try_only,
         }
       }
     }
-#endif
     (void)ec;  // wake-up, spurious wake-up, changed value or timeout: re-examine the word
     // relaxed: a hint; the CAS acquires.
     word = word_.load(std::memory_order_relaxed);
@@ -252,7 +242,6 @@ std::error_code Mutex::acquire_slow(const Deadline* deadline, bool try_only,
     // relaxed: read only for comparison with the reader's own token.
     owner_token_.store(token, std::memory_order_relaxed);
     depth_ = 1;
-#if XPROC_MUTEX_BACKSTOP
     if (robust_) {
       const detail::OwnerRecord record = detail::this_process_owner_record();
       // relaxed: published to backstop checkers by the release RMW of make_consistent() or
@@ -260,7 +249,6 @@ std::error_code Mutex::acquire_slow(const Deadline* deadline, bool try_only,
       owner_table_tag_.store(record.table_tag, std::memory_order_relaxed);
       owner_participant_.store(record.participant, std::memory_order_relaxed);
     }
-#endif
   }
   if (head != nullptr) detail::clear_pending(head);  // step 4
   return result;
@@ -283,13 +271,11 @@ std::error_code Mutex::release_impl(bool fully) noexcept {
   }
   depth_ = 0;
   const bool inconsistent = owner_died(word);
-#if XPROC_MUTEX_BACKSTOP
   if (robust_) {
     // relaxed: ordered before the release exchange below, which publishes the clearing.
     owner_table_tag_.store(0, std::memory_order_relaxed);
     owner_participant_.store(0, std::memory_order_relaxed);
   }
-#endif
   // relaxed: published by the release exchange below.
   owner_token_.store(0, std::memory_order_relaxed);
   sys::RobustListHead* const head = robust_ ? sys::this_thread_robust_list() : nullptr;
