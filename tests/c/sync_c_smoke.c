@@ -37,5 +37,14 @@ int main(void) {
   CHECK(xproc_rwlock_unlock(&static_rwlock) == 0);
   CHECK(xproc_rwlock_timedwrlock(&static_rwlock, &past) == 0);
   CHECK(xproc_rwlock_unlock(&static_rwlock) == 0);
+
+  xproc_sem_t sem;
+  CHECK(xproc_sem_init(&sem, XPROC_PROCESS_PRIVATE, 1) == 0);
+  CHECK(xproc_sem_trywait(&sem) == 0);
+  CHECK(xproc_sem_trywait(&sem) == -1 && errno == EAGAIN);
+  CHECK(xproc_sem_post_multiple(&sem, 2) == 0);
+  int value = -1;
+  CHECK(xproc_sem_getvalue(&sem, &value) == 0 && value == 2);
+  CHECK(xproc_sem_destroy(&sem) == 0);
   return 0;
 }
