@@ -16,19 +16,15 @@
 #include "liveness_internal.h"
 
 namespace xproc::sync::detail {
+
+constinit std::atomic<std::uint64_t> process_owner_record_word{0};
+
 namespace {
 
 constexpr std::uint64_t encode(OwnerRecord record) noexcept {
   return std::uint64_t{record.table_tag} << 32 | record.participant;
 }
 
-constexpr OwnerRecord decode(std::uint64_t word) noexcept {
-  return OwnerRecord{static_cast<std::uint32_t>(word >> 32), static_cast<std::uint32_t>(word)};
-}
-
-// This process's owner record, encoded: tag << 32 | packed id; 0 = unknown. Written under the
-// registry mutex, read without it (this_process_owner_record).
-constinit std::atomic<std::uint64_t> owner_record_word{0};
 // Incremented in every fork child (fork_epoch()).
 constinit std::atomic<std::uint64_t> fork_epoch_word{0};
 
@@ -62,9 +58,8 @@ void publish_owner_record(const Registry& state) noexcept {
     const Attachment& first = state.attachments.front();
     word = encode(OwnerRecord{first.tag, first.id.pack()});
   }
-  // relaxed: the record is an identity, not a publication of other data; a thread that attached
-  // reads its own store (sequenced before), others may see {0, 0} for a moment, meaning unknown.
-  owner_record_word.store(word, std::memory_order_relaxed);
+  // relaxed: an identity, not a publication; see this_process_owner_record().
+  process_owner_record_word.store(word, std::memory_order_relaxed);
 }
 
 void fork_prepare() noexcept {
@@ -86,7 +81,7 @@ void fork_child() noexcept {
   for (const Attachment& attachment : state.attachments) close(attachment.fd);
   state.attachments.clear();  // keeps the capacity: no allocation here
   // relaxed: single-threaded here (the child has only this thread).
-  owner_record_word.store(0, std::memory_order_relaxed);
+  process_owner_record_word.store(0, std::memory_order_relaxed);
   // relaxed: single-threaded here; later reads are on this thread or after thread creation.
   fork_epoch_word.fetch_add(1, std::memory_order_relaxed);
   // The forking thread locked it in fork_prepare and is the child's only thread: unlock is legal.
@@ -124,11 +119,6 @@ void unregister_attachment(std::uint64_t serial) noexcept {
   bool was_first = found == state.attachments.begin();
   state.attachments.erase(found);
   if (was_first) publish_owner_record(state);
-}
-
-OwnerRecord this_process_owner_record() noexcept {
-  // relaxed: see publish_owner_record.
-  return decode(owner_record_word.load(std::memory_order_relaxed));
 }
 
 bool owner_known_dead(OwnerRecord record) noexcept {

@@ -19,6 +19,7 @@
 // lock (process exit, zombies included) - see participant_table.h.
 // fork(): the child starts with no attachments (its record is {0, 0}); it must attach itself.
 
+#include <atomic>
 #include <cstdint>
 
 namespace xproc::sync::detail {
@@ -30,9 +31,19 @@ struct OwnerRecord {
   std::uint32_t participant;
 };
 
+// This process's owner record, encoded as table_tag << 32 | participant (0: unknown). Written
+// only by the registry (src/sync/liveness.cc) under its mutex; read through the function below.
+extern std::atomic<std::uint64_t> process_owner_record_word;
+
 // This process's owner record, or {0, 0} when it is attached to no table.
-// Cheap: one relaxed atomic load, safe on every lock fast path.
-[[nodiscard]] OwnerRecord this_process_owner_record() noexcept;
+// Cheap: one relaxed atomic load (inline), safe on every lock fast path.
+[[nodiscard]] inline OwnerRecord this_process_owner_record() noexcept {
+  // relaxed: the record is an identity, not a publication of other data. A thread that attached
+  // reads its own store (sequenced before); another thread may see {0, 0} for a moment after a
+  // concurrent first attach, which means "unknown" and is always allowed.
+  std::uint64_t word = process_owner_record_word.load(std::memory_order_relaxed);
+  return OwnerRecord{static_cast<std::uint32_t>(word >> 32), static_cast<std::uint32_t>(word)};
+}
 
 // True only if this process is attached (through a live Participant) to the table whose tag is
 // record.table_tag, and the participant record.participant of that table is known to be dead
