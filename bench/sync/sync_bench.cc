@@ -11,6 +11,8 @@
 #include "glibc_primitives.h"
 #include "harness.h"
 #include "scenarios.h"
+#include "xproc/sync/rw_lock.h"
+#include "xproc_primitives.h"
 
 namespace xproc::bench {
 namespace {
@@ -103,9 +105,17 @@ void uncontended_rows(Suite& suite) {
     std::mutex lock;
     return uncontended(lock, iterations);
   });
+  suite.row(group, "xproc Mutex (thread scope)", "ns", false, [&] {
+    sync::Mutex lock(sync::Scope::thread);
+    return uncontended(lock, iterations);
+  });
   const std::string robust = "uncontended lock+unlock, robust pshared";
   suite.row(robust, "glibc pthread_mutex robust pshared", "ns", false, [&] {
     GlibcMutex lock({true, true});
+    return uncontended(lock, iterations);
+  });
+  suite.row(robust, "xproc Mutex (process scope, robust)", "ns", false, [&] {
+    sync::Mutex lock(sync::Scope::process);
     return uncontended(lock, iterations);
   });
 }
@@ -125,6 +135,10 @@ void contended_rows(Suite& suite) {
         suite.row(group, "std::mutex", "Mops/s", true,
                   [&] { return contended<std::mutex>(false, workers, per_worker); });
       }
+      const sync::Scope scope = processes ? sync::Scope::process : sync::Scope::thread;
+      suite.row(group, processes ? "xproc Mutex (process scope, robust)" : "xproc Mutex", "Mops/s",
+                true,
+                [&] { return contended<sync::Mutex>(processes, workers, per_worker, scope); });
     }
   }
 }
@@ -136,11 +150,24 @@ void condvar_rows(Suite& suite) {
     return condvar_ping_pong<GlibcMutex, GlibcCond>(round_trips, GlibcMutexOptions{true, true},
                                                     true);
   });
+  suite.row(group, "xproc Mutex + CondVar (robust)", "us/rt", false, [&] {
+    return condvar_ping_pong<XprocMutex, XprocCond>(round_trips,
+                                                    XprocMutexArgs{sync::Scope::process, {}},
+                                                    XprocCond::Options{sync::Scope::process, true});
+  });
 
   const long rounds = suite.n(10'000);
   const std::string broadcast_group = "broadcast to 8 waiting processes";
   suite.row(broadcast_group, "glibc robust mutex + pthread_cond", "us/round", false, [&] {
     return broadcast<GlibcMutex, GlibcCond>(8, rounds, GlibcMutexOptions{true, true}, true);
+  });
+  suite.row(broadcast_group, "xproc Mutex + CondVar, requeue", "us/round", false, [&] {
+    return broadcast<XprocMutex, XprocCond>(8, rounds, XprocMutexArgs{sync::Scope::process, {}},
+                                            XprocCond::Options{sync::Scope::process, true});
+  });
+  suite.row(broadcast_group, "xproc Mutex + CondVar, wake all", "us/round", false, [&] {
+    return broadcast<XprocMutex, XprocCond>(8, rounds, XprocMutexArgs{sync::Scope::process, {}},
+                                            XprocCond::Options{sync::Scope::process, false});
   });
 }
 
@@ -154,6 +181,15 @@ void rwlock_rows(Suite& suite) {
     return read_mostly<GlibcRwLock>(4, per_thread, 20, false,
                                     PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
   });
+  const std::pair<sync::RwPolicy, const char*> policies[] = {
+      {sync::RwPolicy::prefer_reader, "xproc RwLock (prefer reader)"},
+      {sync::RwPolicy::prefer_writer, "xproc RwLock (prefer writer)"},
+      {sync::RwPolicy::phase_fair, "xproc RwLock (phase fair)"}};
+  for (const auto& [policy, name] : policies) {
+    suite.row(group, name, "Mops/s", true, [&, policy = policy] {
+      return read_mostly<sync::RwLock>(4, per_thread, 20, sync::Scope::thread, policy);
+    });
+  }
 }
 
 }  // namespace
