@@ -46,5 +46,17 @@ int main(void) {
   int value = -1;
   CHECK(xproc_sem_getvalue(&sem, &value) == 0 && value == 2);
   CHECK(xproc_sem_destroy(&sem) == 0);
+
+  xproc_barrier_t barrier;
+  CHECK(xproc_barrier_init(&barrier, NULL, 1) == 0);
+  CHECK(xproc_barrier_wait(&barrier) == XPROC_BARRIER_SERIAL_THREAD);
+  CHECK(xproc_barrier_destroy(&barrier) == 0);
+
+  xproc_spinlock_t spin;
+  CHECK(xproc_spin_init(&spin, XPROC_PROCESS_SHARED) == 0);
+  CHECK(xproc_spin_lock(&spin) == 0);
+  CHECK(xproc_spin_trylock(&spin) == EBUSY);
+  CHECK(xproc_spin_unlock(&spin) == 0);
+  CHECK(xproc_spin_destroy(&spin) == 0);
   return 0;
 }
