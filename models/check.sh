@@ -119,6 +119,8 @@ verify mutex-death-liveness pass mutex.pml "-DLIVENESS" "$live" "$depth -a -f" \
   "LTL <>(every live thread finished), weak fairness"
 verify mutex-death-no-backstop fail mutex.pml "-DNO_BACKSTOP" "$small" "$depth" \
   "known limit: kernel robust list alone strands a waiter"
+verify mutex-death-no-fastpath pass mutex.pml "-DNO_BACKSTOP -DNO_FASTPATH" "$safe" "$depth" \
+  "experiment: without fast-path barging the kernel alone suffices"
 verify mutex-broken-no-waiters-bit fail mutex.pml "-DNO_DEATH -DNO_BACKSTOP -DBROKEN_NO_WAITERS_BIT" \
   "$small" "$depth" "woken thread acquires without WAITERS"
 verify mutex-broken-unlock-load-store fail mutex.pml "-DNO_DEATH -DNO_BACKSTOP -DBROKEN_UNLOCK_LOAD_STORE" \
@@ -160,6 +162,11 @@ if ((full)); then
     "notify_one, the notifier dies anywhere"
   verify condvar-all-death-notifier pass condvar.pml "-DNOTIFY_ALL -DDEATH -DVICTIM=3" "$safe" "$depth" \
     "notify_all, the notifier dies anywhere"
+  verify condvar-all-death-no-fastpath fail condvar.pml "-DNOTIFY_ALL -DDEATH -DNO_BACKSTOP -DNO_FASTPATH" \
+    "$safe" "$depth" "experiment: a requeued waiter dies outside list_op_pending"
+  verify condvar-all-death-no-fastpath-cv-pending pass condvar.pml \
+    "-DNOTIFY_ALL -DDEATH -DNO_BACKSTOP -DNO_FASTPATH -DCV_PENDING" "$safe" "$depth" \
+    "experiment: list_op_pending kept across the wait closes that window"
   verify condvar-all-death-liveness pass condvar.pml "-DNOTIFY_ALL -DDEATH -DLIVENESS" "$live" \
     "$depth -a -f" "notify_all, a waiter dies: LTL <>(every live waiter done)"
 fi

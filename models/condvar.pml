@@ -4,7 +4,7 @@
  *
  * CondVar state: `seq` (futex word, bumped by every notify) and `waiters`
  * (number of threads inside wait). Mutex: the lock word of models/mutex.pml
- * (TID | WAITERS; nobody dies in this model, so no OWNER_DIED).
+ * (TID | WAITERS | OWNER_DIED; OWNER_DIED only with -DDEATH).
  *
  *   wait(m):      s = seq; waiters++ (seq_cst); unlock(m); futex_wait(seq, s);
  *                 waiters--; lock(m), with the contended path when it slept
@@ -28,7 +28,9 @@
  * counted in `waiters`, which only costs a spare wake syscall). Parked
  * threads get the liveness backstop of models/mutex.pml (time out only when
  * nothing else can move; asserted to happen only after a death) unless
- * -DNO_BACKSTOP.
+ * -DNO_BACKSTOP. -DCV_PENDING: a waiter keeps list_op_pending on the mutex
+ * from its unlock in wait() until it has relocked. -DNO_FASTPATH: experiment,
+ * every mutex acquire keeps WAITERS (see README).
  *
  * Futex model: wait sets per thread (`waiton`: 0 running, 1 parked on seq,
  * 2 parked on the mutex word). futex_wait compares and enqueues atomically;
@@ -47,6 +49,11 @@
 #define WAITERS 8
 #ifndef VICTIM
 #define VICTIM 2
+#endif
+#ifdef NO_FASTPATH
+#define FASTPATH 0    /* experiment: every acquire keeps WAITERS (see README) */
+#else
+#define FASTPATH 1
 #endif
 #ifdef DEATH
 #define SET_PENDING(v) pending[me] = v
@@ -116,12 +123,12 @@ inline robust_death() {
   fi
 }
 
-/* ---- Mutex (same protocol as models/mutex.pml, no deaths) ---- */
+/* ---- Mutex (the protocol of models/mutex.pml) ---- */
 inline mutex_lock(contended) {
   SET_PENDING(1);
   ok = 0;
   if
-  :: !(contended) ->
+  :: FASTPATH && !(contended) ->
      atomic {                                   /* fast path: CAS 0 -> tid */
        if
        :: word == 0 -> word = me; ok = 1
@@ -215,6 +222,10 @@ inline cv_wait() {
   s = seq;
   waiters++;                                     /* seq_cst: announce, pairs with notify's load */
   mutex_unlock();
+#endif
+#if defined(DEATH) && defined(CV_PENDING)
+  ;
+  pending[me] = 1;     /* list_op_pending = the mutex across the wait (it may be requeued there) */
 #endif
   atomic {                                       /* futex_wait(seq, s) */
     if

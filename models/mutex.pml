@@ -13,6 +13,8 @@
  *   NO_DEATH      nobody dies
  *   NO_BACKSTOP   no liveness backstop (see below)
  *   LIVENESS      add the LTL claim `finish` (run pan with -a -f)
+ *   NO_FASTPATH   experiment: no CAS 0 -> tid fast path, every acquire goes
+ *                 through the slow path and so keeps WAITERS (see README)
  *   BROKEN_*      deliberately broken protocols; models/check.sh requires that
  *                 each one is caught
  *
@@ -127,7 +129,9 @@ proctype Thread(byte me) {
        /* ---- lock ---- */
        pending[me] = 1;            /* list_op_pending = this lock, before the first CAS */
        /* fast path (and the bounded spin: more of the same CAS): CAS 0 -> tid */
-#ifdef BROKEN_NONATOMIC_LOCK
+#if defined(NO_FASTPATH)
+       ok = 0;                     /* experiment: every acquire keeps WAITERS */
+#elif defined(BROKEN_NONATOMIC_LOCK)
        w = word;
        if
        :: w == 0 -> word = me; ok = 1
