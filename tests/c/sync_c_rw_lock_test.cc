@@ -94,6 +94,17 @@ TEST(CRwLock, EveryKindSharesReadersExcludesWritersAndTimesOut) {
   }
 }
 
+TEST(CRwLock, UpgradingAReadHoldIsDeadlockNotAHang) {
+  xproc_rwlock_t rwlock = XPROC_RWLOCK_INITIALIZER;
+  ASSERT_EQ(xproc_rwlock_rdlock(&rwlock), 0);
+  EXPECT_EQ(xproc_rwlock_wrlock(&rwlock), EDEADLK);
+  const timespec soon = monotonic_in(milliseconds(10));
+  EXPECT_EQ(xproc_rwlock_timedwrlock(&rwlock, &soon), EDEADLK);
+  EXPECT_EQ(xproc_rwlock_unlock(&rwlock), 0);
+  EXPECT_EQ(xproc_rwlock_wrlock(&rwlock), 0);
+  EXPECT_EQ(xproc_rwlock_unlock(&rwlock), 0);
+}
+
 struct SharedRwLock {
   xproc_rwlock_t rwlock;
   long data;

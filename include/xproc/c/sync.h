@@ -21,7 +21,9 @@
  * Return values: the pthread-style functions return 0 or an errno value (EOWNERDEAD,
  * ENOTRECOVERABLE, ETIMEDOUT, EDEADLK, EPERM, EBUSY, EAGAIN, EINVAL, ENOMEM) and never set
  * errno; the xproc_sem_* functions return 0 or -1 with errno set, exactly as sem_* do
- * (xproc_sem_open returns XPROC_SEM_FAILED). No C++ exception crosses this API.
+ * (xproc_sem_open returns XPROC_SEM_FAILED). Shared state holding a value no correct
+ * participant writes (a peer scribbled on it) gives EINVAL, never undefined behaviour. No C++
+ * exception crosses this API. Interrupted waits are resumed, never EINTR.
  *
  * Thread- and process-safety: an object initialized with XPROC_PROCESS_SHARED may live in
  * MAP_SHARED memory and be used by every process that maps it (at any address); one initialized
@@ -29,27 +31,36 @@
  * threads of one process. Attribute objects are plain private data. Blocking: lock, wait,
  * timed* and barrier_wait block (spin briefly, then sleep on a futex); try* never block.
  *
- * Participant death (SIGKILL at any instant never blocks survivors forever where the underlying
- * C++ primitive documents so; see include/xproc/sync/<primitive>.h for each operation):
- *   - a robust mutex whose owner dies is handed to the next locker with EOWNERDEAD; it calls
- *     xproc_mutex_consistent() after repairing the data, or unlocks without doing so, which
- *     makes the mutex unusable: every later lock returns ENOTRECOVERABLE. A non-robust
- *     (XPROC_MUTEX_STALLED) mutex whose owner died stays locked, as with pthread.
- *   - condition variables, rwlocks, semaphores, barriers and spinlocks behave as their C++
- *     headers document for the dead participant's operation (they do not inherit glibc's
- *     "a death inside the call blocks everyone" behaviour, except where stated there).
+ * Participant death (SIGKILL at any instant; each C++ header has the details per operation):
+ *   - mutex: a ROBUST mutex whose owner dies goes to the next locker with EOWNERDEAD (the lock
+ *     held); it repairs the data and calls xproc_mutex_consistent(), or unlocks without doing
+ *     so, which makes the mutex unusable: every later lock returns ENOTRECOVERABLE. A STALLED
+ *     (default) mutex whose owner died stays locked, as with pthread: timedlock gives ETIMEDOUT.
+ *   - cond: a waiter or signaller dying never blocks the others; a waiter whose mutex owner died
+ *     gets EOWNERDEAD from the wait, with the mutex held.
+ *   - semaphore: no owner; a unit taken by a dead process is gone (as with sem_*); waiters never
+ *     wait for a dead waiter or poster.
+ *   - rwlock, spinlock: a holder's death is NOT recovered: the lock stays held, so use the
+ *     timed functions where a peer may die.
+ *   - barrier: a participant that dies before arriving leaves the others waiting for good
+ *     (pthread's barrier has no timed wait, so neither does this API).
  * fork(): a child inherits the memory; objects in MAP_SHARED memory are shared with it, private
  * ones are copies (lock only those the forking thread held or that were free, as with pthread).
  *
  * Layout (ABI): every object type below is a union of fixed size and alignment into which the
- * C++ object is constructed; sizes include headroom and will not change within a major
- * version. An all-zero object is a valid, unlocked, process-private default object (what the
- * XPROC_*_INITIALIZER macros produce); any other configuration needs the *_init function.
+ * C++ object is constructed (src/c/sync_*.cc static_assert that it fits); sizes include
+ * headroom and will not change within a major version. The C++ objects use today:
+ * Mutex 56 bytes, CondVar 24, RwLock 32, Semaphore 16, Barrier 20, Spinlock 4.
  *   type                 size  align      type                 size  align
  *   xproc_mutex_t          64      8      xproc_sem_t            32      8
  *   xproc_cond_t           64      8      xproc_barrier_t        32      8
  *   xproc_rwlock_t         64      8      xproc_spinlock_t        8      8
  *   xproc_*attr_t          16      4
+ * An all-zero mutex, cond or rwlock is a valid unlocked process-private default object: what
+ * the XPROC_*_INITIALIZER macros produce and what *_init with a NULL attribute gives, except
+ * that the rwlock's default kind is PHASE_FAIR (see below). An all-zero semaphore has value 0
+ * and an all-zero spinlock is free, but call their *_init anyway; an all-zero barrier has
+ * count 0 and xproc_barrier_wait refuses it with EINVAL.
  * Named semaphores live in POSIX shared memory as /dev/shm/xproc-sem.<name without '/'>.
  */
 
@@ -184,7 +195,7 @@ int xproc_mutexattr_getrobust(const xproc_mutexattr_t* attr, int* robustness);
 
 /* attr may be NULL (defaults). Returns 0 or EINVAL. */
 int xproc_mutex_init(xproc_mutex_t* mutex, const xproc_mutexattr_t* attr);
-/* EBUSY while locked. */
+/* EBUSY while locked (by anyone, the caller included). */
 int xproc_mutex_destroy(xproc_mutex_t* mutex);
 /* 0, EOWNERDEAD (robust: you own it; repair, then consistent), ENOTRECOVERABLE, EDEADLK
  * (errorcheck relock), EAGAIN (recursion count exhausted). */
@@ -230,7 +241,11 @@ int xproc_rwlockattr_getkind(const xproc_rwlockattr_t* attr, int* kind);
 
 int xproc_rwlock_init(xproc_rwlock_t* rwlock, const xproc_rwlockattr_t* attr);
 int xproc_rwlock_destroy(xproc_rwlock_t* rwlock);
-/* 0, EAGAIN (reader count exhausted), EDEADLK (where the lock detects a self-deadlock). */
+/* 0, EAGAIN (too many reader threads, or this thread read-holds too many locks), ETIMEDOUT,
+ * EBUSY (try forms). A thread that holds a read lock may take it again even past waiting
+ * writers (no kind deadlocks a recursive reader); a write lock requested by a thread holding a
+ * read lock is EDEADLK (no upgrade). A read lock requested by the write holder deadlocks (not
+ * detected, as with glibc's default). */
 int xproc_rwlock_rdlock(xproc_rwlock_t* rwlock);
 int xproc_rwlock_tryrdlock(xproc_rwlock_t* rwlock); /* plus EBUSY */
 int xproc_rwlock_timedrdlock(xproc_rwlock_t* rwlock, const struct timespec* abstime);
