@@ -185,6 +185,7 @@ class CondVar {
   // whether a requeue happened (then return {}).
   std::error_code park(Ticket ticket, const Deadline* deadline, bool recheck_slices) noexcept;
   std::error_code wait_mutex(Mutex& mutex, const Deadline* deadline) noexcept;
+  std::error_code wait_released(Mutex& mutex, const Deadline* deadline) noexcept;
   std::error_code reacquire_in_slices(Mutex& mutex, std::uint32_t depth, bool contended) noexcept;
   sys::FutexScope futex_scope() const noexcept {
     return sync::futex_scope(static_cast<Scope>(scope_));
@@ -222,7 +223,7 @@ class CondVar {
   std::atomic<std::uint32_t> requeues_{0};
   std::uint8_t scope_ = 0;         // +12 Scope
   std::uint8_t spin_setting_ = 0;  // +13 0 = default spin rounds, else rounds + 1 (capped 254)
-  std::uint16_t reserved_ = 0;     // +14
+  [[maybe_unused]] std::uint16_t reserved_ = 0;  // +14
   // +16 lock_tag_: which mutex the waiters use (see kNoLock/kMixedLocks): an integer compared
   //    with tag_of(m) by notify_all(m), never turned back into an address.
   std::atomic<std::uint64_t> lock_tag_{0};
