@@ -113,6 +113,8 @@ class EventCount {
   // Wakes every announced waiter. No syscall when nobody announced.
   void notify_all() noexcept { notify(kWakeAll); }
 
+  // Announced waiters, a snapshot including dead ones (diagnostics and tests).
+  std::uint32_t waiters() const noexcept { return waiters_.load(std::memory_order_relaxed); }
   Scope scope() const noexcept { return static_cast<Scope>(scope_); }
 
  private:
