@@ -468,11 +468,8 @@ std::error_code RwLock::take_stage(const std::optional<Deadline>& deadline) noex
     // seq_cst: ready() is the re-check of wait()'s store-load.
     const std::error_code error = wait(
         Queue::writers, [&] { return free(state_.load(std::memory_order_seq_cst)); }, deadline);
-    if (error == errc::timed_out) {
-      last_chance = true;
-    } else if (error) {
-      last_chance = true;  // treat like a timeout, but report the error
-    }
+    // Timed out (or a futex error, reported as timed_out too): one last look, then give up.
+    if (error) last_chance = true;
     state = state_.load(std::memory_order_relaxed);  // relaxed: CAS re-validates
   }
   if (rw_policy == RwPolicy::prefer_writer) {

@@ -185,7 +185,8 @@ class RobustRwLock {
   detail::RwOwners owners_;
 };
 
-static_assert(sizeof(RobustRwLock) == 32 + 4 + 2 * 4 * RobustRwLock::kOwnerSlots);
+static_assert(sizeof(RobustRwLock) ==
+              sizeof(RwLock) + 4 + 2 * sizeof(std::uint32_t) * RobustRwLock::kOwnerSlots);
 static_assert(alignof(RobustRwLock) == 4);
 static_assert(std::is_standard_layout_v<RobustRwLock>);
 

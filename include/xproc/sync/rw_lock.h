@@ -36,15 +36,22 @@
 // not_owner (release without a hold), corrupt_state (a shared word no correct participant
 // writes).
 //
-// Death of a participant (SIGKILL at any instant) — what survivors see:
-//   - killed while holding a read lock, or while queued as a phase-fair reader (the queue is
-//     promoted to holders at the next phase): its hold stays counted; writers cannot get in
-//     and their timed forms return timed_out; readers keep working unless a writer is
-//     staged (prefer_writer/phase_fair then queue readers behind that writer until its timeout).
-//   - killed while holding the write lock, or staged as a writer: everyone else waits; the
-//     timed forms return timed_out. A staged writer that merely times out leaves nothing behind.
-//   - killed while parked: a parked-waiter count stays one too high; the only cost is an
+// Death of a participant (SIGKILL at any instant) — what survivors see (timed forms always
+// return; a survivor's recursive read always passes):
+//   - a reader killed holding, or while queued as a phase-fair reader (promoted to holder at the
+//     end of the writer phase): its hold stays counted, so writers time out. New readers pass
+//     while no writer is staged; after a writer timed out, prefer_reader and prefer_writer
+//     admit them again, phase_fair queues them behind the orphaned phase, which a dead reader
+//     never ends (their timed forms time out).
+//   - a writer killed holding: everyone waits (timed forms time out).
+//   - a writer killed while staged (waiting for readers): writers wait; readers too, except
+//     under prefer_reader.
+//   - prefer_writer: a writer killed while waiting for the stage stays registered: readers wait.
+//   - any waiter killed while parked: a parked count stays one too high; the only cost is an
 //     unneeded futex wake system call per release.
+//   A writer that merely times out leaves nothing behind, except under phase_fair with readers
+//   still inside: then the readers queued behind it enter when those readers leave (an
+//   "orphaned" phase, as if the writer had entered and left at once).
 //   A plain RwLock does not recover dead holders: where a peer may die holding the lock, use
 //   the timed forms, or RobustRwLock (robust_rw_lock.h), which records holders per process and
 //   lets a survivor release a dead process's holds. See docs/design/rw_lock.md.
