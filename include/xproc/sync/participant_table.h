@@ -21,10 +21,11 @@
 // Transient states are reported alive (conservative): between a new attacher's lock and its
 // generation bump, the previous (dead) id of that slot reads alive for a few instructions; a
 // generation read that lags a just-published id (the id is "ahead" of the word) reads alive.
-// A dead id is never reported alive for longer than such a window, and a live id is never
-// reported dead. Generations wrap after 2^20 - 1 attaches of one slot; an id is compared with
-// its slot's generation on a ring, so an id reads dead correctly while fewer than 2^19 later
-// attaches took its slot (ids are not meant to be kept across half a million reuses of a slot).
+// A live id is never reported dead. A dead id is reported alive only in such a window, or after
+// wrap-around: generations wrap after 2^20 - 1 attaches of one slot and an id is compared with
+// its slot's generation on a ring, so while a later participant holds the slot, an id it
+// replaced reads dead only if fewer than 2^19 attaches of that slot separate them (ids are not
+// meant to be kept across half a million reuses of a slot). A free slot's ids always read dead.
 //
 // Thread-safety: ParticipantTable methods and Participant's const methods may run concurrently
 // from any thread. A Participant object itself is not synchronized (like any value): do not
@@ -49,7 +50,9 @@
 // parent looking alive. A pthread_atfork child handler closes them all in the child and turns the
 // child's copies of the Participant objects into detached ones (attached() false, id() zero;
 // their destructors close nothing). The child must attach itself. exec(): the descriptors are
-// O_CLOEXEC. A process created by a raw clone() that bypasses atfork handlers is not supported.
+// O_CLOEXEC, which also covers vfork()/posix_spawn() children (they exec or exit at once). A
+// process created by a raw clone() that bypasses atfork handlers is not supported, and a program
+// that closes descriptors it does not own (closefrom) ends its attachments (they then read dead).
 // Lifetime: a Participant refers to the table's memory; keep the mapping alive while attached.
 
 #include <sys/types.h>
