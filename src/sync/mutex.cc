@@ -42,6 +42,23 @@ namespace {
 
 constexpr std::uint32_t kMaxBackstopMs = 3'600'000;
 
+// TSan's recursive-lock annotations (sanitizer/tsan_interface.h), for the condvar hooks that
+// release and restore all recursion levels at once.
+#if XPROC_TSAN_ENABLED
+constexpr unsigned kTsanRecursiveUnlock = __tsan_mutex_recursive_unlock;
+void tsan_post_lock_levels(void* lock, bool held, std::uint32_t levels) noexcept {
+  if (held) {
+    __tsan_mutex_post_lock(lock, detail::kTsanTryLock | __tsan_mutex_recursive_lock,
+                           static_cast<int>(std::min<std::uint32_t>(levels, INT_MAX)));
+  } else {
+    __tsan_mutex_post_lock(lock, detail::kTsanTryLock | detail::kTsanTryLockFailed, 0);
+  }
+}
+#else
+constexpr unsigned kTsanRecursiveUnlock = 0;
+void tsan_post_lock_levels(void*, bool, std::uint32_t) noexcept {}
+#endif
+
 // Whether the backstop may mark `observed` owner-died: the owner's process is known dead.
 // The record read is ordered after the acquire load that returned `observed` (see
 // docs/decisions/0001-robust-ownership.md, "backstop race"), so it is 0/0 or the current
@@ -265,8 +282,12 @@ std::error_code Mutex::release_impl(bool fully) noexcept {
   const bool owned = owner_tid(word) == tid && !is_not_recoverable(word) &&
                      owner_token_.load(std::memory_order_relaxed) == sys::this_thread_token();
   if (!owned) return errc::not_owner;
+  // TSan counts recursive locks: a full release drops every level at once.
+  const unsigned tsan_flags = fully ? kTsanRecursiveUnlock : 0;
+  detail::tsan_pre_unlock(this, tsan_flags);
   if (!fully && depth_ > 1) {
     --depth_;
+    detail::tsan_post_unlock(this, tsan_flags);
     return {};
   }
   depth_ = 0;
@@ -293,7 +314,8 @@ std::error_code Mutex::release_impl(bool fully) noexcept {
   } else if ((old & kWaiters) != 0) {
     (void)sys::futex_wake(word_, 1, futex_scope());
   }
-  if (head != nullptr) detail::clear_pending(head);  // unlock step 4
+  if (head != nullptr) detail::clear_pending(head);  // unlock step 6
+  detail::tsan_post_unlock(this, tsan_flags);
   return {};
 }
 
@@ -336,9 +358,7 @@ std::error_code MutexAccess::lock_contended(Mutex& mutex) noexcept {
 std::error_code MutexAccess::release_fully(Mutex& mutex, Saved& saved) noexcept {
   const std::uint32_t depth = mutex.depth_;
   if (!mutex.is_locked_by_caller()) return errc::not_owner;
-  detail::tsan_pre_unlock(&mutex, 0);
   std::error_code ec = mutex.release_impl(true);
-  detail::tsan_post_unlock(&mutex, 0);
   if (!ec) saved.depth = depth == 0 ? 1 : depth;
   return ec;
 }
@@ -346,8 +366,14 @@ std::error_code MutexAccess::release_fully(Mutex& mutex, Saved& saved) noexcept 
 std::error_code MutexAccess::reacquire(Mutex& mutex, Saved saved, bool contended) noexcept {
   detail::tsan_pre_lock(&mutex, detail::kTsanTryLock);
   std::error_code ec = mutex.acquire_slow(nullptr, false, contended);
-  mutex.tsan_post_acquire(ec);
-  if (!ec || ec == errc::owner_died) mutex.depth_ = saved.depth == 0 ? 1 : saved.depth;
+  const bool held = !ec || ec == errc::owner_died;
+  if (held) mutex.depth_ = saved.depth == 0 ? 1 : saved.depth;
+  if (ec == errc::owner_died) {  // TSan: the dead owner never released it
+    detail::tsan_destroy(&mutex);
+    detail::tsan_create(&mutex, 0);
+  }
+  // TSan: restores every recursion level at once.
+  tsan_post_lock_levels(&mutex, held, mutex.depth_);
   return ec;
 }
 

@@ -107,7 +107,13 @@ class Mutex {
   explicit Mutex(Scope scope, MutexOptions options = {}) noexcept;
   Mutex(const Mutex&) = delete;
   Mutex& operator=(const Mutex&) = delete;
+#if XPROC_TSAN_ENABLED
+  ~Mutex() {
+    detail::tsan_destroy(this);
+  }
+#else
   ~Mutex() = default;
+#endif
 
   // ---- error-code API ----
   // {} = acquired; owner_died = acquired, inconsistent; otherwise not acquired.
@@ -134,9 +140,15 @@ class Mutex {
     return try_lock_until(Clock::now() + timeout);
   }
 
-  MutexKind kind() const noexcept { return static_cast<MutexKind>(kind_); }
-  Scope scope() const noexcept { return static_cast<Scope>(scope_); }
-  bool robust() const noexcept { return robust_ != 0; }
+  MutexKind kind() const noexcept {
+    return static_cast<MutexKind>(kind_);
+  }
+  Scope scope() const noexcept {
+    return static_cast<Scope>(scope_);
+  }
+  bool robust() const noexcept {
+    return robust_ != 0;
+  }
 
  private:
   friend struct detail::MutexAccess;
@@ -146,14 +158,22 @@ class Mutex {
   static constexpr std::uint32_t kOwnerDied = sys::kFutexOwnerDiedBit;
   static constexpr std::uint32_t kWaiters = sys::kFutexWaitersBit;
   static constexpr std::uint32_t kNotRecoverable = kOwnerDied | kTidMask;
-  static constexpr std::uint32_t owner_tid(std::uint32_t word) noexcept { return word & kTidMask; }
-  static constexpr bool is_unlocked(std::uint32_t word) noexcept { return owner_tid(word) == 0; }
+  static constexpr std::uint32_t owner_tid(std::uint32_t word) noexcept {
+    return word & kTidMask;
+  }
+  static constexpr bool is_unlocked(std::uint32_t word) noexcept {
+    return owner_tid(word) == 0;
+  }
   static constexpr bool is_not_recoverable(std::uint32_t word) noexcept {
     return (word & ~kWaiters) == kNotRecoverable;
   }
-  static constexpr bool owner_died(std::uint32_t word) noexcept { return (word & kOwnerDied) != 0; }
+  static constexpr bool owner_died(std::uint32_t word) noexcept {
+    return (word & kOwnerDied) != 0;
+  }
 
-  bool fast_kind() const noexcept { return kind_ == 0 && robust_ == 0; }
+  bool fast_kind() const noexcept {
+    return kind_ == 0 && robust_ == 0;
+  }
   std::error_code acquire_slow(const Deadline* deadline, bool try_only, bool contended) noexcept;
   std::error_code release_slow() noexcept;
   std::error_code release_impl(bool fully) noexcept;
@@ -171,17 +191,23 @@ class Mutex {
   // can be reported as failed.
   void tsan_post_acquire(std::error_code ec) noexcept {
     const bool held = !ec || ec == errc::owner_died;
+    if (ec == errc::owner_died) {
+      // The dead owner never released it in TSan's books: start a fresh lock (TSan reports
+      // this as destroying a locked mutex unless run with report_destroy_locked=0).
+      detail::tsan_destroy(this);
+      detail::tsan_create(this, 0);
+    }
     detail::tsan_post_lock(
         this, held ? detail::kTsanTryLock : detail::kTsanTryLock | detail::kTsanTryLockFailed);
   }
 
   // Layout (a wire format: static_asserts in src/sync/mutex.cc). The robust-list node sits
   // at glibc's offsets: prev at +24, next at +32, so next + futex_offset (-32) = word.
-  std::atomic<std::uint32_t> word_{0};  // +0  the lock word above
-  std::uint8_t kind_ = 0;               // +4  MutexKind; set at construction only
-  std::uint8_t scope_ = 0;              // +5  Scope
-  std::uint8_t robust_ = 0;             // +6  1 = robust
-  std::uint8_t reserved0_ = 0;          // +7
+  std::atomic<std::uint32_t> word_{0};           // +0  the lock word above
+  std::uint8_t kind_ = 0;                        // +4  MutexKind; set at construction only
+  std::uint8_t scope_ = 0;                       // +5  Scope
+  std::uint8_t robust_ = 0;                      // +6  1 = robust
+  [[maybe_unused]] std::uint8_t reserved0_ = 0;  // +7
   // +8: the owner's sys::this_thread_token(), 0 while unlocked. Written by the owner only
   // (after acquiring, cleared before releasing); read by any thread to compare with its own.
   std::atomic<std::uint64_t> owner_token_{0};
@@ -196,8 +222,8 @@ class Mutex {
   // written by the owner (relaxed) after acquiring, cleared before releasing.
   std::atomic<std::uint32_t> owner_table_tag_{0};
   std::atomic<std::uint32_t> owner_participant_{0};
-  std::uint32_t backstop_ms_ = 0;  // +48 0 = default interval, else milliseconds
-  std::uint32_t reserved1_ = 0;    // +52
+  std::uint32_t backstop_ms_ = 0;                 // +48 0 = default interval, else milliseconds
+  [[maybe_unused]] std::uint32_t reserved1_ = 0;  // +52
 };
 
 // ---- inline hot paths ----
@@ -223,8 +249,8 @@ inline std::error_code Mutex::acquire() noexcept {
 }
 
 inline std::error_code Mutex::release() noexcept {
-  detail::tsan_pre_unlock(this, 0);
   if (fast_kind()) {
+    detail::tsan_pre_unlock(this, 0);
     // relaxed: cleared before the release exchange below, which publishes it.
     owner_token_.store(0, std::memory_order_relaxed);
     // release: publishes the protected data; pairs with the acquire CAS in acquire().
@@ -233,9 +259,7 @@ inline std::error_code Mutex::release() noexcept {
     if ((old & kWaiters) != 0) (void)sys::futex_wake(word_, 1, futex_scope());
     return {};
   }
-  std::error_code ec = release_slow();
-  detail::tsan_post_unlock(this, 0);
-  return ec;
+  return release_slow();  // annotates for TSan once ownership is established
 }
 
 inline void Mutex::lock() {
