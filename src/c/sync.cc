@@ -14,6 +14,7 @@ int to_errno(std::error_code error) noexcept {
       case errc::ok:
         return 0;
       case errc::owner_died:
+      case errc::peer_dead:
         return EOWNERDEAD;
       case errc::not_recoverable:
         return ENOTRECOVERABLE;
@@ -25,22 +26,17 @@ int to_errno(std::error_code error) noexcept {
         return EDEADLK;
       case errc::not_owner:
         return EPERM;
-      case errc::peer_dead:
-        return EOWNERDEAD;
-      case errc::invalid_argument:
-        return EINVAL;
       case errc::limit_reached:
         return EAGAIN;
-      case errc::corrupt_state:
-        return EINVAL;
       case errc::permission_denied:
         return EACCES;
       case errc::not_supported:
         return ENOSYS;
       case errc::message_too_large:
         return EMSGSIZE;
+      case errc::invalid_argument:
+      case errc::corrupt_state:  // a peer scribbled on shared state: refused, never UB
       case errc::layout_mismatch:
-        return EINVAL;
       case errc::corrupt_segment:
         return EINVAL;
     }

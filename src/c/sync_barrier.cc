@@ -13,8 +13,8 @@ namespace {
 using sync::Arrival;
 using sync::Barrier;
 
-static_assert(sizeof(Barrier) <= sizeof(xproc_barrier_t) &&
-              alignof(Barrier) <= alignof(xproc_barrier_t));
+static_assert(sizeof(Barrier) <= sizeof(xproc_barrier_t), "the C type must hold the C++ object");
+static_assert(alignof(Barrier) <= alignof(xproc_barrier_t), "and be at least as aligned");
 
 constexpr int kPsharedWord = 1;
 

@@ -16,7 +16,8 @@ namespace {
 using sync::CondVar;
 using sync::Mutex;
 
-static_assert(sizeof(CondVar) <= sizeof(xproc_cond_t) && alignof(CondVar) <= alignof(xproc_cond_t));
+static_assert(sizeof(CondVar) <= sizeof(xproc_cond_t), "the C type must hold the C++ object");
+static_assert(alignof(CondVar) <= alignof(xproc_cond_t), "and be at least as aligned");
 
 constexpr int kPsharedWord = 1;
 constexpr int kClockWord = 2;

@@ -20,7 +20,8 @@ using sync::MutexKind;
 using sync::MutexOptions;
 using sync::Robustness;
 
-static_assert(sizeof(Mutex) <= sizeof(xproc_mutex_t) && alignof(Mutex) <= alignof(xproc_mutex_t));
+static_assert(sizeof(Mutex) <= sizeof(xproc_mutex_t), "the C type must hold the C++ object");
+static_assert(alignof(Mutex) <= alignof(xproc_mutex_t), "and be at least as aligned");
 
 constexpr int kTypeWord = 1;
 constexpr int kRobustWord = 2;

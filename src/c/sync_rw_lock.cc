@@ -13,8 +13,8 @@ namespace {
 using sync::RwLock;
 using sync::RwPolicy;
 
-static_assert(sizeof(RwLock) <= sizeof(xproc_rwlock_t) &&
-              alignof(RwLock) <= alignof(xproc_rwlock_t));
+static_assert(sizeof(RwLock) <= sizeof(xproc_rwlock_t), "the C type must hold the C++ object");
+static_assert(alignof(RwLock) <= alignof(xproc_rwlock_t), "and be at least as aligned");
 // XPROC_RWLOCK_INITIALIZER (all zero) must be RwLock's zero state: phase-fair, Scope::thread.
 static_assert(RwLock::kDefaultPolicy == RwPolicy::phase_fair);
 

@@ -13,8 +13,8 @@ namespace {
 
 using sync::Semaphore;
 
-static_assert(sizeof(Semaphore) <= sizeof(xproc_sem_t) &&
-              alignof(Semaphore) <= alignof(xproc_sem_t));
+static_assert(sizeof(Semaphore) <= sizeof(xproc_sem_t), "the C type must hold the C++ object");
+static_assert(alignof(Semaphore) <= alignof(xproc_sem_t), "and be at least as aligned");
 static_assert(Semaphore::kMaxValue == static_cast<std::uint32_t>(XPROC_SEM_VALUE_MAX));
 
 Semaphore* semaphore_of(xproc_sem_t* sem) noexcept {

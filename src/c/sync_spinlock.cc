@@ -9,8 +9,8 @@ namespace {
 
 using sync::Spinlock;
 
-static_assert(sizeof(Spinlock) <= sizeof(xproc_spinlock_t) &&
-              alignof(Spinlock) <= alignof(xproc_spinlock_t));
+static_assert(sizeof(Spinlock) <= sizeof(xproc_spinlock_t), "the C type must hold the C++ object");
+static_assert(alignof(Spinlock) <= alignof(xproc_spinlock_t), "and be at least as aligned");
 
 Spinlock* spinlock_of(xproc_spinlock_t* lock) noexcept {
   return object<Spinlock>(lock);
