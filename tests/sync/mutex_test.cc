@@ -223,6 +223,14 @@ TEST(Mutex, MarkWaitersSetsTheBitOnlyWhenLocked) {
   EXPECT_NE(word.load() & sys::kFutexWaitersBit, 0u);
   mutex.unlock();
   EXPECT_EQ(detail::MutexAccess::futex_scope(mutex), sys::FutexScope::process_private);
+  EXPECT_EQ(detail::MutexAccess::park_bound(mutex), std::chrono::milliseconds::zero());
+  MutexOptions robust = options_of(MutexKind::normal, Robustness::robust);
+  EXPECT_EQ(detail::MutexAccess::park_bound(Mutex(Scope::thread, robust)),
+            kMutexDefaultBackstopInterval);
+  robust.backstop_interval = 7ms;
+  Mutex tuned(Scope::thread, robust);
+  EXPECT_EQ(detail::MutexAccess::park_bound(tuned), 7ms);
+  EXPECT_EQ(detail::MutexAccess::futex_scope(tuned), sys::FutexScope::process_shared);
 }
 
 TEST(Mutex, TryLockFailsWhileAnotherThreadHoldsIt) {

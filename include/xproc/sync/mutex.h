@@ -55,6 +55,7 @@
 #include <chrono>
 #include <cstdint>
 #include <system_error>
+#include <type_traits>
 
 #include "xproc/sync/detail/tsan.h"
 #include "xproc/sync/scope.h"

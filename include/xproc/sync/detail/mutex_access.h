@@ -10,6 +10,7 @@
 // errc::owner_died (lock held).
 
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <system_error>
 
@@ -24,6 +25,16 @@ struct MutexAccess {
   // The futex scope every futex call on word() must use (process_shared for every robust
   // mutex, whatever its Scope: the kernel wakes robust words with shared keys).
   static sys::FutexScope futex_scope(const Mutex& mutex) noexcept { return mutex.futex_scope(); }
+
+  // For a robust mutex, how long a thread parked on word() may sleep before it re-examines
+  // the word (wake-ups lost to a death, liveness backstop; see mutex.h); zero for a
+  // non-robust one (sleep until woken). A condvar waiter requeued onto a robust mutex's word
+  // should bound each sleep by this.
+  static std::chrono::milliseconds park_bound(const Mutex& mutex) noexcept {
+    if (!mutex.robust()) return std::chrono::milliseconds::zero();
+    return mutex.backstop_ms_ == 0 ? kMutexDefaultBackstopInterval
+                                   : std::chrono::milliseconds(mutex.backstop_ms_);
+  }
 
   // Sets WAITERS on the word if it is locked (so the unlock that follows wakes a requeued
   // waiter). Returns false when the mutex is unlocked or not_recoverable (then the caller
