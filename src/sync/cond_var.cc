@@ -11,7 +11,7 @@
 namespace xproc::sync {
 
 static_assert(std::is_standard_layout_v<CondVar>);
-static_assert(sizeof(CondVar) == 24);
+static_assert(sizeof(CondVar) == 32);
 static_assert(alignof(CondVar) == 8);
 static_assert(std::atomic<std::uint32_t>::is_always_lock_free);
 static_assert(std::atomic<std::uint64_t>::is_always_lock_free);
@@ -54,6 +54,14 @@ void CondVar::retire() noexcept {
   waiters_.fetch_sub(1, std::memory_order_relaxed);
 }
 
+bool CondVar::maybe_requeued(Ticket ticket) const noexcept {
+  // acquire (both): pair with the release increment of requeues_ in notify_all(Mutex&), which
+  // follows its store to requeue_seq_ and precedes the requeue system call (the kernel's futex
+  // bucket lock orders that call before the wake-up that returned us from our park).
+  if (requeues_.load(std::memory_order_acquire) != ticket.requeues) return true;
+  return requeue_seq_.load(std::memory_order_acquire) == ticket.seq;
+}
+
 std::error_code CondVar::park(Ticket ticket, const Deadline* deadline,
                               bool recheck_slices) noexcept {
   // seq_cst: after announce()'s seq_cst increment of waiters_: if a notifier's waiters_ load
@@ -73,10 +81,10 @@ std::error_code CondVar::park(Ticket ticket, const Deadline* deadline,
     if (!ec || ec == errc::would_block) return {};  // woken (maybe spuriously) or seq_ moved
     if (ec != errc::timed_out) return {};  // unexpected kernel answer: report a spurious wake-up
     if (until == deadline) return ec;      // the caller's deadline passed
-    // A recheck slice ended. acquire: pairs with the release increment in notify_all(Mutex&).
-    // If a requeue happened we may be parked on the mutex word: return and re-acquire by the
-    // mutex's own path (which has its liveness backstop) instead of sleeping there.
-    if (requeues_.load(std::memory_order_acquire) != ticket.requeues || moved()) return {};
+    // A recheck slice ended. If a requeue may have moved us we were parked on the mutex word
+    // (and must not park on seq_ again: that notify_all's wake-up would be lost): return and
+    // re-acquire by the mutex's path instead of sleeping there.
+    if (maybe_requeued(ticket) || moved()) return {};
   }
 }
 
@@ -128,9 +136,8 @@ std::error_code CondVar::wait_released(Mutex& mutex, const Deadline* deadline) n
   const bool slices = scope() == Scope::process && mutex.robust();
   const std::error_code parked = park(ticket, deadline, slices);
   retire();
-  // acquire: pairs with the release increment in notify_all(Mutex&) (which precedes the requeue
-  // system call that may have moved us). Changed = we may have been woken on the mutex word.
-  const bool contended = !parked && requeues_.load(std::memory_order_acquire) != ticket.requeues;
+  // We may have been woken on the mutex word: keep WAITERS set for the others.
+  const bool contended = !parked && maybe_requeued(ticket);
   std::error_code ec = slices ? reacquire_in_slices(mutex, saved.depth, contended)
                               : detail::MutexAccess::reacquire(mutex, saved, contended);
   if (ec) return ec;  // owner_died (held), not_recoverable, corrupt_state (not held)
@@ -193,9 +200,6 @@ void CondVar::notify_all(Mutex& mutex) noexcept {
     (void)sys::futex_wake(seq_, INT_MAX, futex_scope());
     return;
   }
-  // release: precedes the requeue system call; a waiter reading it after its wake-up (acquire)
-  // knows it may have been moved onto the mutex word.
-  requeues_.fetch_add(1, std::memory_order_release);
   // WAITERS on a locked word: the owner's unlock wakes the first requeued waiter; each woken
   // waiter acquires with the contended path (WAITERS kept), so its unlock wakes the next.
   if (!detail::MutexAccess::mark_waiters(mutex)) {
@@ -203,6 +207,12 @@ void CondVar::notify_all(Mutex& mutex) noexcept {
     return;
   }
   for (;;) {
+    // relaxed: published by the release increment below. The seq_ value this requeue moves
+    // the waiters of (see maybe_requeued()).
+    requeue_seq_.store(seq, std::memory_order_relaxed);
+    // release: precedes the requeue system call; a waiter reading it after its wake-up
+    // (acquire) knows it may have been moved onto the mutex word.
+    requeues_.fetch_add(1, std::memory_order_release);
     // Wake one (it runs when it gets the mutex, acquiring contended: WAITERS stays set even if
     // the mutex is unlocked by now), move the rest onto the mutex word.
     Result<int> moved = sys::futex_cmp_requeue(seq_, seq, 1, INT_MAX,

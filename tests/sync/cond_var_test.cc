@@ -155,6 +155,64 @@ TEST(CondVar, NotifyAllWithTheMutexRequeuesOntoTheMutexWordAndWakesAll) {
   parked.mutex.unlock();
 }
 
+// Waiters re-wait at once after each broadcast, while broadcasts requeue them onto the mutex
+// word (under the mutex) or wake them (after the unlock): a waiter stranded on the mutex word
+// (a requeue it did not notice, so it acquired without keeping WAITERS for the others) would
+// stop the rounds. Bounded: a stall aborts the test binary instead of hanging it.
+TEST(CondVar, RequeueStressNeverStrandsAWaiter) {
+  constexpr int kWaiters = 4;
+  const int rounds = static_cast<int>(test::scaled(3000));
+  Mutex mutex;
+  CondVar cv;
+  int generation = 0;    // protected by mutex
+  int acknowledged = 0;  // protected by mutex
+  std::atomic<int> done{0};
+  std::vector<std::thread> threads;
+  for (int w = 0; w < kWaiters; ++w) {
+    threads.emplace_back([&] {
+      std::unique_lock lock(mutex);
+      for (int seen = 0; seen < rounds;) {
+        cv.wait(lock, [&] { return generation > seen; });
+        seen = generation;
+        ++acknowledged;
+        cv.notify_all();  // tell the notifier (it waits on the same condvar)
+      }
+      done.fetch_add(1);
+    });
+  }
+  std::thread watchdog([&] {
+    const auto end = Clock::now() + 60s;
+    while (done.load() != kWaiters + 1) {
+      if (Clock::now() > end) {
+        std::fprintf(stderr, "RequeueStressNeverStrandsAWaiter: stalled (a lost wake-up)\n");
+        std::abort();
+      }
+      std::this_thread::sleep_for(1ms);
+    }
+  });
+  {
+    std::unique_lock lock(mutex);
+    for (int r = 1; r <= rounds; ++r) {
+      ++generation;
+      if (r % 2 == 0) {
+        cv.notify_all(mutex);  // requeue: we hold the mutex
+      } else {
+        lock.unlock();
+        cv.notify_all(mutex);  // probably unlocked by now: wake all
+        lock.lock();
+      }
+      // Wait until at least one waiter saw this generation, so rounds overlap with requeues.
+      cv.wait(lock, [&] { return acknowledged > 0; });
+      acknowledged = 0;
+    }
+  }
+  done.fetch_add(1);
+  for (auto& t : threads) t.join();
+  watchdog.join();
+  EXPECT_EQ(done.load(), kWaiters + 1);
+  EXPECT_GT(cv.requeue_count(), 0u);
+}
+
 TEST(CondVar, NotifyAllWithAnUnlockedMutexWakesAll) {
   constexpr int kWaiters = 3;
   Parked parked(kWaiters);

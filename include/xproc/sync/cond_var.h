@@ -186,6 +186,8 @@ class CondVar {
   std::error_code park(Ticket ticket, const Deadline* deadline, bool recheck_slices) noexcept;
   std::error_code wait_mutex(Mutex& mutex, const Deadline* deadline) noexcept;
   std::error_code wait_released(Mutex& mutex, const Deadline* deadline) noexcept;
+  // Whether a requeue may have moved the holder of `ticket` onto the mutex word.
+  bool maybe_requeued(Ticket ticket) const noexcept;
   std::error_code reacquire_in_slices(Mutex& mutex, std::uint32_t depth, bool contended) noexcept;
   sys::FutexScope futex_scope() const noexcept {
     return sync::futex_scope(static_cast<Scope>(scope_));
@@ -218,13 +220,19 @@ class CondVar {
   //    Dead waiters stay counted (spare syscalls only).
   std::atomic<std::uint32_t> waiters_{0};
   // +8 requeues_: notify_all(Mutex&) calls that (may have) requeued waiters onto the mutex word.
-  //    A waiter that sees it changed across its park may have been woken on the mutex word and
-  //    so re-acquires with the contended path (keeps WAITERS set for the others).
+  // +12 requeue_seq_: the seq_ value the latest of them requeued against (stored before
+  //    requeues_ is bumped). A waiter may have been moved onto the mutex word iff requeues_
+  //    changed since its ticket, or requeue_seq_ equals its ticket's seq (a requeue bumped
+  //    requeues_ before the waiter took its ticket but moved it after it parked); such a
+  //    waiter re-acquires with the contended path (keeps WAITERS set for the others) and
+  //    must not park on seq_ again. False positives only cost a spare wake syscall.
   std::atomic<std::uint32_t> requeues_{0};
-  std::uint8_t scope_ = 0;         // +12 Scope
-  std::uint8_t spin_setting_ = 0;  // +13 0 = default spin rounds, else rounds + 1 (capped 254)
-  [[maybe_unused]] std::uint16_t reserved_ = 0;  // +14
-  // +16 lock_tag_: which mutex the waiters use (see kNoLock/kMixedLocks): an integer compared
+  std::atomic<std::uint32_t> requeue_seq_{0};
+  std::uint8_t scope_ = 0;         // +16 Scope
+  std::uint8_t spin_setting_ = 0;  // +17 0 = default spin rounds, else rounds + 1 (capped 254)
+  [[maybe_unused]] std::uint16_t reserved0_ = 0;  // +18
+  [[maybe_unused]] std::uint32_t reserved1_ = 0;  // +20
+  // +24 lock_tag_: which mutex the waiters use (see kNoLock/kMixedLocks): an integer compared
   //    with tag_of(m) by notify_all(m), never turned back into an address.
   std::atomic<std::uint64_t> lock_tag_{0};
 };
