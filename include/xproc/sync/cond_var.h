@@ -31,8 +31,11 @@
 //   releases it and so makes it not_recoverable, as Mutex::release() does: repair first.
 // Deaths:
 //   * a waiter killed inside wait leaves `waiters_` counting it: every later notify then makes
-//     one futex syscall that may wake nobody (a cost, never a lost or blocked wake-up); a
-//     notifier never waits for a waiter.
+//     one futex syscall that may wake nobody (a cost, never a lost or blocked wake-up: the
+//     count only decides whether a notifier calls the kernel, and only a waiter decrements its
+//     own increment, so the count can be too high, never too low for a live waiter; the kernel
+//     removes a dead thread from the futex queue, so a wake goes to a live one). A notifier
+//     never waits for a waiter. Killed while holding the re-acquired mutex: owner_died below.
 //   * a notifier killed inside notify: before its seq increment nothing happened; after it,
 //     waiters that had parked stay parked until a later notify or their deadline (exactly as if
 //     the notify had come later); a notify_all killed between its requeue and its return has
