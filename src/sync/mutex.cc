@@ -189,15 +189,20 @@ std::error_code Mutex::acquire_slow(const Deadline* deadline, bool try_only,
       break;
     }
     if (!spun) {
+      // Adaptive: spin only while nobody is parked. Once WAITERS is set the lock is contended
+      // and the hand-over goes through the futex anyway, so spinning would only burn a CPU
+      // (Rust std's futex mutex stops its spin the same way).
       spun = true;
-      detail::spin_until(
-          [&] {
-            // relaxed: a hint; the CAS above acquires.
-            word = word_.load(std::memory_order_relaxed);
-            return is_unlocked(word) || is_not_recoverable(word);
-          },
-          spin_rounds());
-      continue;
+      if ((word & kWaiters) == 0) {
+        detail::spin_until(
+            [&] {
+              // relaxed: a hint; the CAS above acquires.
+              word = word_.load(std::memory_order_relaxed);
+              return is_unlocked(word) || is_not_recoverable(word) || (word & kWaiters) != 0;
+            },
+            spin_rounds());
+        continue;
+      }
     }
     if ((word & kWaiters) == 0) {
       // relaxed: announcing a waiter publishes nothing; the futex_wait below re-checks the

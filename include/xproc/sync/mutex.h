@@ -85,8 +85,8 @@ struct MutexOptions {
   MutexKind kind = MutexKind::normal;
   Robustness robustness = Robustness::automatic;
   // Rounds of detail::spin_until (pause, doubling to 64 per round) before parking; 0 = park
-  // at once. The default (~450 pauses, some 10-30 us) is about one futex wake-up on the VMs
-  // xproc targets.
+  // at once. Adaptive: a thread spins only while no other thread is parked (WAITERS clear). The
+  // default (~450 pauses, some 10-30 us) is about one futex wake-up on the VMs xproc targets.
   std::uint32_t spin_rounds = kMutexDefaultSpinRounds;
   // Robust mutexes only: how often a parked waiter asks the participant table whether the
   // owner's process died (for deaths the kernel's robust list cannot report). 1 ms .. 1 h.
