@@ -29,6 +29,12 @@
 //     generation is complete: parked waiters would sleep until their deadline, so a
 //     Scope::process waiter parks in slices of kDeathRecheck and re-checks state_.
 //   Use arrive_and_wait_until() wherever a peer may die; a process registry tells who died.
+// Lifetime: the serial return does not mean the others have left. Participants released by a
+//   generation may still be reading state_ (spinning or parked) after the serial participant
+//   returns, so destroying or re-initializing the barrier then is undefined (a re-initialized
+//   parity bit looks like the old generation to them: they would wait for good). Re-initialize
+//   only when every participant has returned; the C API's xproc_barrier_destroy counts
+//   participants in and out of the barrier to wait for that (as glibc's does).
 // fork(): a Scope::process barrier keeps working (the child may be a participant). The child's
 //   copy of a Scope::thread barrier keeps the parent's arrival count of the moment.
 
