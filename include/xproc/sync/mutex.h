@@ -18,8 +18,12 @@
 // repairs it and calls make_consistent(); releasing without that leaves the mutex
 // not_recoverable for good (every later acquire fails with errc::not_recoverable; parked
 // waiters are all woken to see it). Deaths the kernel's list cannot report (over 2048 held
-// locks, a segment unmapped while held) are caught by the participant-table backstop: a
-// parked waiter re-checks the owner's liveness every backstop interval (default 100 ms).
+// locks, a node the kernel cannot reach) are caught by the participant-table backstop when
+// the owner's and the waiter's processes are attached to one participant table: a parked
+// waiter re-checks the owner's liveness every backstop interval (default 100 ms). Robust
+// words always use shared futex keys (the kernel's wake at a death is a shared FUTEX_WAKE).
+// Precondition: release every robust lock of a mapping before unmapping it (its node is
+// linked into the thread's robust list, as a glibc robust mutex's is).
 // A non-robust mutex whose owner dies stays locked forever (as a plain pthread mutex).
 // docs/decisions/0001-robust-ownership.md has the design and the crash protocol step by step.
 //
@@ -34,7 +38,9 @@
 // std::system_error with errc::owner_died, thrown WITH THE LOCK HELD) or std::system_error.
 // Death inside an operation: see the crash protocol in docs/decisions/0001-robust-ownership.md;
 // in short, a robust lock whose owner dies at any instant of lock or unlock is either free or
-// marked owner-died by the kernel; survivors never wait for the dead.
+// marked owner-died by the kernel; a wake-up lost to such a death (a woken waiter killed
+// before it re-acquired, an unlocker killed before its FUTEX_WAKE) is recovered by the parked
+// waiters' re-check within one backstop interval; survivors never wait for the dead.
 // fork(): the child does not own any lock its parent's threads hold (its thread id and
 // ownership token differ): unlocking one in the child is errc::not_owner (error-checking,
 // recursive and robust kinds). A Scope::thread mutex held at fork() stays locked in the
