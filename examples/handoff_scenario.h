@@ -14,8 +14,8 @@
 // wakes waiting senders with notify_all(mutex): they are requeued onto the mutex word and run
 // one after the other instead of stampeding.
 //
-// Every wait is bounded by the scenario's deadline; a dead peer makes the survivor time out and
-// fail, and the parent kills both children once the deadline passes: never a hang.
+// Every wait is bounded by the scenario's deadline; when one child fails (crash, kill, error)
+// the parent kills the other at once, and both once the deadline passes: never a hang.
 
 #include <signal.h>
 #include <sys/resource.h>
@@ -45,6 +45,8 @@ struct HandoffConfig {
   int threads = 30;
   long per_thread = 200000;
   std::chrono::seconds timeout{300};
+  // Crash injection (tests): SIGKILL the sender process this long after the start; 0 = never.
+  std::chrono::milliseconds kill_sender_after{0};
 };
 
 struct HandoffResult {
@@ -254,18 +256,49 @@ pid_t fork_child(Body body) {
   return pid;
 }
 
-// Reaps `pid`, killing it if it outlives `deadline`. Returns the wait status, or -1 on a kill.
-inline int reap(pid_t pid, sync::Deadline deadline) {
-  int status = 0;
-  for (;;) {
-    const pid_t done = waitpid(pid, &status, WNOHANG);
-    if (done == pid) return status;
-    if (done < 0 && errno != EINTR) return -1;
-    if (sync::Clock::now() > deadline) {
-      kill(pid, SIGKILL);
-      while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+// Whether a wait status (-1: unknown) says the child failed (killed, or a non-zero exit).
+inline bool failed(int status) {
+  return status == -1 || !WIFEXITED(status) || WEXITSTATUS(status) != 0;
+}
+inline std::string describe(int status) {
+  if (status == -1) return "was lost (waitpid failed)";
+  if (WIFSIGNALED(status)) {
+    return "was killed by signal " + std::to_string(WTERMSIG(status)) +
+           (WTERMSIG(status) == SIGKILL ? " (a crash, or killed when its peer failed or the "
+                                          "deadline passed)"
+                                        : "");
+  }
+  return "exited with status " + std::to_string(WEXITSTATUS(status));
+}
+
+// Reaps both children. When one fails (a crash, a kill, an error) the other is killed at once:
+// it could wait for its dead peer until the deadline. A child that outlives `deadline` is
+// killed. statuses[i] = the wait status, or -1 when the parent had to kill it.
+inline void reap_both(const pid_t (&pids)[2], int (&statuses)[2], sync::Deadline deadline,
+                      sync::Deadline kill_first_at) {
+  bool reaped[2] = {pids[0] <= 0, pids[1] <= 0};
+  statuses[0] = statuses[1] = -1;
+  bool killed_first = false;
+  while (!reaped[0] || !reaped[1]) {
+    for (int i = 0; i < 2; ++i) {
+      if (reaped[i]) continue;
+      int status = 0;
+      const pid_t done = waitpid(pids[i], &status, WNOHANG);
+      if (done == pids[i] || (done < 0 && errno != EINTR)) {
+        reaped[i] = true;
+        statuses[i] = done == pids[i] ? status : -1;
+        if ((done < 0 || failed(status)) && !reaped[1 - i]) kill(pids[1 - i], SIGKILL);
       }
-      return -1;
+    }
+    const auto now = sync::Clock::now();
+    if (!killed_first && now >= kill_first_at && !reaped[0]) {
+      kill(pids[0], SIGKILL);  // crash injection (HandoffConfig::kill_sender_after)
+      killed_first = true;
+    }
+    if (now > deadline) {
+      for (int i = 0; i < 2; ++i) {
+        if (!reaped[i]) kill(pids[i], SIGKILL);
+      }
     }
     std::this_thread::sleep_for(std::chrono::microseconds(500));
   }
@@ -302,10 +335,13 @@ inline HandoffResult run_handoff(const HandoffConfig& config) {
     if (sender > 0) kill(sender, SIGKILL);
   }
   // A little slack past the children's own deadline, so they can report a timeout themselves.
-  const int sender_status =
-      sender > 0 ? detail::reap(sender, deadline + std::chrono::seconds(5)) : -1;
-  const int receiver_status =
-      receiver > 0 ? detail::reap(receiver, deadline + std::chrono::seconds(5)) : -1;
+  const pid_t pids[2] = {sender, receiver};
+  int statuses[2] = {-1, -1};
+  detail::reap_both(pids, statuses, deadline + std::chrono::seconds(5),
+                    config.kill_sender_after.count() > 0 ? start + config.kill_sender_after
+                                                         : sync::Deadline::max());
+  const int sender_status = statuses[0];
+  const int receiver_status = statuses[1];
   result.seconds = std::chrono::duration<double>(sync::Clock::now() - start).count();
   rusage after{};
   getrusage(RUSAGE_CHILDREN, &after);
@@ -326,13 +362,13 @@ inline HandoffResult run_handoff(const HandoffConfig& config) {
     result.failure = std::string("receiver: ") + ring->failure;
   } else if (sender_state == detail::HandoffStatus::failed) {
     result.failure = "sender: a thread failed (timed out or the mutex broke)";
-  } else if (receiver_status == -1 || sender_status == -1) {
-    result.failure = "a child did not finish in time (killed)";
+  } else if (detail::failed(sender_status)) {
+    result.failure = "sender process " + detail::describe(sender_status);
+  } else if (detail::failed(receiver_status)) {
+    result.failure = "receiver process " + detail::describe(receiver_status);
   } else if (receiver_state != detail::HandoffStatus::ok ||
-             sender_state != detail::HandoffStatus::ok || !WIFEXITED(receiver_status) ||
-             WEXITSTATUS(receiver_status) != 0 || !WIFEXITED(sender_status) ||
-             WEXITSTATUS(sender_status) != 0) {
-    result.failure = "a child died";
+             sender_state != detail::HandoffStatus::ok) {
+    result.failure = "a child ended without reporting";
   } else {
     result.ok = true;
   }

@@ -43,6 +43,20 @@ TEST(HandoffProcess, MoreValuesThanTheRingHoldsFromOneThread) {
   EXPECT_EQ(result.received, static_cast<std::uint64_t>(config.per_thread));
 }
 
+TEST(HandoffProcess, ASenderKilledMidwayFailsTheRunPromptlyInsteadOfHanging) {
+  HandoffConfig config;
+  config.threads = 30;
+  config.per_thread = 100'000'000;  // far more than can finish before the kill
+  config.timeout = std::chrono::seconds(60);
+  config.kill_sender_after = std::chrono::milliseconds(50);
+  const HandoffResult result = run_handoff(config);
+  print("hand-off, sender killed", config, result);
+  EXPECT_FALSE(result.ok);
+  EXPECT_NE(result.failure.find("sender process was killed by signal 9"), std::string::npos)
+      << result.failure;
+  EXPECT_LT(result.seconds, 10.0);  // the receiver was stopped at once, not at the deadline
+}
+
 TEST(HandoffProcess, InvalidConfigurationIsRefused) {
   HandoffConfig config;
   config.threads = 0;
