@@ -399,6 +399,33 @@ TEST(Mutex, UnlockWithoutMakeConsistentMakesItNotRecoverableForEveryone) {
   EXPECT_EQ(mutex.release(), errc::not_owner);
 }
 
+// A death can swallow a wake-up: an unlocker killed between its exchange and its FUTEX_WAKE
+// while another thread re-took the lock without WAITERS, or a woken waiter killed before it
+// re-acquired. Simulated here by clearing WAITERS by hand: a parked robust waiter must still
+// get the lock within about one backstop interval.
+TEST(Mutex, RobustWaiterRecoversAWakeUpLostToADeath) {
+  MutexOptions options = options_of(MutexKind::normal, Robustness::robust, 0);
+  options.backstop_interval = 20ms;
+  Mutex mutex(Scope::thread, options);
+  auto& word = detail::MutexAccess::word(mutex);
+  mutex.lock();
+  std::error_code seen;
+  Clock::time_point got;
+  std::thread waiter([&] {
+    seen = mutex.acquire();
+    got = Clock::now();
+    if (!seen) mutex.unlock();
+  });
+  while ((word.load() & sys::kFutexWaitersBit) == 0) std::this_thread::yield();
+  // The waiter's wake-up is "lost": WAITERS gone, so our unlock makes no FUTEX_WAKE.
+  word.fetch_and(~sys::kFutexWaitersBit);
+  const auto released = Clock::now();
+  mutex.unlock();
+  waiter.join();
+  EXPECT_FALSE(seen);
+  EXPECT_LT(got - released, 2s);
+}
+
 TEST(Mutex, MakeConsistentRequiresOwnership) {
   Mutex mutex(Scope::thread, options_of(MutexKind::normal, Robustness::robust));
   EXPECT_EQ(mutex.make_consistent(), errc::not_owner);
