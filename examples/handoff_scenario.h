@@ -356,22 +356,30 @@ inline HandoffResult run_handoff(const HandoffConfig& config) {
   result.received = ring->received;
   result.sender_waits = ring->sender_waits;
   result.receiver_waits = ring->receiver_waits;
-  if (receiver < 0 || sender < 0) {
-    result.failure = "fork failed";
-  } else if (receiver_state == detail::HandoffStatus::failed) {
-    result.failure = std::string("receiver: ") + ring->failure;
-  } else if (sender_state == detail::HandoffStatus::failed) {
-    result.failure = "sender: a thread failed (timed out or the mutex broke)";
-  } else if (detail::failed(sender_status)) {
-    result.failure = "sender process " + detail::describe(sender_status);
-  } else if (detail::failed(receiver_status)) {
-    result.failure = "receiver process " + detail::describe(receiver_status);
-  } else if (receiver_state != detail::HandoffStatus::ok ||
-             sender_state != detail::HandoffStatus::ok) {
-    result.failure = "a child ended without reporting";
-  } else {
-    result.ok = true;
+  // Every reason, the processes' fates first (a killed sender explains a receiver's timeout).
+  std::string reasons;
+  auto add = [&reasons](const std::string& reason) {
+    reasons += reasons.empty() ? reason : "; " + reason;
+  };
+  if (receiver < 0 || sender < 0) add("fork failed");
+  if (sender > 0 && detail::failed(sender_status)) {
+    add("sender process " + detail::describe(sender_status));
   }
+  if (receiver > 0 && detail::failed(receiver_status)) {
+    add("receiver process " + detail::describe(receiver_status));
+  }
+  if (sender_state == detail::HandoffStatus::failed) {
+    add("sender: a thread failed (timed out or the mutex broke)");
+  }
+  if (receiver_state == detail::HandoffStatus::failed) {
+    add(std::string("receiver: ") + ring->failure);
+  }
+  if (reasons.empty() &&
+      (receiver_state != detail::HandoffStatus::ok || sender_state != detail::HandoffStatus::ok)) {
+    add("a child ended without reporting");
+  }
+  result.failure = reasons;
+  result.ok = reasons.empty();
   ring->~HandoffRing();
   return result;
 }

@@ -51,6 +51,7 @@ TEST(HandoffProcess, ASenderKilledMidwayFailsTheRunPromptlyInsteadOfHanging) {
   config.kill_sender_after = std::chrono::milliseconds(50);
   const HandoffResult result = run_handoff(config);
   print("hand-off, sender killed", config, result);
+  std::printf("reported: %s\n", result.failure.c_str());
   EXPECT_FALSE(result.ok);
   EXPECT_NE(result.failure.find("sender process was killed by signal 9"), std::string::npos)
       << result.failure;
