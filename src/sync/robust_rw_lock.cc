@@ -4,11 +4,14 @@
 
 #include <cstdlib>
 
+#include "xproc/sync/detail/liveness.h"
+
 namespace xproc::sync {
 namespace {
 
-// The calling process's owner id (0 = none). relaxed everywhere: it is set once at attach time,
-// before the process takes any lock, and read by its own threads.
+// The calling process's owner id override (0 = none: derive it from the participant table).
+// relaxed everywhere: it is set once, before the process takes any lock, and read by its own
+// threads.
 std::atomic<std::uint32_t> process_owner_id{0};
 
 // A fork child is another process: it must not record holds under its parent's id.
@@ -29,7 +32,22 @@ std::error_code set_lock_owner_id(std::uint32_t owner) noexcept {
 }
 
 std::uint32_t lock_owner_id() noexcept {
-  return process_owner_id.load(std::memory_order_relaxed);  // relaxed: see above
+  const std::uint32_t override_id = process_owner_id.load(std::memory_order_relaxed);  // see above
+  if (override_id != 0) return override_id;
+  const detail::OwnerRecord record = detail::this_process_owner_record();
+  // A packed id equal to the reserved kRecovering cannot be recorded: anonymous.
+  if (record.table_tag == 0 || record.participant == detail::RwOwners::kRecovering) return 0;
+  return record.participant;
+}
+
+Result<RwRecovery> RobustRwLock::recover() noexcept {
+  // The table of the segment is the one this process is attached to (banner precondition). Read
+  // once: an owner is judged against one table even if this process attaches meanwhile.
+  const std::uint32_t tag = detail::this_process_owner_record().table_tag;
+  if (tag == 0) return RwRecovery{};  // attached to no table: nobody is known dead
+  return recover([tag](std::uint32_t owner) {
+    return detail::owner_known_dead(detail::OwnerRecord{tag, owner});
+  });
 }
 
 namespace detail {

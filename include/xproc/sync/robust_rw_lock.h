@@ -3,12 +3,22 @@
 // table that records which process holds it, so that a survivor can release the holds of a
 // process that died.
 //
-// Owners are processes, named by a 32-bit owner id that the caller gives each process with
-// set_lock_owner_id() (the participant layer uses its slot + generation). A process without an
-// owner id (0, the default, and in every fork child until it sets one) takes the lock
-// anonymously: it works, but its holds cannot be recovered. Scope::thread locks record nothing.
+// Owners are processes, named by a 32-bit owner id. By default a process's owner id is derived
+// from the participant table, xproc's one liveness mechanism (participant_table.h,
+// detail/liveness.h): the packed ParticipantId of this process's owner record
+// (detail::this_process_owner_record()). A process attached to no table (record {0, 0}; also
+// every fork child until it attaches) takes the lock anonymously: it works, but its holds cannot
+// be recovered. Scope::thread locks record nothing.
+// Preconditions of the default path: every process that uses one lock attaches to the same
+// participant table (the one of the segment holding the lock: the lock records packed ids, not
+// the table's tag), and keeps the Participant that names it attached while it holds the lock
+// (detaching is dying, for the lock: its recorded holds read dead and recover() drops them).
+// set_lock_owner_id() overrides the derived id with a caller-chosen one, for tests and callers
+// that answer liveness themselves (then use recover(is_dead), not recover()); never mix
+// overridden and table-derived ids on one lock.
 //
-// recover(is_dead) asks the caller's predicate about every recorded owner and, for each dead one,
+// recover() asks detail::owner_known_dead({this process's table tag, owner}) about every recorded
+// owner; recover(is_dead) asks the caller's predicate instead. For each dead owner it
 // releases what it certainly held, waking waiters as a live release would:
 //   - its read holds (counted per process in one of kOwnerSlots slots);
 //   - the writer stage it held, waiting for readers or holding the lock (write_lock_released:
@@ -22,12 +32,16 @@
 //   - holds of processes beyond kOwnerSlots concurrent owners, or without an owner id;
 //   - prefer_writer: a writer killed while waiting for the stage stays registered, so readers wait
 //     (their timed forms time out).
-// The predicate must be exact: calling a live owner dead releases holds that are still in use.
+// The predicate must never call a live owner dead (that releases holds still in use);
+// owner_known_dead() never does (a live participant always reads alive), and answers "not dead"
+// when the recoverer itself is attached to no table, so recover() then releases nothing.
 // recover() may run in any number of survivors at once: each dead owner's entry is claimed by
 // one of them (CAS), so nothing is released twice; a recoverer killed mid-way leaves that entry
 // claimed (a leak, never a double release).
 //
-// Thread- and process-safety, blocking, errors, fork(): as RwLock. Size: 292 bytes.
+// Thread- and process-safety, blocking, errors: as RwLock; recover() also never blocks (one
+// F_OFD_GETLK per recorded owner). fork(): as RwLock; the child is anonymous (its owner record
+// is {0, 0} and its override 0) until it attaches to the table itself. Size: 292 bytes.
 
 #include <atomic>
 #include <chrono>
@@ -40,9 +54,14 @@
 
 namespace xproc::sync {
 
-// The owner id of the calling process for RobustRwLock (0 = none). Reserved: 0xffffffff.
-// Process-wide; reset to 0 in a fork child (it is another process).
+// Overrides the owner id of the calling process for RobustRwLock (0 = no override: derive it
+// from the participant table). Reserved: 0xffffffff (errc::invalid_argument). Process-wide;
+// reset to 0 in a fork child (it is another process). For tests and callers that answer
+// liveness themselves with recover(is_dead); the default needs no call.
 [[nodiscard]] std::error_code set_lock_owner_id(std::uint32_t owner) noexcept;
+// The owner id RobustRwLock records for the calling process: the override if set, else the
+// packed participant id of detail::this_process_owner_record(); 0 = anonymous (attached to no
+// table, or a packed id equal to the reserved 0xffffffff). Two relaxed loads.
 std::uint32_t lock_owner_id() noexcept;
 
 struct RwRecovery {
@@ -152,6 +171,11 @@ class RobustRwLock {
   void unlock_shared() { RwLock::throw_if(release_shared()); }
 
   RwLockSnapshot snapshot() const noexcept { return lock_.snapshot(); }
+
+  // Releases what dead participants held, asking the participant table (see the banner):
+  // recover(is_dead) with detail::owner_known_dead({this process's table tag, owner}).
+  // Errors: as recover(is_dead).
+  Result<RwRecovery> recover() noexcept;
 
   // Releases what dead owners held (see the banner). `is_dead(std::uint32_t owner) -> bool`.
   // errc::corrupt_state when the table and the lock word disagree (a hold count larger than the
