@@ -133,6 +133,10 @@ std::error_code CondVar::wait_released(Mutex& mutex, const Deadline* deadline) n
     retire();
     return ec;  // not_owner: nothing changed
   }
+  // Robust mutex: if this thread dies from here until reacquire() (which clears it), the
+  // kernel wakes a waiter on the mutex word when the word holds no TID, so a wake-up from the
+  // mutex's unlock that a requeued waiter takes with it is passed on (see mutex_access.h).
+  detail::MutexAccess::set_pending(mutex);
   const bool slices = scope() == Scope::process && mutex.robust();
   const std::error_code parked = park(ticket, deadline, slices);
   retire();

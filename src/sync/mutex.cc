@@ -368,6 +368,12 @@ std::error_code MutexAccess::release_fully(Mutex& mutex, Saved& saved) noexcept 
   return ec;
 }
 
+void MutexAccess::set_pending(Mutex& mutex) noexcept {
+  if (!mutex.robust()) return;
+  sys::RobustListHead* const head = sys::this_thread_robust_list();
+  if (head != nullptr) detail::set_pending(head, MutexLayout::node(mutex));
+}
+
 std::error_code MutexAccess::reacquire(Mutex& mutex, Saved saved, bool contended) noexcept {
   detail::tsan_pre_lock(&mutex, detail::kTsanTryLock);
   std::error_code ec = mutex.acquire_slow(nullptr, false, contended);

@@ -56,6 +56,16 @@ struct MutexAccess {
   // Mutex::release() does.
   [[nodiscard]] static std::error_code release_fully(Mutex& mutex, Saved& saved) noexcept;
 
+  // Names the mutex in the calling thread's robust list_op_pending (no-op for a non-robust
+  // mutex), for a condition-variable wait between release_fully() and reacquire(), which
+  // clears it. If the thread dies meanwhile, the kernel's pending-op rule applies to the word:
+  // when it holds no TID, one waiter on it is woken (the wake-up a requeued waiter killed
+  // after being woken would otherwise take with it); when it holds a TID (someone else's:
+  // ours was released) the kernel leaves it alone. Nothing else uses list_op_pending while
+  // the thread is parked: glibc and Mutex set it only inside their own lock/unlock calls,
+  // which run to completion and cannot be under way in a thread that is parked.
+  static void set_pending(Mutex& mutex) noexcept;
+
   // Re-acquires after release_fully() and restores the recursion depth; `contended` = the
   // caller was woken on the lock word (requeued), so it must keep WAITERS set. Results as
   // Mutex::acquire(); on owner_died the lock is held with the saved depth.
