@@ -1,8 +1,10 @@
 // xproc_cond_* and xproc_condattr_*: the C face of xproc::sync::CondVar (its Mutex path).
 //
 // Attribute words: 1 = pshared, 2 = clock (always CLOCK_MONOTONIC: the only one accepted).
-// xproc_cond_broadcast has no mutex argument, so it wakes every waiter (CondVar::notify_all());
-// the C++ notify_all(Mutex&) requeue is not reachable from pthread's signature.
+// xproc_cond_destroy waits (bounded: kDestroyWaitBound) until no thread is inside a wait, else
+// EBUSY. xproc_cond_broadcast has no mutex argument, so it wakes every waiter
+// (CondVar::notify_all()); the C++ notify_all(Mutex&) requeue is not reachable from pthread's
+// signature.
 
 #include <time.h>
 
@@ -75,10 +77,14 @@ int xproc_cond_init(xproc_cond_t* cond, const xproc_condattr_t* attr) {
 
 int xproc_cond_destroy(xproc_cond_t* cond) {
   if (cond == nullptr) return EINVAL;
-  // pthread allows destroying a condvar whose waiters were all woken; CondVar needs nothing
-  // more than its (trivial) destructor.
+  // POSIX allows destroying a condvar as soon as its waiters were woken, though they may not
+  // have left CondVar::wait yet. Wait until none is inside (they stop touching the condvar
+  // before re-locking the mutex, so a destroyer holding the mutex does not block them), so
+  // that a re-initialization cannot make a late waiter see its old sequence number again.
   return guarded([&] {
-    cond_of(cond)->~CondVar();
+    CondVar* object = cond_of(cond);
+    if (!wait_until_done([&] { return object->waiter_count() == 0; })) return EBUSY;
+    object->~CondVar();
     return 0;
   });
 }

@@ -36,6 +36,35 @@ TEST(CBarrier, InitRefusesACountOfZero) {
   EXPECT_EQ(xproc_barrier_destroy(&barrier), 0);
 }
 
+// The serial thread destroys and re-initializes the barrier while the others are still leaving
+// it (allowed by POSIX; glibc's tst-barrier4). Two barriers alternate, so nobody re-enters the
+// one being re-initialized.
+TEST(CBarrier, TheSerialThreadMayDestroyAndReinitializeWhileOthersLeave) {
+  constexpr int kThreads = 4;
+  const long rounds = scaled(200);
+  xproc_barrier_t barriers[2];
+  for (auto& barrier : barriers) ASSERT_EQ(xproc_barrier_init(&barrier, nullptr, kThreads), 0);
+  std::atomic<int> failures{0};
+  std::vector<std::thread> threads;
+  for (int i = 0; i < kThreads; ++i) {
+    threads.emplace_back([&] {
+      for (long round = 0; round < 2 * rounds; ++round) {
+        xproc_barrier_t* barrier = &barriers[round % 2];
+        const int result = xproc_barrier_wait(barrier);
+        if (result == XPROC_BARRIER_SERIAL_THREAD) {
+          if (xproc_barrier_destroy(barrier) != 0) failures.fetch_add(1);
+          if (xproc_barrier_init(barrier, nullptr, kThreads) != 0) failures.fetch_add(1);
+        } else if (result != 0) {
+          failures.fetch_add(1);
+        }
+      }
+    });
+  }
+  for (auto& thread : threads) thread.join();
+  EXPECT_EQ(failures.load(), 0);
+  for (auto& barrier : barriers) EXPECT_EQ(xproc_barrier_destroy(&barrier), 0);
+}
+
 TEST(CBarrier, ExactlyOneThreadPerRoundIsTheSerialThread) {
   constexpr int kThreads = 4;
   const long rounds = scaled(50);

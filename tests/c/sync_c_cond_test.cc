@@ -110,6 +110,35 @@ TEST(CCond, BroadcastWakesEveryWaiterAndSignalWakesOne) {
   waiter.join();
 }
 
+TEST(CCond, DestroyWithABlockedWaiterIsBusyAndSucceedsOnceItLeft) {
+  xproc_mutex_t mutex = XPROC_MUTEX_INITIALIZER;
+  xproc_cond_t cond = XPROC_COND_INITIALIZER;
+  int state = 0;  // 1: the waiter is about to wait; 2: it may leave
+  std::thread waiter([&] {
+    EXPECT_EQ(xproc_mutex_lock(&mutex), 0);
+    state = 1;
+    while (state != 2) {
+      const timespec deadline = monotonic_in(std::chrono::seconds(20));
+      EXPECT_EQ(xproc_cond_timedwait(&cond, &mutex, &deadline), 0);
+    }
+    EXPECT_EQ(xproc_mutex_unlock(&mutex), 0);
+  });
+  // Once this thread holds the mutex with state == 1, the waiter is inside its wait.
+  for (;;) {
+    ASSERT_EQ(xproc_mutex_lock(&mutex), 0);
+    if (state == 1) break;
+    ASSERT_EQ(xproc_mutex_unlock(&mutex), 0);
+    std::this_thread::yield();
+  }
+  EXPECT_EQ(xproc_cond_destroy(&cond), EBUSY);  // after a bounded wait for it to leave
+  state = 2;
+  EXPECT_EQ(xproc_cond_signal(&cond), 0);
+  // Destroying right after the wake-up is allowed, even with the mutex still held here.
+  EXPECT_EQ(xproc_cond_destroy(&cond), 0);
+  EXPECT_EQ(xproc_mutex_unlock(&mutex), 0);
+  waiter.join();
+}
+
 TEST(CCond, WaitWithoutHoldingAnErrorCheckingMutexIsPerm) {
   xproc_mutexattr_t attr;
   ASSERT_EQ(xproc_mutexattr_init(&attr), 0);

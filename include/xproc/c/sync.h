@@ -220,6 +220,9 @@ int xproc_condattr_setclock(xproc_condattr_t* attr, clockid_t clock_id);
 int xproc_condattr_getclock(const xproc_condattr_t* attr, clockid_t* clock_id);
 
 int xproc_cond_init(xproc_cond_t* cond, const xproc_condattr_t* attr);
+/* Allowed as soon as every waiter was woken, even before they left the wait (POSIX): waits for
+ * them to stop using the condvar. EBUSY when a thread is still inside a wait after 1 s (one never
+ * woken, or one that died inside its wait). */
 int xproc_cond_destroy(xproc_cond_t* cond);
 /* Returns what relocking the mutex returned (0, EOWNERDEAD, ENOTRECOVERABLE) or EPERM when the
  * caller does not hold an ownership-checking mutex. */
@@ -292,6 +295,9 @@ int xproc_barrierattr_getpshared(const xproc_barrierattr_t* attr, int* pshared);
 /* count == 0: EINVAL. */
 int xproc_barrier_init(xproc_barrier_t* barrier, const xproc_barrierattr_t* attr,
                        unsigned int count);
+/* EBUSY while participants wait in the current generation. The serial thread may destroy (and
+ * re-initialize) the barrier at once: destroy waits for the others to leave xproc_barrier_wait;
+ * EBUSY when one is still inside after 1 s (e.g. it died there). */
 int xproc_barrier_destroy(xproc_barrier_t* barrier);
 /* XPROC_BARRIER_SERIAL_THREAD in exactly one caller of each round, 0 in the others. */
 int xproc_barrier_wait(xproc_barrier_t* barrier);
