@@ -1,39 +1,10 @@
 #include "xproc/sync/robust_rw_lock.h"
 
-#include <pthread.h>
-
-#include <cstdlib>
-
 #include "xproc/sync/detail/liveness.h"
 
 namespace xproc::sync {
-namespace {
-
-// The calling process's owner id override (0 = none: derive it from the participant table).
-// relaxed everywhere: it is set once, before the process takes any lock, and read by its own
-// threads.
-std::atomic<std::uint32_t> process_owner_id{0};
-
-// A fork child is another process: it must not record holds under its parent's id.
-void forget_owner_id_in_fork_child() noexcept {
-  process_owner_id.store(0, std::memory_order_relaxed);
-}
-[[maybe_unused]] const bool kForkHandlerRegistered = [] {
-  if (pthread_atfork(nullptr, nullptr, forget_owner_id_in_fork_child) != 0) std::abort();
-  return true;
-}();
-
-}  // namespace
-
-std::error_code set_lock_owner_id(std::uint32_t owner) noexcept {
-  if (owner == detail::RwOwners::kRecovering) return errc::invalid_argument;
-  process_owner_id.store(owner, std::memory_order_relaxed);  // relaxed: see above
-  return {};
-}
 
 std::uint32_t lock_owner_id() noexcept {
-  const std::uint32_t override_id = process_owner_id.load(std::memory_order_relaxed);  // see above
-  if (override_id != 0) return override_id;
   const detail::OwnerRecord record = detail::this_process_owner_record();
   // A packed id equal to the reserved kRecovering cannot be recorded: anonymous.
   if (record.table_tag == 0 || record.participant == detail::RwOwners::kRecovering) return 0;

@@ -12,8 +12,10 @@
 #include <cstdint>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
+#include "../sync/robust_rw_lock_table_file.h"
 #include "child_process.h"
 #include "shared_object.h"
 
@@ -21,9 +23,6 @@ namespace xproc::sync {
 namespace {
 
 using namespace std::chrono_literals;
-
-constexpr std::uint32_t kParentId = 7;
-constexpr std::uint32_t kChildId = 100;
 
 template <class Ready>
 bool eventually(Ready ready) {
@@ -39,12 +38,36 @@ struct Shared {
   explicit Shared(RwPolicy policy) : lock(Scope::process, policy) {}
   RobustRwLock lock;
   std::atomic<std::uint32_t> ready{0};
+  std::atomic<std::uint32_t> child_id{0};  // the child's lock_owner_id(), once attached
 };
 
-class RobustRwLockCrashTest : public ::testing::TestWithParam<RwPolicy> {
+// Every process of a test attaches to one participant table: the lock names them by participant
+// id, and recover() asks the table who died.
+class TableTest {
  protected:
-  void SetUp() override { ASSERT_EQ(set_lock_owner_id(kParentId), std::error_code{}); }
-  void TearDown() override { ASSERT_EQ(set_lock_owner_id(0), std::error_code{}); }
+  void attach_parent() {
+    Result<Participant> attached = table_.attach();
+    ASSERT_TRUE(attached.has_value()) << attached.error().message();
+    me_ = std::move(*attached);
+  }
+  // In a fork child: attaches and publishes its owner id. False on failure.
+  bool attach_child(Shared& shared) {
+    if (lock_owner_id() != 0) return false;  // a fork child does not inherit the parent's id
+    Result<Participant> attached = table_.attach();
+    if (!attached || lock_owner_id() != attached->id().pack()) return false;
+    child_ = std::move(*attached);
+    shared.child_id.store(lock_owner_id());
+    return true;
+  }
+
+  test_support::RwLockTableFile table_;
+  Participant me_;
+  Participant child_;  // in the child only
+};
+
+class RobustRwLockCrashTest : public ::testing::TestWithParam<RwPolicy>, public TableTest {
+ protected:
+  void SetUp() override { attach_parent(); }
 };
 
 std::string policy_name(const ::testing::TestParamInfo<RwPolicy>& info) {
@@ -74,15 +97,10 @@ void kill_and_reap(test::Child& child) {
   EXPECT_TRUE(status.signaled && status.term_signal == SIGKILL);
 }
 
-bool child_is_dead(std::uint32_t owner) {
-  return owner == kChildId;
-}
-
 TEST_P(RobustRwLockCrashTest, DeadReadersHoldsAreReleased) {
   test::SharedObject<Shared> shared(GetParam());
   test::Child child = test::Child::start([&]() -> int {
-    if (lock_owner_id() != 0) return 1;  // a fork child does not inherit the parent's id
-    if (set_lock_owner_id(kChildId)) return 2;
+    if (!attach_child(*shared)) return 2;
     std::thread other([&] {  // a second thread of the same process holds too
       shared->lock.lock_shared();
       shared->ready.fetch_add(1);
@@ -102,7 +120,7 @@ TEST_P(RobustRwLockCrashTest, DeadReadersHoldsAreReleased) {
       [&] { EXPECT_EQ(shared->lock.acquire_until(Clock::now() + 5ms), errc::timed_out); });
   writer.join();
 
-  Result<RwRecovery> recovery = shared->lock.recover(child_is_dead);
+  Result<RwRecovery> recovery = shared->lock.recover();
   ASSERT_TRUE(recovery.has_value()) << recovery.error().message();
   EXPECT_EQ(recovery->read_holds_released, 2u);
   EXPECT_EQ(recovery->read_holds_unresolved, 0u);
@@ -110,7 +128,7 @@ TEST_P(RobustRwLockCrashTest, DeadReadersHoldsAreReleased) {
   EXPECT_EQ(shared->lock.snapshot().readers, 1u);  // ours stays
 
   // A second recovery finds nothing more.
-  recovery = shared->lock.recover(child_is_dead);
+  recovery = shared->lock.recover();
   ASSERT_TRUE(recovery.has_value());
   EXPECT_EQ(recovery->read_holds_released, 0u);
 
@@ -122,7 +140,7 @@ TEST_P(RobustRwLockCrashTest, DeadReadersHoldsAreReleased) {
 TEST_P(RobustRwLockCrashTest, DeadWriterIsReleasedAndReported) {
   test::SharedObject<Shared> shared(GetParam());
   test::Child child = test::Child::start([&]() -> int {
-    if (set_lock_owner_id(kChildId)) return 2;
+    if (!attach_child(*shared)) return 2;
     shared->lock.lock();
     shared->ready.store(1);
     wait_to_be_killed();
@@ -130,7 +148,7 @@ TEST_P(RobustRwLockCrashTest, DeadWriterIsReleasedAndReported) {
   ASSERT_TRUE(eventually([&] { return shared->ready.load() == 1; }));
   kill_and_reap(child);
   EXPECT_FALSE(shared->lock.try_lock_shared());
-  Result<RwRecovery> recovery = shared->lock.recover(child_is_dead);
+  Result<RwRecovery> recovery = shared->lock.recover();
   ASSERT_TRUE(recovery.has_value()) << recovery.error().message();
   EXPECT_TRUE(recovery->write_lock_released);
   EXPECT_FALSE(recovery->stage_released);
@@ -144,13 +162,13 @@ TEST_P(RobustRwLockCrashTest, DeadStagedWriterLeavesTheStage) {
   test::SharedObject<Shared> shared(GetParam());
   shared->lock.lock_shared();
   test::Child child = test::Child::start([&]() -> int {
-    if (set_lock_owner_id(kChildId)) return 2;
+    if (!attach_child(*shared)) return 2;
     shared->lock.lock();
     return 1;  // killed while parked
   });
   ASSERT_TRUE(eventually([&] { return shared->lock.snapshot().parked_drainers == 1; }));
   kill_and_reap(child);
-  Result<RwRecovery> recovery = shared->lock.recover(child_is_dead);
+  Result<RwRecovery> recovery = shared->lock.recover();
   ASSERT_TRUE(recovery.has_value()) << recovery.error().message();
   EXPECT_TRUE(recovery->stage_released);
   EXPECT_FALSE(recovery->write_lock_released);
@@ -176,7 +194,7 @@ TEST_P(RobustRwLockCrashTest, LiveOwnersAreNeverTouched) {
 TEST_P(RobustRwLockCrashTest, ConcurrentRecoveriesReleaseEachHoldOnce) {
   test::SharedObject<Shared> shared(GetParam());
   test::Child child = test::Child::start([&]() -> int {
-    if (set_lock_owner_id(kChildId)) return 2;
+    if (!attach_child(*shared)) return 2;
     shared->lock.lock_shared();
     shared->ready.store(1);
     wait_to_be_killed();
@@ -187,7 +205,7 @@ TEST_P(RobustRwLockCrashTest, ConcurrentRecoveriesReleaseEachHoldOnce) {
   std::atomic<std::uint32_t> released{0};
   std::atomic<int> failures{0};
   auto survivor = [&] {
-    Result<RwRecovery> recovery = shared->lock.recover(child_is_dead);
+    Result<RwRecovery> recovery = shared->lock.recover();
     if (!recovery) {
       failures++;
       return;
@@ -206,28 +224,30 @@ TEST_P(RobustRwLockCrashTest, ConcurrentRecoveriesReleaseEachHoldOnce) {
 
 // A reader killed while queued behind a phase-fair writer had an acquire in flight: recovery
 // cannot tell whether the lock counted it, so it leaves it and says so.
-TEST(RobustRwLockCrash, ReaderKilledMidAcquireIsReportedUnresolved) {
-  ASSERT_EQ(set_lock_owner_id(kParentId), std::error_code{});
+class RobustRwLockCrash : public ::testing::Test, public TableTest {};
+
+TEST_F(RobustRwLockCrash, ReaderKilledMidAcquireIsReportedUnresolved) {
+  attach_parent();
   test::SharedObject<Shared> shared(RwPolicy::phase_fair);
   shared->lock.lock();
   test::Child child = test::Child::start([&]() -> int {
-    if (set_lock_owner_id(kChildId)) return 2;
+    if (!attach_child(*shared)) return 2;
     shared->lock.lock_shared();
     return 1;  // killed while queued
   });
   ASSERT_TRUE(eventually([&] { return shared->lock.snapshot().parked_readers == 1; }));
   kill_and_reap(child);
   shared->lock.unlock();  // promotes the dead queued reader
-  Result<RwRecovery> recovery = shared->lock.recover(child_is_dead);
+  Result<RwRecovery> recovery = shared->lock.recover();
   ASSERT_TRUE(recovery.has_value());
   EXPECT_EQ(recovery->read_holds_released, 0u);
   EXPECT_EQ(recovery->read_holds_unresolved, 1u);
   EXPECT_EQ(shared->lock.snapshot().readers, 1u);  // left counted: safe, not live
-  ASSERT_EQ(set_lock_owner_id(0), std::error_code{});
 }
 
-TEST(RobustRwLockCrash, AProcessWithoutAnOwnerIdIsAnonymous) {
-  ASSERT_EQ(set_lock_owner_id(0), std::error_code{});
+// Attached to no participant table: the holds work but are not recorded.
+TEST(RobustRwLockCrashAnonymous, AProcessWithoutAnOwnerIdIsAnonymous) {
+  ASSERT_EQ(lock_owner_id(), 0u);
   test::SharedObject<Shared> shared(RwPolicy::phase_fair);
   shared->lock.lock_shared();
   Result<RwRecovery> recovery = shared->lock.recover([](std::uint32_t) { return true; });
@@ -235,7 +255,6 @@ TEST(RobustRwLockCrash, AProcessWithoutAnOwnerIdIsAnonymous) {
   EXPECT_EQ(recovery->read_holds_released, 0u);  // nothing recorded, nothing released
   EXPECT_EQ(shared->lock.snapshot().readers, 1u);
   shared->lock.unlock_shared();
-  EXPECT_EQ(set_lock_owner_id(0xffffffffu), errc::invalid_argument);
 }
 
 }  // namespace

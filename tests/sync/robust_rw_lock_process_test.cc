@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "child_process.h"
+#include "robust_rw_lock_table_file.h"
 #include "shared_object.h"
 
 namespace xproc::sync {
@@ -68,11 +69,13 @@ int hammer(SharedData& shared, unsigned seed, long iterations) {
 
 TEST_P(RobustRwLockProcessTest, OwnerTableBalancesAfterConcurrentUse) {
   test::SharedObject<SharedData> shared(GetParam());
+  test_support::RwLockTableFile table;
   const long iterations = test::scaled(2000);
   std::vector<test::Child> children;
   for (std::uint32_t p = 0; p < 3; ++p) {
     children.push_back(test::Child::start([&, p] {
-      if (set_lock_owner_id(10 + p)) return 2;
+      Result<Participant> me = table.attach();  // the lock then records this process
+      if (!me || lock_owner_id() != me->id().pack()) return 2;
       std::atomic<int> violations{0};
       std::vector<std::thread> threads;
       for (unsigned t = 0; t < 2; ++t) {

@@ -12,9 +12,11 @@
 #include <random>
 #include <shared_mutex>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "child_process.h"
+#include "robust_rw_lock_table_file.h"
 
 namespace xproc::sync {
 namespace {
@@ -31,10 +33,22 @@ bool eventually(Ready ready) {
   return true;
 }
 
+// The test process takes part in a participant table, so the lock records it by participant id.
 class RobustRwLockTest : public ::testing::TestWithParam<RwPolicy> {
  protected:
-  void SetUp() override { ASSERT_EQ(set_lock_owner_id(42), std::error_code{}); }
-  void TearDown() override { ASSERT_EQ(set_lock_owner_id(0), std::error_code{}); }
+  void SetUp() override {
+    Result<Participant> attached = table_.attach();
+    ASSERT_TRUE(attached.has_value()) << attached.error().message();
+    me_ = std::move(*attached);
+    ASSERT_EQ(lock_owner_id(), me_.id().pack());
+  }
+  void TearDown() override {
+    EXPECT_EQ(me_.detach(), std::error_code{});
+    EXPECT_EQ(lock_owner_id(), 0u);  // attached to no table: anonymous
+  }
+
+  test_support::RwLockTableFile table_;
+  Participant me_;
 };
 
 INSTANTIATE_TEST_SUITE_P(AllPolicies, RobustRwLockTest,
@@ -43,12 +57,17 @@ INSTANTIATE_TEST_SUITE_P(AllPolicies, RobustRwLockTest,
 
 TEST_P(RobustRwLockTest, WorksWithStdLockTypesAndRecordsTheOwner) {
   RobustRwLock lock(Scope::process, GetParam());
-  EXPECT_EQ(lock_owner_id(), 42u);
+  const std::uint32_t me = lock_owner_id();
+  EXPECT_NE(me, 0u);
   {
     std::shared_lock<RobustRwLock> reader(lock);
-    Result<RwRecovery> recovery = lock.recover([](std::uint32_t owner) { return owner != 42; });
+    Result<RwRecovery> recovery = lock.recover();  // we live: nothing is released
     ASSERT_TRUE(recovery.has_value());
     EXPECT_EQ(recovery->read_holds_released, 0u);
+    recovery = lock.recover([me](std::uint32_t owner) { return owner != me; });
+    ASSERT_TRUE(recovery.has_value());
+    EXPECT_EQ(recovery->read_holds_released, 0u);
+    EXPECT_EQ(lock.snapshot().readers, 1u);
   }
   std::unique_lock<RobustRwLock> writer(lock, 10ms);
   EXPECT_TRUE(writer.owns_lock());

@@ -13,12 +13,10 @@
 // participant table (the one of the segment holding the lock: the lock records packed ids, not
 // the table's tag), and keeps the Participant that names it attached while it holds the lock
 // (detaching is dying, for the lock: its recorded holds read dead and recover() drops them).
-// set_lock_owner_id() overrides the derived id with a caller-chosen one, for tests and callers
-// that answer liveness themselves (then use recover(is_dead), not recover()); never mix
-// overridden and table-derived ids on one lock.
 //
 // recover() asks detail::owner_known_dead({this process's table tag, owner}) about every recorded
-// owner; recover(is_dead) asks the caller's predicate instead. For each dead owner it
+// owner; recover(is_dead) asks the caller's predicate instead (tests, callers with their own
+// knowledge of which participant ids died). For each dead owner it
 // releases what it certainly held, waking waiters as a live release would:
 //   - its read holds (counted per process in one of kOwnerSlots slots);
 //   - the writer stage it held, waiting for readers or holding the lock (write_lock_released:
@@ -41,7 +39,7 @@
 //
 // Thread- and process-safety, blocking, errors: as RwLock; recover() also never blocks (one
 // F_OFD_GETLK per recorded owner). fork(): as RwLock; the child is anonymous (its owner record
-// is {0, 0} and its override 0) until it attaches to the table itself. Size: 292 bytes.
+// is {0, 0}) until it attaches to the table itself. Size: 292 bytes.
 
 #include <atomic>
 #include <chrono>
@@ -54,14 +52,9 @@
 
 namespace xproc::sync {
 
-// Overrides the owner id of the calling process for RobustRwLock (0 = no override: derive it
-// from the participant table). Reserved: 0xffffffff (errc::invalid_argument). Process-wide;
-// reset to 0 in a fork child (it is another process). For tests and callers that answer
-// liveness themselves with recover(is_dead); the default needs no call.
-[[nodiscard]] std::error_code set_lock_owner_id(std::uint32_t owner) noexcept;
-// The owner id RobustRwLock records for the calling process: the override if set, else the
-// packed participant id of detail::this_process_owner_record(); 0 = anonymous (attached to no
-// table, or a packed id equal to the reserved 0xffffffff). Two relaxed loads.
+// The owner id RobustRwLock records for the calling process: the packed participant id of
+// detail::this_process_owner_record(); 0 = anonymous (attached to no table, or a packed id equal
+// to the reserved kRecovering, 0xffffffff). One relaxed load.
 std::uint32_t lock_owner_id() noexcept;
 
 struct RwRecovery {
