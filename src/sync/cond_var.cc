@@ -88,45 +88,10 @@ std::error_code CondVar::park(Ticket ticket, const Deadline* deadline,
   }
 }
 
-namespace {
-
-// TSan's view of a recursive mutex across a condvar wait, which releases every level at once:
-// collapse it to one level before release_fully() (whose annotation releases one) and raise
-// it back to all levels after the re-acquire (whose annotation acquires one). Idempotent with
-// hooks that annotate the full release themselves: the levels are read from TSan's own count.
-#if XPROC_TSAN_ENABLED
-int tsan_collapse_levels(Mutex& mutex) noexcept {
-  if (mutex.kind() != MutexKind::recursive || !mutex.is_locked_by_caller()) return 1;
-  const int levels = __tsan_mutex_pre_unlock(&mutex, __tsan_mutex_recursive_unlock);
-  __tsan_mutex_post_unlock(&mutex, 0);
-  __tsan_mutex_pre_lock(&mutex, 0);
-  __tsan_mutex_post_lock(&mutex, 0, 0);
-  return levels;
-}
-void tsan_restore_levels(Mutex& mutex, int levels) noexcept {
-  if (levels <= 1 || !mutex.is_locked_by_caller()) return;
-  (void)__tsan_mutex_pre_unlock(&mutex, __tsan_mutex_recursive_unlock);
-  __tsan_mutex_post_unlock(&mutex, 0);
-  __tsan_mutex_pre_lock(&mutex, 0);
-  __tsan_mutex_post_lock(&mutex, __tsan_mutex_recursive_lock, levels);
-}
-#else
-int tsan_collapse_levels(Mutex&) noexcept {
-  return 1;
-}
-void tsan_restore_levels(Mutex&, int) noexcept {}
-#endif
-
-}  // namespace
-
+// TSan: release_fully() annotates the release of every recursion level and reacquire() (or
+// reacquire_in_slices()'s relocks) the acquisition of all of them, so TSan's count of a
+// recursive mutex's levels matches the mutex's across the wait.
 std::error_code CondVar::wait_mutex(Mutex& mutex, const Deadline* deadline) noexcept {
-  const int tsan_levels = tsan_collapse_levels(mutex);
-  std::error_code ec = wait_released(mutex, deadline);
-  tsan_restore_levels(mutex, tsan_levels);
-  return ec;
-}
-
-std::error_code CondVar::wait_released(Mutex& mutex, const Deadline* deadline) noexcept {
   const Ticket ticket = announce(mutex.scope() == scope() ? tag_of(mutex) : kMixedLocks);
   detail::MutexAccess::Saved saved;
   if (std::error_code ec = detail::MutexAccess::release_fully(mutex, saved)) {

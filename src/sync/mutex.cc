@@ -42,23 +42,6 @@ namespace {
 
 constexpr std::uint32_t kMaxBackstopMs = 3'600'000;
 
-// TSan's recursive-lock annotations (sanitizer/tsan_interface.h), for the condvar hooks that
-// release and restore all recursion levels at once.
-#if XPROC_TSAN_ENABLED
-constexpr unsigned kTsanRecursiveUnlock = __tsan_mutex_recursive_unlock;
-void tsan_post_lock_levels(void* lock, bool held, std::uint32_t levels) noexcept {
-  if (held) {
-    __tsan_mutex_post_lock(lock, detail::kTsanTryLock | __tsan_mutex_recursive_lock,
-                           static_cast<int>(std::min<std::uint32_t>(levels, INT_MAX)));
-  } else {
-    __tsan_mutex_post_lock(lock, detail::kTsanTryLock | detail::kTsanTryLockFailed, 0);
-  }
-}
-#else
-constexpr unsigned kTsanRecursiveUnlock = 0;
-void tsan_post_lock_levels(void*, bool, std::uint32_t) noexcept {}
-#endif
-
 // Whether the backstop may mark `observed` owner-died: the owner's process is known dead.
 // The record read is ordered after the acquire load that returned `observed` (see
 // docs/decisions/0001-robust-ownership.md, "backstop race"), so it is 0/0 or the current
@@ -287,9 +270,13 @@ std::error_code Mutex::release_impl(bool fully) noexcept {
   const bool owned = owner_tid(word) == tid && !is_not_recoverable(word) &&
                      owner_token_.load(std::memory_order_relaxed) == sys::this_thread_token();
   if (!owned) return errc::not_owner;
-  // TSan counts recursive locks: a full release drops every level at once.
-  const unsigned tsan_flags = fully ? kTsanRecursiveUnlock : 0;
-  detail::tsan_pre_unlock(this, tsan_flags);
+  // TSan counts recursive locks: a full release (condvar wait) drops every level at once.
+  const unsigned tsan_flags = fully ? detail::kTsanRecursiveUnlock : 0;
+  if (fully) {
+    (void)detail::tsan_pre_unlock_all(this);  // the levels are depth_, restored by reacquire()
+  } else {
+    detail::tsan_pre_unlock(this, 0);
+  }
   if (!fully && depth_ > 1) {
     --depth_;
     detail::tsan_post_unlock(this, tsan_flags);
@@ -383,8 +370,13 @@ std::error_code MutexAccess::reacquire(Mutex& mutex, Saved saved, bool contended
     detail::tsan_destroy(&mutex);
     detail::tsan_create(&mutex, 0);
   }
-  // TSan: restores every recursion level at once.
-  tsan_post_lock_levels(&mutex, held, mutex.depth_);
+  // TSan: restores every recursion level at once (release_fully() dropped them all).
+  if (held) {
+    detail::tsan_post_lock_levels(&mutex, detail::kTsanTryLock,
+                                  static_cast<int>(std::min<std::uint32_t>(mutex.depth_, INT_MAX)));
+  } else {
+    detail::tsan_post_lock(&mutex, detail::kTsanTryLock | detail::kTsanTryLockFailed);
+  }
   return ec;
 }
 

@@ -397,6 +397,34 @@ TEST(CondVar, RecursiveMutexWaitReleasesAllLevelsAndRestoresTheDepth) {
   other.join();
 }
 
+// Also TSan's view: the wait releases and restores all levels in its books (a wrong count
+// shows up as a report on the data or on the mutex itself under TSan).
+TEST(CondVar, RecursiveRobustMutexWaitHandsTheDataOverAtEveryLevel) {
+  Mutex mutex(Scope::thread,
+              MutexOptions{.kind = MutexKind::recursive, .robustness = Robustness::robust});
+  CondVar cv;
+  int turn = 0;  // protected by mutex
+  const int rounds = static_cast<int>(test::scaled(200));
+  std::thread other([&] {
+    for (int i = 0; i < rounds; ++i) {
+      std::lock_guard outer(mutex);
+      std::lock_guard inner(mutex);  // depth 2 across the wait
+      ASSERT_FALSE(cv.wait(mutex, [&] { return turn % 2 == 1; }));
+      ++turn;
+      cv.notify_one();
+    }
+  });
+  for (int i = 0; i < rounds; ++i) {
+    std::lock_guard outer(mutex);
+    ASSERT_FALSE(cv.wait(mutex, [&] { return turn % 2 == 0; }));
+    ++turn;
+    cv.notify_one();
+  }
+  other.join();
+  std::lock_guard hold(mutex);
+  EXPECT_EQ(turn, 2 * rounds);
+}
+
 TEST(CondVar, GenericPathWithStdMutex) {
   std::mutex mutex;
   CondVar cv;

@@ -192,7 +192,6 @@ class CondVar {
   // whether a requeue happened (then return {}).
   std::error_code park(Ticket ticket, const Deadline* deadline, bool recheck_slices) noexcept;
   std::error_code wait_mutex(Mutex& mutex, const Deadline* deadline) noexcept;
-  std::error_code wait_released(Mutex& mutex, const Deadline* deadline) noexcept;
   // Whether a requeue may have moved the holder of `ticket` onto the mutex word.
   bool maybe_requeued(Ticket ticket) const noexcept;
   std::error_code reacquire_in_slices(Mutex& mutex, std::uint32_t depth, bool contended) noexcept;
