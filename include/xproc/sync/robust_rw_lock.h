@@ -3,13 +3,13 @@
 // table that records which process holds it, so that a survivor can release the holds of a
 // process that died.
 //
-// Owners are processes, named by a 32-bit owner id. By default a process's owner id is derived
+// Owners are processes, named by a 32-bit owner id. A process's owner id is always derived
 // from the participant table, xproc's one liveness mechanism (participant_table.h,
 // detail/liveness.h): the packed ParticipantId of this process's owner record
 // (detail::this_process_owner_record()). A process attached to no table (record {0, 0}; also
 // every fork child until it attaches) takes the lock anonymously: it works, but its holds cannot
 // be recovered. Scope::thread locks record nothing.
-// Preconditions of the default path: every process that uses one lock attaches to the same
+// Preconditions: every process that uses one lock attaches to the same
 // participant table (the one of the segment holding the lock: the lock records packed ids, not
 // the table's tag), and keeps the Participant that names it attached while it holds the lock
 // (detaching is dying, for the lock: its recorded holds read dead and recover() drops them).
