@@ -8,14 +8,12 @@
 #include <cstdlib>
 
 namespace xproc::sys {
+
+constinit thread_local detail::ThreadIdentity detail::this_thread_identity{};
+
 namespace {
 
-struct ThreadIdentity {
-  pid_t tid = 0;
-  std::uint64_t token = 0;
-};
-
-thread_local ThreadIdentity this_thread;
+using detail::this_thread_identity;
 
 std::uint64_t random_token() noexcept {
   std::uint64_t token = 0;
@@ -28,7 +26,7 @@ std::uint64_t random_token() noexcept {
 }
 
 void reset_in_fork_child() noexcept {
-  this_thread = ThreadIdentity{};
+  this_thread_identity = detail::ThreadIdentity{};
 }
 
 void register_fork_handler() noexcept {
@@ -41,24 +39,24 @@ void register_fork_handler() noexcept {
 
 }  // namespace
 
-pid_t this_thread_id() noexcept {
-  if (this_thread.tid == 0) {
+pid_t detail::this_thread_id_slow() noexcept {
+  if (this_thread_identity.tid == 0) {
     register_fork_handler();
-    this_thread.tid = gettid();
+    this_thread_identity.tid = gettid();
   }
-  return this_thread.tid;
+  return this_thread_identity.tid;
 }
 
 void refresh_thread_id() noexcept {
   reset_in_fork_child();
 }
 
-std::uint64_t this_thread_token() noexcept {
-  if (this_thread.token == 0) {
+std::uint64_t detail::this_thread_token_slow() noexcept {
+  if (this_thread_identity.token == 0) {
     register_fork_handler();
-    this_thread.token = random_token();
+    this_thread_identity.token = random_token();
   }
-  return this_thread.token;
+  return this_thread_identity.token;
 }
 
 }  // namespace xproc::sys

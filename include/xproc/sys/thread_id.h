@@ -13,8 +13,27 @@
 
 namespace xproc::sys {
 
+namespace detail {
+// The per-thread cache behind the inline accessors below (0 = not read yet). constinit: no
+// dynamic initialization, so an access from another translation unit is a plain TLS load
+// with no wrapper call. Written only by its thread (and reset in a fork child, whose only
+// thread is the forking one, by a pthread_atfork handler in thread_id.cc).
+struct ThreadIdentity {
+  pid_t tid = 0;
+  std::uint64_t token = 0;
+};
+extern constinit thread_local ThreadIdentity this_thread_identity;
+pid_t this_thread_id_slow() noexcept;
+std::uint64_t this_thread_token_slow() noexcept;
+}  // namespace detail
+
 // The calling thread's TID; never 0, always below 2^30 (the kernel's PID_MAX_LIMIT is 2^22).
-pid_t this_thread_id() noexcept;
+inline pid_t this_thread_id() noexcept {
+  const pid_t tid = detail::this_thread_identity.tid;
+  if (tid != 0) [[likely]]
+    return tid;
+  return detail::this_thread_id_slow();
+}
 
 // Re-reads the TID from the kernel (after a fork that skipped pthread_atfork handlers).
 void refresh_thread_id() noexcept;
@@ -23,6 +42,11 @@ void refresh_thread_id() noexcept;
 // host for the life of the boot with overwhelming probability (random, from getrandom), renewed
 // in a fork child. TIDs are not such identities: they are reused and differ across PID
 // namespaces, so two threads that share a lock may see the same TID.
-std::uint64_t this_thread_token() noexcept;
+inline std::uint64_t this_thread_token() noexcept {
+  const std::uint64_t token = detail::this_thread_identity.token;
+  if (token != 0) [[likely]]
+    return token;
+  return detail::this_thread_token_slow();
+}
 
 }  // namespace xproc::sys
