@@ -138,6 +138,7 @@ std::error_code Mutex::acquire_slow(const Deadline* deadline, bool try_only,
   const detail::RobustNode node = detail::MutexLayout::node(*this);
   if (head != nullptr) detail::set_pending(head, node);  // crash protocol step 1
 
+  bool held = false;  // acquired (possibly owner-died)
   bool slept = contended;
   bool spun = contended || spin_rounds() == 0;
   std::error_code result;
@@ -154,7 +155,9 @@ std::error_code Mutex::acquire_slow(const Deadline* deadline, bool try_only,
       // kernel's/backstop's owner-died update); relaxed on failure: we re-examine the value.
       if (word_.compare_exchange_weak(word, desired, std::memory_order_acquire,
                                       std::memory_order_relaxed)) {
-        result = owner_died(word) ? std::error_code(errc::owner_died) : std::error_code();
+        held = true;
+        if (owner_died(word)) [[unlikely]]
+          result = errc::owner_died;
         break;
       }
       continue;
@@ -241,7 +244,6 @@ std::error_code Mutex::acquire_slow(const Deadline* deadline, bool try_only,
     word = word_.load(std::memory_order_relaxed);
   }
 
-  const bool held = !result || result == errc::owner_died;
   if (held) {
     if (head != nullptr) detail::link_at_head(head, node);  // step 3
     // relaxed: read only for comparison with the reader's own token.
@@ -259,8 +261,61 @@ std::error_code Mutex::acquire_slow(const Deadline* deadline, bool try_only,
   return result;
 }
 
+std::error_code Mutex::acquire_robust() noexcept {
+  sys::RobustListHead* const head = sys::this_thread_robust_list();
+  // relaxed: a hint; the CAS below acquires.
+  if (head == nullptr || word_.load(std::memory_order_relaxed) != 0) [[unlikely]] {
+    return acquire_slow(nullptr, false, false);  // owned (maybe by us), contended, or special
+  }
+  const auto tid = static_cast<std::uint32_t>(sys::this_thread_id());
+  const detail::RobustNode node = detail::MutexLayout::node(*this);
+  detail::set_pending(head, node);  // crash protocol step 1
+  std::uint32_t expected = 0;
+  // acquire: pairs with the release exchange of the previous owner's release; relaxed on
+  // failure: acquire_slow() starts over (and announces the pending operation again).
+  if (!word_.compare_exchange_strong(expected, tid, std::memory_order_acquire,
+                                     std::memory_order_relaxed)) [[unlikely]] {
+    detail::clear_pending(head);
+    return acquire_slow(nullptr, false, false);
+  }
+  detail::link_at_head(head, node);  // step 3
+  // relaxed (all four): as in acquire_slow() after acquiring.
+  owner_token_.store(sys::this_thread_token(), std::memory_order_relaxed);
+  depth_ = 1;
+  const detail::OwnerRecord record = detail::this_process_owner_record();
+  owner_table_tag_.store(record.table_tag, std::memory_order_relaxed);
+  owner_participant_.store(record.participant, std::memory_order_relaxed);
+  detail::clear_pending(head);  // step 4
+  return {};
+}
+
 std::error_code Mutex::release_slow() noexcept {
-  return release_impl(false);
+  if (robust_ == 0) return release_impl(false);
+  // Robust, held once, consistent, no waiter announced: straight-line release.
+  const auto tid = static_cast<std::uint32_t>(sys::this_thread_id());
+  sys::RobustListHead* const head = sys::this_thread_robust_list();
+  // relaxed (both): compared with our own identity only (see is_locked_by_caller()).
+  if (word_.load(std::memory_order_relaxed) != tid || head == nullptr ||
+      owner_token_.load(std::memory_order_relaxed) != sys::this_thread_token() || depth_ != 1)
+      [[unlikely]] {
+    return release_impl(false);
+  }
+  detail::tsan_pre_unlock(this, 0);
+  depth_ = 0;
+  // relaxed (all three): ordered before the release exchange below, which publishes them.
+  owner_table_tag_.store(0, std::memory_order_relaxed);
+  owner_participant_.store(0, std::memory_order_relaxed);
+  owner_token_.store(0, std::memory_order_relaxed);
+  const detail::RobustNode node = detail::MutexLayout::node(*this);
+  detail::set_pending(head, node);  // unlock step 1
+  detail::unlink(node);             // unlock step 2
+  // release: publishes the protected data; pairs with the acquire CAS of the next owner.
+  // WAITERS may have been set since the load above: the exchange reads it.
+  const std::uint32_t old = word_.exchange(0, std::memory_order_release);
+  if ((old & kWaiters) != 0) (void)sys::futex_wake(word_, 1, futex_scope());
+  detail::clear_pending(head);  // unlock step 6
+  detail::tsan_post_unlock(this, 0);
+  return {};
 }
 
 std::error_code Mutex::release_impl(bool fully) noexcept {

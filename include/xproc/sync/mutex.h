@@ -182,6 +182,9 @@ class Mutex {
     return kind_ == 0 && robust_ == 0;
   }
   std::error_code acquire_slow(const Deadline* deadline, bool try_only, bool contended) noexcept;
+  // Robust mutexes: the uncontended acquisition in straight-line code (unlocked word, CAS,
+  // link), else acquire_slow().
+  std::error_code acquire_robust() noexcept;
   std::error_code release_slow() noexcept;
   std::error_code release_impl(bool fully) noexcept;
   std::uint32_t spin_rounds() const noexcept {
@@ -196,7 +199,8 @@ class Mutex {
   [[noreturn]] static void throw_error(std::error_code ec);
   // TSan: every acquire is annotated as a try-lock, so a failed one (deadlock, timed_out...)
   // can be reported as failed.
-  void tsan_post_acquire(std::error_code ec) noexcept {
+  void tsan_post_acquire([[maybe_unused]] std::error_code ec) noexcept {
+#if XPROC_TSAN_ENABLED  // (the comparisons below call out of line: keep them out of the hot path)
     const bool held = !ec || ec == errc::owner_died;
     if (ec == errc::owner_died) {
       // The dead owner never released it in TSan's books: start a fresh lock (TSan reports
@@ -206,6 +210,7 @@ class Mutex {
     }
     detail::tsan_post_lock(
         this, held ? detail::kTsanTryLock : detail::kTsanTryLock | detail::kTsanTryLockFailed);
+#endif
   }
 
   // Layout (a wire format: static_asserts in src/sync/mutex.cc). The robust-list node sits
@@ -250,7 +255,7 @@ inline std::error_code Mutex::acquire() noexcept {
       return {};
     }
   }
-  std::error_code ec = acquire_slow(nullptr, false, false);
+  std::error_code ec = robust_ != 0 ? acquire_robust() : acquire_slow(nullptr, false, false);
   tsan_post_acquire(ec);
   return ec;
 }
