@@ -8,16 +8,15 @@
 #include <cstdlib>
 
 namespace xproc::sys {
+
+// A fork child re-reads the head (same address in practice, but the kernel re-registers it,
+// so xproc does not assume).
+constinit thread_local detail::RobustListCache detail::this_thread_robust_list_cache{};
+
 namespace {
 
-// 1 = looked up, 0 = not yet. A fork child re-reads the head (same address in practice, but
-// the kernel re-registers it, so xproc does not assume).
-thread_local RobustListHead* cached_head = nullptr;
-thread_local bool cached = false;
-
 void forget_in_fork_child() noexcept {
-  cached_head = nullptr;
-  cached = false;
+  detail::this_thread_robust_list_cache = detail::RobustListCache{};
 }
 
 RobustListHead* query_head() noexcept {
@@ -34,17 +33,18 @@ RobustListHead* query_head() noexcept {
 
 }  // namespace
 
-RobustListHead* this_thread_robust_list() noexcept {
-  if (!cached) {
+RobustListHead* detail::this_thread_robust_list_slow() noexcept {
+  detail::RobustListCache& cache = detail::this_thread_robust_list_cache;
+  if (!cache.cached) {
     static std::atomic<bool> registered{false};
     // relaxed: only ensures a single registration of the fork handler.
     if (!registered.exchange(true, std::memory_order_relaxed)) {
       if (pthread_atfork(nullptr, nullptr, forget_in_fork_child) != 0) std::abort();
     }
-    cached_head = query_head();
-    cached = true;
+    cache.head = query_head();
+    cache.cached = true;
   }
-  return cached_head;
+  return cache.head;
 }
 
 }  // namespace xproc::sys

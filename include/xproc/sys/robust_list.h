@@ -39,7 +39,21 @@ inline constexpr std::ptrdiff_t kRobustPairNextOffset = offsetof(RobustListPair,
 // The calling thread's robust-list head (cached per thread, refreshed after fork), or nullptr
 // when the kernel has no robust-futex support. The head belongs to glibc; only the calling
 // thread may modify the list.
-RobustListHead* this_thread_robust_list() noexcept;
+// Inline: a lock's fast path reads the per-thread cache with no call.
+namespace detail {
+struct RobustListCache {
+  RobustListHead* head = nullptr;
+  bool cached = false;  // looked up (head may be nullptr: no support); reset in a fork child
+};
+extern constinit thread_local RobustListCache this_thread_robust_list_cache;
+RobustListHead* this_thread_robust_list_slow() noexcept;
+}  // namespace detail
+inline RobustListHead* this_thread_robust_list() noexcept {
+  const detail::RobustListCache& cache = detail::this_thread_robust_list_cache;
+  if (cache.cached) [[likely]]
+    return cache.head;
+  return detail::this_thread_robust_list_slow();
+}
 
 // The futex_offset glibc registered: the lock word is at `entry + offset`. -32 on x86-64.
 inline constexpr long kGlibcRobustFutexOffset = -32;
