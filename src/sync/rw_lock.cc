@@ -22,7 +22,7 @@ constexpr std::uint32_t kQueuedOne = 1u << kQueuedShift;
 constexpr std::uint32_t kQueuedMask = 0x3fffu << kQueuedShift;
 constexpr std::uint32_t kStaged = 1u << 28;
 constexpr std::uint32_t kWriterHolds = 1u << 29;
-constexpr std::uint32_t kOrphaned = 1u << 30;
+constexpr std::uint32_t kReserved = 1u << 30;  // never written (formerly kOrphaned)
 constexpr std::uint32_t kPhase = 1u << 31;
 
 constexpr std::uint32_t readers(std::uint32_t state) {
@@ -37,8 +37,8 @@ constexpr bool staged(std::uint32_t state) {
 constexpr bool writer_holds(std::uint32_t state) {
   return (state & kWriterHolds) != 0;
 }
-constexpr bool orphaned(std::uint32_t state) {
-  return (state & kOrphaned) != 0;
+constexpr bool reserved_set(std::uint32_t state) {
+  return (state & kReserved) != 0;
 }
 
 // phase_fair: ends a writer phase. Only called with readers == 0: the queued readers become
@@ -299,25 +299,47 @@ std::error_code RwLock::lock_shared_slow(const std::optional<Deadline>& deadline
       break;
     }
   }
+  // Queued under `phase`. We leave the queue in one of three ways (see "Timeouts" in
+  // docs/design/rw_lock.md):
+  //   promoted   the phase flipped: the writer's phase ended and its RMW counted us as a holder;
+  //   withdrawn  the stage is free but the phase did not flip: the staged writer timed out and
+  //              left us queued; we admit ourselves (queued--, readers++ in one CAS);
+  //   timed out  still staged at our deadline: queued--.
+  // No ABA: the phase flips only with readers == 0 and each flip counts every queued reader as a
+  // holder, so while our unit is in `queued` the phase is still `phase`, and once promoted we stay
+  // counted in readers (no further flip) until we release. Every CAS below compares the phase bit
+  // too, so a self-admission or a dequeue can never act on a unit a flip already moved.
   const std::uint32_t phase = state & kPhase;
+  auto movable = [phase](std::uint32_t word) { return (word & kPhase) != phase || !staged(word); };
   for (;;) {
     // seq_cst: ready() is the re-check of wait()'s store-load; also acquire for the promotion.
-    std::error_code error = wait(
-        Queue::readers, [&] { return (state_.load(std::memory_order_seq_cst) & kPhase) != phase; },
-        deadline);
-    if (!error) {
-      // acquire: pairs with the release RMW that flipped the phase and counted us as a holder.
-      if ((state_.load(std::memory_order_acquire) & kPhase) != phase) return {};
-      continue;
-    }
-    // Leave the queue, unless the phase ended meanwhile (then we hold the lock: keep it).
-    state = state_.load(std::memory_order_acquire);  // acquire: as above, if promoted
+    const std::error_code error = wait(
+        Queue::readers, [&] { return movable(state_.load(std::memory_order_seq_cst)); }, deadline);
+    // acquire: pairs with the release RMW that flipped the phase and counted us as a holder.
+    state = state_.load(std::memory_order_acquire);
     for (;;) {
-      if ((state & kPhase) != phase) return {};
-      // acquire (both): on failure we may find ourselves promoted and return holding.
-      if (state_.compare_exchange_weak(state, state - kQueuedOne, std::memory_order_acquire,
+      if ((state & kPhase) != phase) return {};  // promoted: we hold the lock
+      std::uint32_t next = 0;
+      if (!staged(state)) {
+        // Withdrawn: enter the current read phase ourselves (even past our deadline: the lock
+        // is ours for the taking, as when the phase ended meanwhile).
+        if (readers(state) == kMaxReaders) {
+          next = state - kQueuedOne;
+        } else {
+          next = state - kQueuedOne + kReaderOne;
+        }
+      } else if (!error) {
+        break;  // staged again (or a spurious wake-up): keep waiting for its phase
+      } else {
+        next = state - kQueuedOne;  // timed out behind a staged writer: leave the queue
+      }
+      // acquire (both): success as a reader pairs with the release RMW of the last writer's
+      // unlock (an RMW chain continues its release sequence); on failure we may find ourselves
+      // promoted and return holding.
+      if (state_.compare_exchange_weak(state, next, std::memory_order_acquire,
                                        std::memory_order_acquire)) {
-        return error;
+        if (readers(next) != readers(state)) return {};
+        return staged(state) ? error : std::error_code(errc::limit_reached);
       }
     }
   }
@@ -344,14 +366,11 @@ std::error_code RwLock::release_shared_impl(detail::RwOwners* owners) noexcept {
 // Removes `count` reader holds from the lock word (one release, or a dead process's holds) and
 // wakes whoever that lets in.
 std::error_code RwLock::drop_readers(std::uint32_t count) noexcept {
-  const bool phase_fair = policy() == RwPolicy::phase_fair;
   std::uint32_t state = state_.load(std::memory_order_relaxed);  // relaxed: CAS re-validates
   std::uint32_t next = 0;
   for (;;) {
     if (readers(state) < count || writer_holds(state)) return errc::corrupt_state;
     next = state - count * kReaderOne;
-    // The last reader of an orphaned phase ends it, as its writer would have.
-    if (phase_fair && readers(next) == 0 && orphaned(next)) next = end_phase(next);
     // seq_cst: release (our reads happen before the next writer's acquire) and the store half of
     // the notifier's store-load with the parked counts (see wait()).
     if (state_.compare_exchange_weak(state, next, std::memory_order_seq_cst,
@@ -361,9 +380,6 @@ std::error_code RwLock::drop_readers(std::uint32_t count) noexcept {
   }
   if (readers(next) == 0 && staged(next)) {
     wake(Queue::drainers, 1);  // the staged writer waits for the readers to drain
-  } else if (phase_fair && orphaned(state) && !staged(next)) {
-    if (readers(next) > 0) wake(Queue::readers, INT_MAX);  // promoted queued readers
-    wake(Queue::writers, 1);                               // the stage is free
   }
   return {};
 }
@@ -448,14 +464,12 @@ std::error_code RwLock::lock_exclusive(const std::optional<Deadline>& deadline, 
 // the stage is not ours and, for prefer_writer, our registration is withdrawn.
 std::error_code RwLock::take_stage(const std::optional<Deadline>& deadline) noexcept {
   const RwPolicy rw_policy = policy();
-  auto free = [rw_policy](std::uint32_t state) {
-    return !staged(state) || (rw_policy == RwPolicy::phase_fair && orphaned(state));
-  };
+  auto free = [](std::uint32_t state) { return !staged(state); };
   bool last_chance = false;
   std::uint32_t state = state_.load(std::memory_order_relaxed);  // relaxed: CAS re-validates
   for (;;) {
     if (free(state)) {
-      std::uint32_t next = (state & ~kOrphaned) | kStaged;  // adopts an orphaned stage
+      std::uint32_t next = state | kStaged;
       if (readers(next) == 0) next |= kWriterHolds;
       // acquire: pairs with the release of the previous holders' unlocks.
       if (state_.compare_exchange_weak(state, next, std::memory_order_acquire,
@@ -529,8 +543,13 @@ void RwLock::leave_stage_after_timeout(detail::RwOwners* owners) noexcept {
         next = (state & ~kStaged) - kQueuedOne;
         break;
       case RwPolicy::phase_fair:
-        // With the readers gone the phase ends now; otherwise the last reader ends it.
-        next = readers(state) == 0 ? end_phase(state) : state | kOrphaned;
+        // Withdraw. With no reader inside, end the phase as a release would (the flip keeps
+        // its readers == 0 precondition). Otherwise free the stage without flipping: the readers
+        // queued behind us see "stage free, phase unchanged" and admit themselves into the
+        // current read phase, and new readers enter directly. (Counting them here and flipping
+        // would break the no-ABA rule: a later writer timing out the same way would flip back
+        // before a promoted reader had looked.)
+        next = readers(state) == 0 ? end_phase(state) : state & ~kStaged;
         break;
     }
     // seq_cst: store half of the store-load with the parked counts (see wait()).
@@ -555,7 +574,7 @@ std::error_code RwLock::release_impl(detail::RwOwners* owners, bool annotate) no
       if (annotate) detail::tsan_post_unlock(this, tsan_flags);
       return errc::not_owner;
     }
-    if (readers(state) != 0 || !staged(state) || orphaned(state) ||
+    if (readers(state) != 0 || !staged(state) || reserved_set(state) ||
         (rw_policy == RwPolicy::prefer_writer && queued(state) == 0)) {
       if (annotate) detail::tsan_post_unlock(this, tsan_flags);
       return errc::corrupt_state;
@@ -589,7 +608,7 @@ std::error_code RwLock::release_impl(detail::RwOwners* owners, bool annotate) no
 Result<bool> RwLock::release_dead_writer() noexcept {
   // acquire: pairs with the RMWs that changed the state before we read it.
   const std::uint32_t state = state_.load(std::memory_order_acquire);
-  if (!staged(state) || orphaned(state)) return std::error_code(errc::corrupt_state);
+  if (!staged(state) || reserved_set(state)) return std::error_code(errc::corrupt_state);
   if (writer_holds(state)) {
     if (std::error_code error = release_impl(nullptr, false)) return error;
     return true;
@@ -614,8 +633,10 @@ void RwLock::after_writer_leaves(std::uint32_t next) noexcept {
       }
       return;
     case RwPolicy::phase_fair:
-      if (!staged(next) && readers(next) > 0) wake(Queue::readers, INT_MAX);  // promoted
-      wake(Queue::writers, 1);  // the stage is free, or orphaned and adoptable
+      // Promoted readers (phase flipped) or withdrawn queued ones (stage freed with readers
+      // inside) must look again; skip the wake only when nobody can have been queued.
+      if (!staged(next) && (readers(next) > 0 || queued(next) > 0)) wake(Queue::readers, INT_MAX);
+      wake(Queue::writers, 1);  // the stage is free
       return;
   }
 }
@@ -632,7 +653,6 @@ RwLockSnapshot RwLock::snapshot() const noexcept {
   }
   view.writer_staged = staged(state);
   view.writer_holds = writer_holds(state);
-  view.stage_orphaned = orphaned(state);
   view.parked_readers = readers_parked_.load(std::memory_order_relaxed);
   view.parked_writers = writers_parked_.load(std::memory_order_relaxed);
   view.parked_drainers = drainers_parked_.load(std::memory_order_relaxed);

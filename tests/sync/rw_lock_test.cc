@@ -243,37 +243,65 @@ TEST(RwLock, PhaseFairAlternatesReaderAndWriterPhases) {
   EXPECT_EQ(log, (std::vector<std::string>{"W1", "R2", "W2"}));
 }
 
-TEST(RwLock, PhaseFairWriterThatTimesOutLetsQueuedReadersInWhenReadersDrain) {
-  RwLock lock(Scope::thread, RwPolicy::phase_fair);
+// Regression (nptl tst-rwlock15 port): a writer that times out while a reader holds the lock
+// withdraws completely. A reader that waited behind it (phase_fair: queued for the next phase;
+// prefer_writer: held back by the registration) gets in while the first reader is still inside,
+// and so does a brand-new try-read. Retries with a longer writer timeout until the reader was
+// seen parked while the writer still waited, so the queued path is really exercised.
+TEST_P(RwLockPolicyTest, TimedOutWriterNeverStrandsQueuedReadersNorBlocksNewReaders) {
+  RwLock lock(Scope::thread, GetParam());
   lock.lock_shared();
-  std::thread writer([&] { EXPECT_FALSE(lock.try_lock_for(5ms)); });
-  writer.join();
-  EXPECT_TRUE(lock.snapshot().stage_orphaned);
-  std::atomic<bool> reader_in{false};
-  std::thread reader([&] {
-    EXPECT_FALSE(lock.try_lock_shared());  // behind the orphaned phase
-    lock.lock_shared();
-    reader_in.store(true);
-    lock.unlock_shared();
-  });
-  ASSERT_TRUE(eventually([&] { return lock.snapshot().queued_readers == 1; }));
-  EXPECT_FALSE(reader_in.load());
-  lock.unlock_shared();  // the last reader ends the orphaned phase
-  reader.join();
-  EXPECT_TRUE(reader_in.load());
+  bool exercised = false;
+  for (auto writer_timeout = 50ms; !exercised && writer_timeout <= 3200ms; writer_timeout *= 2) {
+    std::atomic<bool> writer_done{false};
+    std::thread writer([&] {
+      EXPECT_FALSE(lock.try_lock_for(writer_timeout));
+      writer_done.store(true);
+    });
+    ASSERT_TRUE(eventually([&] { return lock.snapshot().parked_drainers == 1 || writer_done; }));
+    std::atomic<bool> reader_in{false};
+    std::atomic<bool> reader_may_leave{false};
+    std::thread reader([&] {
+      if (!lock.try_lock_shared_for(10s)) return;
+      reader_in.store(true);
+      while (!reader_may_leave.load()) std::this_thread::yield();
+      lock.unlock_shared();
+    });
+    ASSERT_TRUE(eventually([&] { return lock.snapshot().parked_readers == 1 || reader_in; }));
+    // prefer_reader lets the reader pass the waiting writer; the others make it wait.
+    exercised = !writer_done.load();
+    writer.join();
+    // The writer is gone; the reader gets in while our read hold is still inside.
+    EXPECT_TRUE(eventually([&] { return reader_in.load(); }));
+    RwLockSnapshot view = lock.snapshot();
+    EXPECT_EQ(view.readers, reader_in ? 2u : 1u);
+    EXPECT_FALSE(view.writer_staged);
+    EXPECT_EQ(view.queued_readers + view.queued_writers, 0u);
+    std::thread newcomer([&] {
+      EXPECT_TRUE(lock.try_lock_shared());  // nothing but readers hold or want the lock
+      lock.unlock_shared();
+    });
+    newcomer.join();
+    reader_may_leave.store(true);
+    reader.join();
+  }
+  EXPECT_TRUE(exercised);
   const RwLockSnapshot view = lock.snapshot();
+  EXPECT_EQ(view.readers, 1u);
   EXPECT_FALSE(view.writer_staged);
-  EXPECT_EQ(view.readers, 0u);
+  lock.unlock_shared();
   EXPECT_TRUE(lock.try_lock());
   lock.unlock();
 }
 
-TEST(RwLock, PhaseFairWriterAdoptsAnOrphanedStage) {
+// phase_fair: after a withdrawal a new writer waits only for the readers inside (no leftover
+// stage to adopt), and readers arriving behind it queue for the phase after it, as usual.
+TEST(RwLock, PhaseFairWriterAfterATimedOutWriterGetsAFreshStage) {
   RwLock lock(Scope::thread, RwPolicy::phase_fair);
   lock.lock_shared();
   std::thread timed_out([&] { EXPECT_FALSE(lock.try_lock_for(2ms)); });
   timed_out.join();
-  ASSERT_TRUE(lock.snapshot().stage_orphaned);
+  ASSERT_FALSE(lock.snapshot().writer_staged);
   std::atomic<bool> writer_in{false};
   std::thread writer([&] {
     lock.lock();
@@ -282,12 +310,24 @@ TEST(RwLock, PhaseFairWriterAdoptsAnOrphanedStage) {
   });
   ASSERT_TRUE(eventually([&] {
     const RwLockSnapshot view = lock.snapshot();
-    return !view.stage_orphaned && view.parked_drainers == 1;
+    return view.writer_staged && view.parked_drainers == 1;
   }));
+  std::thread late_reader([&] {
+    EXPECT_FALSE(lock.try_lock_shared());  // behind the staged writer
+    lock.lock_shared();
+    EXPECT_TRUE(writer_in.load());  // entered in the phase after the writer's
+    lock.unlock_shared();
+  });
+  ASSERT_TRUE(eventually([&] { return lock.snapshot().queued_readers == 1; }));
   EXPECT_FALSE(writer_in.load());
   lock.unlock_shared();
   writer.join();
+  late_reader.join();
   EXPECT_TRUE(writer_in.load());
+  const RwLockSnapshot view = lock.snapshot();
+  EXPECT_EQ(view.readers, 0u);
+  EXPECT_FALSE(view.writer_staged);
+  EXPECT_EQ(view.queued_readers, 0u);
 }
 
 TEST(RwLock, PreferWriterTimedOutWriterReleasesWaitingReaders) {

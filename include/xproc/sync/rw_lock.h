@@ -40,18 +40,17 @@
 // return; a survivor's recursive read always passes):
 //   - a reader killed holding, or while queued as a phase-fair reader (promoted to holder at the
 //     end of the writer phase): its hold stays counted, so writers time out. New readers pass
-//     while no writer is staged; after a writer timed out, prefer_reader and prefer_writer
-//     admit them again, phase_fair queues them behind the orphaned phase, which a dead reader
-//     never ends (their timed forms time out).
+//     while no writer is staged, and again under every policy once a writer timed out.
 //   - a writer killed holding: everyone waits (timed forms time out).
 //   - a writer killed while staged (waiting for readers): writers wait; readers too, except
 //     under prefer_reader.
 //   - prefer_writer: a writer killed while waiting for the stage stays registered: readers wait.
 //   - any waiter killed while parked: a parked count stays one too high; the only cost is an
 //     unneeded futex wake system call per release.
-//   A writer that merely times out leaves nothing behind, except under phase_fair with readers
-//   still inside: then the readers queued behind it enter when those readers leave (an
-//   "orphaned" phase, as if the writer had entered and left at once).
+//   A writer that merely times out leaves nothing behind, under every policy: readers that
+//   waited behind it enter at once, beside the readers still inside, unless another writer has
+//   meanwhile taken the stage (phase_fair: they then enter right after that writer's phase);
+//   new readers enter as if the writer had never come.
 //   A plain RwLock does not recover dead holders: where a peer may die holding the lock, use
 //   the timed forms, or RobustRwLock (robust_rw_lock.h), which records holders per process and
 //   lets a survivor release a dead process's holds. See docs/design/rw_lock.md.
@@ -90,7 +89,6 @@ struct RwLockSnapshot {
   std::uint32_t queued_writers = 0;   // prefer_writer: writers staged, waiting or holding
   bool writer_staged = false;         // a writer owns the writer stage (draining or holding)
   bool writer_holds = false;          // a writer holds the lock
-  bool stage_orphaned = false;        // phase_fair: the staged writer timed out
   std::uint32_t parked_readers = 0;   // threads asleep in the kernel, by queue
   std::uint32_t parked_writers = 0;   // writers waiting for the stage
   std::uint32_t parked_drainers = 0;  // the staged writer waiting for readers to leave
@@ -215,14 +213,17 @@ class RwLock {
   //                              prefer_reader: always 0
   //   bit  28      kStaged       one writer owns the writer stage (waiting for readers or holding)
   //   bit  29      kWriterHolds  that writer holds the lock (readers == 0); implies kStaged
-  //   bit  30      kOrphaned     phase_fair: the staged writer timed out; the stage ends when the
-  //                              readers drain (as if the writer had entered and left) or a new
-  //                              writer adopts it; implies kStaged and !kWriterHolds
+  //   bit  30      reserved      always 0 (was kOrphaned); a 1 reads as errc::corrupt_state
   //   bit  31      kPhase        phase_fair: flips at every end of a writer phase; a queued reader
   //                              knows it was promoted to holder when the bit differs from the one
   //                              it queued under. Every flip happens while readers == 0, so a
   //                              promoted reader (counted in readers until it releases) can never
-  //                              see a second flip: no ABA.
+  //                              see a second flip: no ABA. A staged writer that times out with
+  //                              readers inside frees the stage WITHOUT a flip; its queued readers
+  //                              then see "stage free, same phase" and move themselves from
+  //                              queued to readers (one CAS that also compares the phase bit).
+  //   phase_fair: queued > 0 with !kStaged is transient (withdrawn readers on their way in); a
+  //   writer may take the stage meanwhile, and the end of its phase promotes them.
   std::atomic<std::uint32_t> state_;
   // config_: bit 0..1 policy code (0 phase_fair, 1 prefer_reader, 2 prefer_writer, so that a
   // zero-filled lock is phase-fair), bit 8 Scope::process. Written once by the constructor.
