@@ -419,12 +419,8 @@ TEST(NptlRwlock, TimedOutWaitingWriterDoesNotStrandQueuedReadersPreferWriter) {
 }
 
 // The same for the phase-fair kind, xproc's default (what XPROC_RWLOCK_INITIALIZER gives).
-// FINDING (reported to the lead, 2026-11-23): fails against RwLock as of aa6080d. A phase-fair
-// writer that times out marks its stage kOrphaned (docs/design/rw_lock.md, "Timeouts"); the
-// readers queued behind it, and every new reader (tryrdlock: EBUSY), then wait until the
-// readers already inside leave, although no writer wants the lock. The header promises "A
-// staged writer that merely times out leaves nothing behind", and glibc's tst-rwlock15 checks
-// exactly this. With a read holder that stays (or died) they wait until their own deadline.
+// glibc tst-rwlock15: a phase-fair writer that times out must not strand the readers queued
+// behind it nor keep new readers out (a finding of this port, fixed in 82c9e20).
 TEST(NptlRwlock, TimedOutWaitingWriterDoesNotStrandQueuedReadersPhaseFair) {
   timed_out_writer_leaves_readers_free(XPROC_RWLOCK_PHASE_FAIR);
 }
