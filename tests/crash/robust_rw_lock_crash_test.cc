@@ -17,6 +17,8 @@
 
 #include "../sync/robust_rw_lock_table_file.h"
 #include "child_process.h"
+#include "eventually.h"
+#include "rw_policy_names.h"
 #include "shared_object.h"
 
 namespace xproc::sync {
@@ -24,15 +26,7 @@ namespace {
 
 using namespace std::chrono_literals;
 
-template <class Ready>
-bool eventually(Ready ready) {
-  const auto limit = Clock::now() + 10s;
-  while (!ready()) {
-    if (Clock::now() > limit) return false;
-    std::this_thread::yield();
-  }
-  return true;
-}
+using test::eventually;
 
 struct Shared {
   explicit Shared(RwPolicy policy) : lock(Scope::process, policy) {}
@@ -70,22 +64,8 @@ class RobustRwLockCrashTest : public ::testing::TestWithParam<RwPolicy>, public 
   void SetUp() override { attach_parent(); }
 };
 
-std::string policy_name(const ::testing::TestParamInfo<RwPolicy>& info) {
-  switch (info.param) {
-    case RwPolicy::prefer_reader:
-      return "prefer_reader";
-    case RwPolicy::prefer_writer:
-      return "prefer_writer";
-    case RwPolicy::phase_fair:
-      return "phase_fair";
-  }
-  return "unknown";
-}
-
-INSTANTIATE_TEST_SUITE_P(AllPolicies, RobustRwLockCrashTest,
-                         ::testing::Values(RwPolicy::prefer_reader, RwPolicy::prefer_writer,
-                                           RwPolicy::phase_fair),
-                         policy_name);
+INSTANTIATE_TEST_SUITE_P(AllPolicies, RobustRwLockCrashTest, test::kAllRwPolicies,
+                         test::rw_policy_name);
 
 [[noreturn]] void wait_to_be_killed() {
   for (;;) pause();

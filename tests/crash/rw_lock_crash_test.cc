@@ -14,6 +14,8 @@
 #include <thread>
 
 #include "child_process.h"
+#include "eventually.h"
+#include "rw_policy_names.h"
 #include "shared_object.h"
 #include "xproc/sync/rw_lock.h"
 
@@ -22,15 +24,7 @@ namespace {
 
 using namespace std::chrono_literals;
 
-template <class Ready>
-bool eventually(Ready ready) {
-  const auto limit = Clock::now() + 10s;
-  while (!ready()) {
-    if (Clock::now() > limit) return false;
-    std::this_thread::yield();
-  }
-  return true;
-}
+using test::eventually;
 
 struct Shared {
   explicit Shared(RwPolicy policy) : lock(Scope::process, policy) {}
@@ -40,22 +34,7 @@ struct Shared {
 
 class RwLockCrashTest : public ::testing::TestWithParam<RwPolicy> {};
 
-std::string policy_name(const ::testing::TestParamInfo<RwPolicy>& info) {
-  switch (info.param) {
-    case RwPolicy::prefer_reader:
-      return "prefer_reader";
-    case RwPolicy::prefer_writer:
-      return "prefer_writer";
-    case RwPolicy::phase_fair:
-      return "phase_fair";
-  }
-  return "unknown";
-}
-
-INSTANTIATE_TEST_SUITE_P(AllPolicies, RwLockCrashTest,
-                         ::testing::Values(RwPolicy::prefer_reader, RwPolicy::prefer_writer,
-                                           RwPolicy::phase_fair),
-                         policy_name);
+INSTANTIATE_TEST_SUITE_P(AllPolicies, RwLockCrashTest, test::kAllRwPolicies, test::rw_policy_name);
 
 // The child signals, then waits to be killed.
 int hold_until_killed(Shared& shared) {

@@ -16,22 +16,16 @@
 #include <vector>
 
 #include "child_process.h"
+#include "eventually.h"
 #include "robust_rw_lock_table_file.h"
+#include "rw_policy_names.h"
 
 namespace xproc::sync {
 namespace {
 
 using namespace std::chrono_literals;
 
-template <class Ready>
-bool eventually(Ready ready) {
-  const auto limit = Clock::now() + 10s;
-  while (!ready()) {
-    if (Clock::now() > limit) return false;
-    std::this_thread::yield();
-  }
-  return true;
-}
+using test::eventually;
 
 // The test process takes part in a participant table, so the lock records it by participant id.
 class RobustRwLockTest : public ::testing::TestWithParam<RwPolicy> {
@@ -51,9 +45,7 @@ class RobustRwLockTest : public ::testing::TestWithParam<RwPolicy> {
   Participant me_;
 };
 
-INSTANTIATE_TEST_SUITE_P(AllPolicies, RobustRwLockTest,
-                         ::testing::Values(RwPolicy::prefer_reader, RwPolicy::prefer_writer,
-                                           RwPolicy::phase_fair));
+INSTANTIATE_TEST_SUITE_P(AllPolicies, RobustRwLockTest, test::kAllRwPolicies, test::rw_policy_name);
 
 TEST_P(RobustRwLockTest, WorksWithStdLockTypesAndRecordsTheOwner) {
   RobustRwLock lock(Scope::process, GetParam());

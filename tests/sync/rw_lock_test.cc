@@ -19,6 +19,8 @@
 #include <vector>
 
 #include "child_process.h"
+#include "eventually.h"
+#include "rw_policy_names.h"
 
 namespace xproc::sync {
 namespace {
@@ -26,34 +28,11 @@ namespace {
 using namespace std::chrono_literals;
 
 // Handshakes only: polls `ready` (yielding) for at most 10 s; never orders events by sleeping.
-template <class Ready>
-bool eventually(Ready ready) {
-  const auto limit = Clock::now() + 10s;
-  while (!ready()) {
-    if (Clock::now() > limit) return false;
-    std::this_thread::yield();
-  }
-  return true;
-}
+using test::eventually;
 
 class RwLockPolicyTest : public ::testing::TestWithParam<RwPolicy> {};
 
-std::string policy_name(const ::testing::TestParamInfo<RwPolicy>& info) {
-  switch (info.param) {
-    case RwPolicy::prefer_reader:
-      return "prefer_reader";
-    case RwPolicy::prefer_writer:
-      return "prefer_writer";
-    case RwPolicy::phase_fair:
-      return "phase_fair";
-  }
-  return "unknown";
-}
-
-INSTANTIATE_TEST_SUITE_P(AllPolicies, RwLockPolicyTest,
-                         ::testing::Values(RwPolicy::prefer_reader, RwPolicy::prefer_writer,
-                                           RwPolicy::phase_fair),
-                         policy_name);
+INSTANTIATE_TEST_SUITE_P(AllPolicies, RwLockPolicyTest, test::kAllRwPolicies, test::rw_policy_name);
 
 TEST(RwLock, ZeroFilledObjectIsAPhaseFairThreadScopeLock) {
   alignas(RwLock) unsigned char storage[sizeof(RwLock)];
