@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "child_process.h"
+#include "eventually.h"
 #include "shared_object.h"
 #include "xproc/sync/cond_var.h"
 #include "xproc/sync/mutex.h"
@@ -39,15 +40,7 @@ char process_state(pid_t pid) {
   return close == std::string::npos || close + 2 >= line.size() ? '?' : line[close + 2];
 }
 
-template <class Done>
-bool eventually(Done done, std::chrono::milliseconds guard = 10000ms) {
-  const auto end = Clock::now() + guard;
-  while (!done()) {
-    if (Clock::now() > end) return false;
-    std::this_thread::yield();
-  }
-  return true;
-}
+using test::eventually;
 
 // Locks, accepting a dead previous owner (the data here needs no repair).
 void lock_repairing(Mutex& mutex) {

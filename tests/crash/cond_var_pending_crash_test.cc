@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "child_process.h"
+#include "eventually.h"
 #include "shared_object.h"
 #include "xproc/sync/cond_var.h"
 #include "xproc/sync/mutex.h"
@@ -50,15 +51,7 @@ char process_state(pid_t pid) {
   return close == std::string::npos || close + 2 >= line.size() ? '?' : line[close + 2];
 }
 
-template <class Done>
-bool eventually(Done done, std::chrono::milliseconds guard = 10000ms) {
-  const auto end = Clock::now() + guard;
-  while (!done()) {
-    if (Clock::now() > end) return false;
-    std::this_thread::yield();
-  }
-  return true;
-}
+using test::eventually;
 
 // Pins the calling process (and the children it forks) to one CPU for the test's duration.
 class PinToOneCpu {

@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "child_process.h"
+#include "eventually.h"
 #include "xproc/sync/mutex.h"
 #include "xproc/sys/thread_id.h"
 
@@ -23,18 +24,7 @@ namespace {
 
 using namespace std::chrono_literals;
 
-constexpr auto kGuard = 10s;  // bound of every handshake (a failure, never a hang)
-
-// Spins (yielding) until done() or kGuard passes; returns done().
-template <class Done>
-bool eventually(Done done) {
-  const auto end = Clock::now() + kGuard;
-  while (!done()) {
-    if (Clock::now() > end) return false;
-    std::this_thread::yield();
-  }
-  return true;
-}
+using test::eventually;  // every handshake is bounded: a failure, never a hang
 
 // The scheduler state of thread `tid` of this process ('S' = sleeping in the kernel).
 char thread_state(int tid) {
