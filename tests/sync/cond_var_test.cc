@@ -473,11 +473,15 @@ TEST(CondVar, GenericPathWithAUserBasicLockable) {
   lock.lock();
   cv.wait(lock, [&] { return ready; });
   EXPECT_TRUE(ready);
+  // The predicate may have seen `ready` before the notifier's notify_all: let the notifier
+  // finish, so that the timed wait below has nobody to wake it.
+  lock.unlock();
+  notifier.join();
+  lock.lock();
   EXPECT_EQ(cv.wait_until(lock, Clock::now() + 1ms), std::cv_status::timeout);
   const int locks = lock.locks;
   const int unlocks = lock.unlocks;
   lock.unlock();
-  notifier.join();
   EXPECT_EQ(locks, unlocks + 1);  // every unlock inside wait was matched by a relock
 }
 
