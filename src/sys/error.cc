@@ -41,6 +41,12 @@ class ErrorCategory final : public std::error_category {
         return "shared layout from an incompatible xproc build";
       case errc::corrupt_segment:
         return "corrupt shared-memory segment";
+      case errc::not_found:
+        return "no such object";
+      case errc::already_exists:
+        return "an object of that name exists already";
+      case errc::wrong_kind:
+        return "the object is not of the kind asked for";
     }
     return "unknown xproc error " + std::to_string(value);
   }
@@ -67,6 +73,10 @@ class ErrorCategory final : public std::error_category {
         return std::errc::function_not_supported;
       case errc::message_too_large:
         return std::errc::message_size;
+      case errc::not_found:
+        return std::errc::no_such_file_or_directory;
+      case errc::already_exists:
+        return std::errc::file_exists;
       default:
         return {value, *this};
     }

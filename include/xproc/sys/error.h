@@ -25,9 +25,12 @@ enum class errc : int {
   corrupt_state,      // a shared word holds a value no correct participant writes
   permission_denied,  // the operating system refused the operation
   not_supported,      // the kernel lacks a feature this operation needs
-  message_too_large,  // reserved for the channel layer
-  layout_mismatch,    // reserved for the shm layer
-  corrupt_segment,    // reserved for the shm layer
+  message_too_large,  // a message larger than the channel's maximum: refused, never truncated
+  layout_mismatch,    // a shared layout (segment, channel) written by an incompatible xproc build
+  corrupt_segment,    // a segment whose header or body no correct xproc writer produces
+  not_found,          // no object (segment, endpoint) of that name exists
+  already_exists,     // an object of that name exists already
+  wrong_kind,         // an object of that name exists, but it is not of the kind asked for
 };
 
 const std::error_category& error_category() noexcept;
