@@ -1,7 +1,9 @@
 // xproc-sync-bench: xproc's sync primitives side by side with glibc's (and std::mutex), in one
 // run, same scenarios, several repetitions, medians, ratios and context switches per operation.
 //
-//   xproc-sync-bench [--repetitions N] [--quick] [--markdown FILE]
+//   xproc-sync-bench [--repetitions N] [--quick] [--only TEXT] [--markdown FILE]
+//
+// --only TEXT runs just the groups whose title contains TEXT (e.g. --only rwlock).
 
 #include <cstring>
 #include <memory>
@@ -21,6 +23,7 @@ struct Options {
   int repetitions = 5;
   double scale = 1.0;
   std::string markdown;
+  std::string only;  // run only the groups whose title contains this text
 };
 
 Options parse(int argc, char** argv) {
@@ -34,11 +37,14 @@ Options parse(int argc, char** argv) {
       options.scale = 0.05;
     } else if (arg == "--markdown" && i + 1 < argc) {
       options.markdown = argv[++i];
+    } else if (arg == "--only" && i + 1 < argc) {
+      options.only = argv[++i];
     } else {
-      std::fprintf(stderr,
-                   "xproc-sync-bench: unknown argument '%s'\n"
-                   "usage: xproc-sync-bench [--repetitions N] [--quick] [--markdown FILE]\n",
-                   arg.c_str());
+      std::fprintf(
+          stderr,
+          "xproc-sync-bench: unknown argument '%s'\n"
+          "usage: xproc-sync-bench [--repetitions N] [--quick] [--only TEXT] [--markdown FILE]\n",
+          arg.c_str());
       std::exit(2);
     }
   }
@@ -60,6 +66,7 @@ class Suite {
   template <class Measure>
   void row(const std::string& group, const std::string& name, const std::string& unit,
            bool higher_is_better, Measure measure) {
+    if (group.find(options_.only) == std::string::npos) return;
     auto owned = std::make_unique<Row>();
     Row* r = owned.get();
     r->group = group;

@@ -170,6 +170,9 @@ template <class Ready>
 std::error_code RwLock::wait(Queue queue, Ready ready,
                              const std::optional<Deadline>& deadline) noexcept {
   if (detail::spin_until(ready, kSpinRounds)) return {};
+  // Phases make a waiter depend on threads that may be preempted (a promoted reader counted as
+  // a holder, the readers a staged writer drains): give them the CPU before sleeping.
+  if (detail::yield_until(ready, kYieldRounds)) return {};
   if (deadline && Clock::now() >= *deadline) return errc::timed_out;
   std::atomic<std::uint32_t>& parked = parked_word(queue);
   std::atomic<std::uint32_t>& seq = seq_word(queue);

@@ -5,6 +5,15 @@
 // a bounded number of rounds (each `pause`, doubling up to a cap) in case the state changes
 // soon; then it parks on a futex. The bound keeps a waiter from burning a CPU on a holder that
 // is descheduled or dead.
+//
+// Between the spin and the park, some waiters also yield the CPU a bounded number of times
+// (yield_until). On a machine with more runnable threads than CPUs the thread a waiter needs
+// (a lock holder, a reader that must leave before a writer can enter) is often runnable but not
+// running; sched_yield() hands it this CPU at once, where parking would add a futex sleep and,
+// later, a cross-CPU wake-up of the waiter (many microseconds on a VM). When nothing else is
+// runnable a yield returns at once and costs one system call.
+
+#include <sched.h>
 
 #include <cstdint>
 
@@ -31,6 +40,17 @@ bool spin_until(Ready&& ready, std::uint32_t rounds, std::uint32_t max_pauses = 
     if (pauses < max_pauses) pauses *= 2;
   }
   return ready();
+}
+
+// Yields the CPU up to `rounds` times, calling `ready()` after each. Returns true as soon as
+// ready() does.
+template <class Ready>
+bool yield_until(Ready&& ready, std::uint32_t rounds) noexcept {
+  for (std::uint32_t round = 0; round < rounds; ++round) {
+    (void)::sched_yield();  // cannot fail on Linux
+    if (ready()) return true;
+  }
+  return false;
 }
 
 }  // namespace xproc::sync::detail
