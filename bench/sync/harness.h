@@ -5,6 +5,7 @@
 // ratio to the row's reference (the glibc figure it is compared with). Context switches
 // (voluntary + involuntary, from getrusage) are divided by the row's operation count.
 
+#include <sched.h>
 #include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/wait.h>
@@ -96,7 +97,30 @@ class Shared {
   T* object_;
 };
 
-// Runs `body(index)` in `count` forked children and waits for them; each child's context
+// Pins the calling thread to the index-th CPU it may run on (modulo their number), so that
+// worker i of a run always sits on the same CPU: two workers contend across CPUs as the row
+// says, instead of whenever the scheduler happens to separate them.
+inline void pin_to_cpu(int index) {
+  cpu_set_t allowed;
+  CPU_ZERO(&allowed);
+  if (sched_getaffinity(0, sizeof allowed, &allowed) != 0) return;
+  const int count = CPU_COUNT(&allowed);
+  if (count == 0) return;
+  int wanted = index % count;
+  for (int cpu = 0; cpu < CPU_SETSIZE; ++cpu) {
+    if (!CPU_ISSET(cpu, &allowed)) continue;
+    if (wanted-- == 0) {
+      cpu_set_t one;
+      CPU_ZERO(&one);
+      CPU_SET(cpu, &one);
+      (void)sched_setaffinity(0, sizeof one, &one);  // best effort: unpinned still measures
+      return;
+    }
+  }
+}
+
+// Runs `body(index)` in `count` forked children, child i pinned (pin_to_cpu), and waits for
+// them; each child's context
 // switches are added to the return value (RUSAGE_CHILDREN of the reaped children).
 inline long run_processes(int count, const std::function<void(int)>& body) {
   long before = context_switches(RUSAGE_CHILDREN);
@@ -105,6 +129,7 @@ inline long run_processes(int count, const std::function<void(int)>& body) {
   for (int i = 0; i < count; ++i) {
     pid_t pid = fork();
     if (pid == 0) {
+      pin_to_cpu(i);
       body(i);
       _exit(0);
     }
@@ -118,10 +143,15 @@ inline long run_processes(int count, const std::function<void(int)>& body) {
   return context_switches(RUSAGE_CHILDREN) - before;
 }
 
-// Runs `body(index)` on `count` threads.
+// Runs `body(index)` on `count` threads, thread i pinned (pin_to_cpu).
 inline void run_threads(int count, const std::function<void(int)>& body) {
   std::vector<std::thread> threads;
-  for (int i = 0; i < count; ++i) threads.emplace_back(body, i);
+  for (int i = 0; i < count; ++i) {
+    threads.emplace_back([&body, i] {
+      pin_to_cpu(i);
+      body(i);
+    });
+  }
   for (auto& t : threads) t.join();
 }
 
