@@ -14,6 +14,7 @@
 #include <sys/types.h>
 
 #include <cstddef>
+#include <cstdint>
 #include <string>
 #include <system_error>
 
@@ -46,12 +47,39 @@ struct FileInfo {
   bool regular = false;  // a regular file (not a directory, socket, device...)
   std::size_t size = 0;
   uid_t owner = 0;
+  std::uint64_t device = 0;  // st_dev and st_ino: the file's identity (same file <=> both equal)
+  std::uint64_t inode = 0;
 };
 Result<FileInfo> file_info(int fd) noexcept;
+// stat(path): the same facts for a path (the file a name refers to now).
+Result<FileInfo> path_info(const std::string& path) noexcept;
 
 // mmap(nullptr, size, read|write, MAP_SHARED, fd, 0) for mappings whose owner is a C handle
 // (SharedMapping is the owning type for C++ code); release with unmap_shared(data, size).
 Result<void*> map_shared(int fd, std::size_t size) noexcept;
 void unmap_shared(void* data, std::size_t size) noexcept;
+
+// --- for the shm layer's segments ---
+
+// The same with MAP_POPULATE when `populate` (prefault every page now; best effort).
+Result<void*> map_shared(int fd, std::size_t size, bool populate) noexcept;
+
+// fchmod(fd, mode): permissions exactly `mode`, whatever the umask was at creation.
+[[nodiscard]] std::error_code set_mode(int fd, mode_t mode) noexcept;
+
+// A new anonymous memory file (memfd_create, close-on-exec) that accepts seals; size 0.
+Result<FileDescriptor> create_sealable_memory_file(const std::string& name) noexcept;
+
+// Seals the file's size (F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL): nobody can truncate it
+// afterwards, so a mapping of it can never fault with SIGBUS for lack of backing file.
+[[nodiscard]] std::error_code seal_size(int fd) noexcept;
+// True when the file's size is sealed against shrinking (F_GET_SEALS has F_SEAL_SHRINK); false
+// for files that do not support seals (a /dev/shm file).
+Result<bool> size_sealed(int fd) noexcept;
+
+// madvise(MADV_HUGEPAGE) on a mapping (transparent huge pages for shmem, where enabled).
+[[nodiscard]] std::error_code advise_huge_pages(void* data, std::size_t size) noexcept;
+// mlock(data, size). RLIMIT_MEMLOCK refusals come back as the OS error (ENOMEM, EPERM, EAGAIN).
+[[nodiscard]] std::error_code lock_memory(const void* data, std::size_t size) noexcept;
 
 }  // namespace xproc::sys
