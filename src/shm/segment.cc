@@ -348,7 +348,8 @@ Result<Segment> SegmentAccess::build(sys::FileDescriptor fd, SegmentKind kind,
 }
 
 Result<Segment> SegmentAccess::attach_file(sys::FileDescriptor fd, std::optional<SegmentKind> kind,
-                                           const SegmentOptions& options, std::string name) {
+                                           const SegmentOptions& options, std::string name,
+                                           bool attach) {
   Clock::time_point deadline = Clock::now() + options.ready_timeout;
   Result<sys::FileInfo> file = sys::file_info(fd.get());
   if (!file) return file.error();
@@ -387,6 +388,9 @@ Result<Segment> SegmentAccess::attach_file(sys::FileDescriptor fd, std::optional
   }
   if ((*table)->capacity() != copy.table_capacity) return make_error_code(errc::corrupt_segment);
   segment.table_ = *table;
+  Result<bool> sealed = sys::size_sealed(segment.fd_.get());
+  segment.info_ = info_from(copy, sealed && *sealed);
+  if (!attach) return segment;
   Result<sync::Participant> self = sync::Participant::attach(
       **table, segment.fd_.get(), static_cast<off_t>(kParticipantLockBase));
   if (!self) {
@@ -394,13 +398,11 @@ Result<Segment> SegmentAccess::attach_file(sys::FileDescriptor fd, std::optional
     return self.error();
   }
   segment.self_ = std::move(*self);
-  Result<bool> sealed = sys::size_sealed(segment.fd_.get());
-  segment.info_ = info_from(copy, sealed && *sealed);
   return segment;
 }
 
 Result<Segment> SegmentAccess::open_named(std::string_view name, std::optional<SegmentKind> kind,
-                                          const SegmentOptions& options) {
+                                          const SegmentOptions& options, bool attach) {
   if (!valid_segment_name(name)) return make_error_code(errc::invalid_argument);
   Clock::time_point deadline = Clock::now() + options.ready_timeout;
   for (;;) {
@@ -421,7 +423,7 @@ Result<Segment> SegmentAccess::open_named(std::string_view name, std::optional<S
       if (Clock::now() >= deadline) return make_error_code(errc::not_found);
       continue;
     }
-    Result<Segment> segment = attach_file(std::move(*fd), kind, options, std::string(name));
+    Result<Segment> segment = attach_file(std::move(*fd), kind, options, std::string(name), attach);
     // Attached (or failed: the descriptor is closed, and the lock with it).
     if (segment) (void)sys::ofd_unlock(segment->fd(), static_cast<off_t>(kGcLockByte), 1);
     return segment;

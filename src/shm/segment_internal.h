@@ -16,13 +16,14 @@ struct SegmentAccess {
   static Result<Segment> build(sys::FileDescriptor fd, SegmentKind kind, std::size_t body_size,
                                const SegmentOptions& options, const Segment::Init& init,
                                bool anonymous);
-  // Validates the segment file `fd` refers to and attaches this process (open/adopt/inspect).
-  // `kind` empty: any kind (inspect).
+  // Validates the segment file `fd` refers to and, if `attach`, attaches this process
+  // (open/adopt; inspect does not attach). `kind` empty: any kind (inspect).
   static Result<Segment> attach_file(sys::FileDescriptor fd, std::optional<SegmentKind> kind,
-                                     const SegmentOptions& options, std::string name);
+                                     const SegmentOptions& options, std::string name,
+                                     bool attach = true);
   // open() by name, with the gc protocol; `kind` empty: any kind.
   static Result<Segment> open_named(std::string_view name, std::optional<SegmentKind> kind,
-                                    const SegmentOptions& options);
+                                    const SegmentOptions& options, bool attach = true);
 };
 
 namespace detail {

@@ -3,6 +3,8 @@
 #include <fcntl.h>
 
 #include <algorithm>
+#include <atomic>
+#include <cstddef>
 #include <filesystem>
 #include <new>
 
@@ -41,19 +43,31 @@ Result<std::vector<std::string>> list_segments() {
 }
 
 Result<SegmentReport> inspect(std::string_view name, const SegmentOptions& options) {
-  Result<Segment> segment = SegmentAccess::open_named(name, std::nullopt, options);
+  Result<Segment> segment = SegmentAccess::open_named(name, std::nullopt, options, false);
   if (!segment) return segment.error();
   SegmentReport report;
   report.name = std::string(name);
   report.info = segment->info();
-  sync::ParticipantId me = segment->self().id();
-  std::error_code error =
-      segment->self().for_each_participant([&](sync::ParticipantId id, bool alive) {
-        if (id != me) report.participants.push_back(ParticipantState{id, alive});
-      });
-  if (error) {
-    if (error == errc::corrupt_state) return make_error_code(errc::corrupt_segment);
-    return error;
+  // Without attaching: the slot words as ParticipantTable documents them (layout version 1,
+  // checked by open: 16-byte header, then one generation word per slot), and each id's liveness
+  // asked through the segment's descriptor, which holds no participant lock.
+  std::uint32_t capacity = report.info.participant_capacity;  // validated by open
+  const auto* slots = reinterpret_cast<const std::atomic<std::uint32_t>*>(
+      reinterpret_cast<const std::byte*>(&segment->participants()) +
+      sizeof(sync::ParticipantTable));
+  for (std::uint32_t slot = 0; slot < capacity; ++slot) {
+    // relaxed: only compared and reported; liveness comes from the kernel's lock state.
+    std::uint32_t generation = slots[slot].load(std::memory_order_relaxed);
+    if (generation == 0) continue;  // never used
+    sync::ParticipantId id{slot, generation};
+    if (!id.valid()) return make_error_code(errc::corrupt_segment);
+    Result<bool> alive = segment->participants().is_alive(
+        segment->fd(), static_cast<off_t>(kParticipantLockBase), capacity, id);
+    if (!alive) {
+      if (alive.error() == errc::corrupt_state) return make_error_code(errc::corrupt_segment);
+      return alive.error();
+    }
+    report.participants.push_back(ParticipantState{id, *alive});
   }
   return report;
 }

@@ -336,7 +336,7 @@ TEST(SegmentRegistry, ListInspectStaleAndRemove) {
   auto report = inspect(name);
   ASSERT_TRUE(report) << report.error().message();
   EXPECT_EQ(report->info.kind, SegmentKind::channel);
-  ASSERT_EQ(report->participants.size(), 2u);  // the inspector leaves itself out
+  ASSERT_EQ(report->participants.size(), 2u);  // inspect does not attach
   EXPECT_EQ(report->participants[0].id, created->self().id());
   EXPECT_TRUE(report->participants[0].alive);
   EXPECT_EQ(report->participants[1].id, opened->self().id());

@@ -34,12 +34,12 @@ struct ParticipantState {
 struct SegmentReport {
   std::string name;
   SegmentInfo info;
-  std::vector<ParticipantState> participants;  // every slot ever used, the inspector excluded
+  std::vector<ParticipantState> participants;  // every slot ever used: its latest id, liveness
 };
 
-// Opens the segment (any kind) and reports its header facts and participants. It ATTACHES for
-// the duration of the call (one slot, one generation bump, then detach) and leaves itself out of
-// the report. `options.ready_timeout` bounds the wait for an unready segment.
+// Opens and validates the segment (any kind) WITHOUT attaching (no slot taken, no generation
+// bumped: a dead participant's slot stays visible) and reports its header facts and
+// participants. `options.ready_timeout` bounds the wait for an unready segment.
 Result<SegmentReport> inspect(std::string_view name, const SegmentOptions& options = {});
 
 // True when the segment is stale (see above). Does not attach and reads no contents.
