@@ -1,0 +1,246 @@
+#pragma once
+// xproc::channel: a bounded multi-producer multi-consumer queue of variable-length messages in a
+// region of shared memory, and Endpoint, the process-local handle that sends and receives.
+//
+// format(region, config) lays a channel out in zero-filled shared memory (the wire format of
+// layout.h, docs/layout/channel.md); Endpoint::open(region, self) validates it and gives a handle.
+// Every process (and thread) that uses the channel opens its own Endpoint; Endpoints are cheap
+// values (pointers into the region plus validated sizes) and may be copied.
+//
+// Semantics (DESIGN.md "Semantics of a channel"):
+//   * bounded by bytes (capacity, a power of two); a message is 0..max_message bytes, a larger
+//     one is refused with errc::message_too_large, never truncated;
+//   * every committed message is delivered to exactly one consumer while consumers live; per
+//     producer thread, in the order reserved (reserve order = commit order for send());
+//   * full: send blocks / try_send returns would_block / send_until returns timed_out; a message
+//     is never overwritten. Empty: receive blocks / try_* would_block / *_until timed_out.
+//   * receive into a buffer smaller than the next message returns errc::message_too_large and
+//     leaves the message queued (not claimed): receive it into a std::vector/std::string or peek.
+//
+// Thread- and process-safety: every Endpoint member may be called concurrently from any thread of
+// any process that opened the region, except in a channel formatted with spsc = true, where at
+// most one thread sends and one thread receives at a time (not checked).
+// Blocking: send/reserve/receive/peek (and _until/_for) block; try_* never park but may wait a
+// few microseconds for a lock held by a running peer (or a dead one, until its death is seen).
+// Waits spin briefly, then park on the channel's EventCounts (not_empty, not_full); a notifier
+// makes a futex call only when somebody parks.
+//
+// Deaths (a participant SIGKILLed at any instant; `self` must be attached to the table the other
+// participants use, or liveness is never established and dead peers are waited for like live
+// ones). The numbered steps are in src/channel/ring.cc and docs/decisions/0031-channel-ring.md.
+//   * producer dies holding the reserve lock: the next producer that waits for the lock sees its
+//     holder dead, takes the lock over, and repairs the tail (a header already published is
+//     kept, a reservation of the dead one is aborted). Counted in lock_takeovers.
+//   * producer dies between reserve and commit: the record stays `reserved`; the consumer that
+//     reaches it checks the producer's liveness (after a short spin, then every kPeerCheckPeriod
+//     while parked), marks it aborted, and skips it: never delivered, space reclaimed, counted in
+//     producer_died.
+//   * consumer dies holding the claim lock: as for producers (takeover, claim state is
+//     consistent at every step).
+//   * consumer dies between claim/peek and release: the record stays `claimed`; when it blocks
+//     reclaiming (it is the oldest record) a producer waiting for space, or the next sweep that
+//     checks liveness, marks it consumed (counted in consumer_died) or, with redelivery on, puts
+//     it back for another consumer (counted in redelivered too; delivery is then at-least-once).
+//   * a parked waiter is never the only one who could see a death: a waiter that waits on a
+//     specific peer wakes every kPeerCheckPeriod to check it.
+// fork(): an Endpoint copied into a fork child points at the same mapping (if it is MAP_SHARED)
+// but its `self` Participant is detached in the child (participant_table.h): open a new Endpoint
+// with the child's own Participant.
+// Failures: errc::invalid_argument (bad config/region), layout_mismatch (not a channel of this
+// layout: magic, version, signature), corrupt_segment (sizes or a record no correct writer
+// produces: every length and index read from the region is checked before use),
+// message_too_large, would_block, timed_out.
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <span>
+#include <string>
+#include <system_error>
+#include <vector>
+
+#include "xproc/channel/layout.h"
+#include "xproc/sync/participant_table.h"
+#include "xproc/sync/scope.h"
+#include "xproc/sys/error.h"
+#include "xproc/sys/result.h"
+
+namespace xproc::channel {
+
+struct ChannelConfig {
+  std::uint32_t capacity_bytes = 1u << 20;  // ring bytes: a power of two in 256..2^30
+  std::uint32_t max_message = 64u << 10;    // largest payload; record_length(max) + 16 <= capacity
+  bool spsc = false;        // one sender thread and one receiver thread at a time: no lock CAS
+  bool redelivery = false;  // a dead consumer's claimed record goes back to the queue
+  std::uint64_t start_position = 0;  // first position, a multiple of 16 (tests: wrap points)
+};
+
+// Bytes of shared memory a channel with `config` needs (header + ring); 0 for an invalid config.
+std::size_t region_size_for(const ChannelConfig& config) noexcept;
+
+// Lays out a channel in `region` (shared memory, zero-filled, 64-byte aligned, at least
+// region_size_for(config) bytes, used by nobody yet). Publishes the magic last (release).
+// errc::invalid_argument: config out of range, region too small or misaligned.
+[[nodiscard]] std::error_code format(std::span<std::byte> region, const ChannelConfig& config);
+
+// How long a waiter that waits on a specific peer parks before it checks the peer's liveness.
+inline constexpr std::chrono::milliseconds kPeerCheckPeriod{5};
+
+struct Statistics {
+  std::uint64_t depth_messages = 0;   // reserved or committed, not yet claimed or skipped
+  std::uint64_t depth_bytes = 0;      // tail - head (records in flight, headers and padding)
+  std::uint64_t claimed_bytes = 0;    // head - reclaim (claimed, not yet reclaimed)
+  std::uint32_t senders_waiting = 0;  // announced on not_full (may count dead waiters)
+  std::uint32_t receivers_waiting = 0;
+  std::uint64_t reserved_total = 0;  // reservations ever (messages sent + abandoned + aborted)
+  std::uint64_t claimed_total = 0;   // claims ever (redeliveries claim again)
+  std::uint64_t abandoned = 0;       // reservations dropped without commit by a live producer
+  std::uint64_t producer_died = 0;   // records of dead producers skipped (never delivered)
+  std::uint64_t consumer_died = 0;   // records claimed by dead consumers, reclaimed
+  std::uint64_t redelivered = 0;     // ... of which put back in the queue
+  std::uint64_t lock_takeovers = 0;  // reserve/claim locks taken from dead holders
+};
+
+namespace detail {
+// The process-local view of a channel: validated sizes and pointers (copied into handles).
+struct Ring {
+  ChannelHeader* header = nullptr;
+  std::byte* data = nullptr;
+  std::uint64_t mask = 0;  // capacity - 1
+  std::uint32_t capacity = 0;
+  std::uint32_t max_message = 0;
+  std::uint32_t flags = 0;
+  std::uint32_t self_id = kLocalOwner;
+  const sync::Participant* self = nullptr;
+
+  bool spsc() const noexcept { return (flags & kFlagSpsc) != 0; }
+};
+}  // namespace detail
+
+class Endpoint;
+
+// A record reserved for writing in place: fill data(), then Endpoint::commit(). Destroying it
+// uncommitted abandons it (never delivered; counted in Statistics::abandoned).
+class Reservation {
+ public:
+  Reservation() noexcept = default;
+  Reservation(Reservation&& other) noexcept;
+  Reservation& operator=(Reservation&& other) noexcept;
+  Reservation(const Reservation&) = delete;
+  Reservation& operator=(const Reservation&) = delete;
+  ~Reservation();
+
+  std::span<std::byte> data() const noexcept { return data_; }
+  bool active() const noexcept { return ring_.header != nullptr; }
+
+ private:
+  friend class Endpoint;
+  detail::Ring ring_{};
+  std::uint64_t position_ = 0;
+  std::span<std::byte> data_{};
+};
+
+// A record claimed for reading in place: read data(), then Endpoint::release(). Destroying it
+// unreleased releases it.
+class Message {
+ public:
+  Message() noexcept = default;
+  Message(Message&& other) noexcept;
+  Message& operator=(Message&& other) noexcept;
+  Message(const Message&) = delete;
+  Message& operator=(const Message&) = delete;
+  ~Message();
+
+  std::span<const std::byte> data() const noexcept { return data_; }
+  bool active() const noexcept { return ring_.header != nullptr; }
+
+ private:
+  friend class Endpoint;
+  detail::Ring ring_{};
+  std::uint64_t position_ = 0;
+  std::span<const std::byte> data_{};
+};
+
+class Endpoint {
+ public:
+  // Validates the channel in `region` (see Failures in the banner). `self`: this process's
+  // attachment to the participant table every user of the channel attaches to (nullptr: threads
+  // of one process only; peers are then never considered dead). Keep `self` and the mapping alive
+  // while the Endpoint (and its Reservations/Messages) are used.
+  static Result<Endpoint> open(std::span<std::byte> region,
+                               const sync::Participant* self = nullptr) noexcept;
+
+  Endpoint() noexcept = default;
+
+  std::uint32_t max_message() const noexcept { return ring_.max_message; }
+  std::uint32_t capacity() const noexcept { return ring_.capacity; }
+
+  // --- sending: {} or errc::message_too_large / would_block / timed_out / corrupt_segment.
+  [[nodiscard]] std::error_code send(std::span<const std::byte> message) const noexcept;
+  [[nodiscard]] std::error_code try_send(std::span<const std::byte> message) const noexcept;
+  [[nodiscard]] std::error_code send_until(std::span<const std::byte> message,
+                                           sync::Deadline deadline) const noexcept;
+  template <class Rep, class Period>
+  [[nodiscard]] std::error_code send_for(
+      std::span<const std::byte> message,
+      std::chrono::duration<Rep, Period> timeout) const noexcept {
+    return send_until(message, to_deadline(timeout));
+  }
+  // Sends messages in order until one cannot be sent without waiting; the count sent (all of
+  // them when it equals messages.size()), or the error of the first message when none was sent.
+  Result<std::size_t> try_send_batch(
+      std::span<const std::span<const std::byte>> messages) const noexcept;
+
+  // --- zero-copy sending: reserve `size` bytes in place, write data(), commit().
+  Result<Reservation> reserve(std::size_t size) const noexcept;
+  Result<Reservation> try_reserve(std::size_t size) const noexcept;
+  Result<Reservation> reserve_until(std::size_t size, sync::Deadline deadline) const noexcept;
+  // Publishes the record to consumers. errc::invalid_argument: not an active reservation.
+  [[nodiscard]] std::error_code commit(Reservation& reservation) const noexcept;
+
+  // --- receiving into a caller buffer: the message size, or errc::message_too_large (buffer too
+  // small; the message stays queued) / would_block / timed_out / corrupt_segment.
+  Result<std::size_t> receive(std::span<std::byte> buffer) const noexcept;
+  Result<std::size_t> try_receive(std::span<std::byte> buffer) const noexcept;
+  Result<std::size_t> receive_until(std::span<std::byte> buffer,
+                                    sync::Deadline deadline) const noexcept;
+  template <class Rep, class Period>
+  Result<std::size_t> receive_for(std::span<std::byte> buffer,
+                                  std::chrono::duration<Rep, Period> timeout) const noexcept {
+    return receive_until(buffer, to_deadline(timeout));
+  }
+  // Into a container (resized to the message): never message_too_large. std::bad_alloc may
+  // propagate from the resize; the message is then put back in the queue first (no loss).
+  [[nodiscard]] std::error_code receive(std::vector<std::byte>& out) const;
+  [[nodiscard]] std::error_code try_receive(std::vector<std::byte>& out) const;
+  [[nodiscard]] std::error_code receive_until(std::vector<std::byte>& out,
+                                              sync::Deadline deadline) const;
+  [[nodiscard]] std::error_code receive_until(std::string& out, sync::Deadline deadline) const;
+  [[nodiscard]] std::error_code try_receive(std::string& out) const;
+  // Receives up to out.size() messages that are ready now (one claim-lock acquisition each);
+  // the count received, or would_block when none was ready.
+  Result<std::size_t> try_receive_batch(std::span<std::vector<std::byte>> out) const;
+
+  // --- zero-copy receiving: peek, read data() in place, release().
+  Result<Message> peek() const noexcept;
+  Result<Message> try_peek() const noexcept;
+  Result<Message> peek_until(sync::Deadline deadline) const noexcept;
+  // Marks the record consumed and reclaims space. errc::invalid_argument: not an active message.
+  [[nodiscard]] std::error_code release(Message& message) const noexcept;
+
+  Statistics statistics() const noexcept;
+
+ private:
+  template <class Rep, class Period>
+  static sync::Deadline to_deadline(std::chrono::duration<Rep, Period> timeout) noexcept {
+    return sync::Clock::now() + std::chrono::ceil<sync::Clock::duration>(timeout);
+  }
+  template <class Container>
+  std::error_code receive_container(Container& out, const sync::Deadline* deadline,
+                                    bool wait) const;
+  Result<Message> peek_impl(const sync::Deadline* deadline) const noexcept;
+
+  detail::Ring ring_{};
+};
+
+}  // namespace xproc::channel

@@ -1,0 +1,164 @@
+#pragma once
+// The wire format of a channel: the shared header and the record header that live in a region of
+// shared memory (docs/layout/channel.md draws it). Everything here is standard layout, fixed size,
+// pointer-free; positions are 64-bit byte counts that only grow (a record at position p lives at
+// ring offset p & (capacity - 1)).
+//
+// Thread- and process-safety: these are plain layout types; the protocol that reads and writes
+// them is in src/channel/ring.cc (numbered steps there and in docs/decisions/0031-channel-ring.md).
+// Nothing here blocks or fails. Deaths and fork(): see endpoint.h.
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <type_traits>
+
+#include "xproc/sync/event_count.h"
+
+namespace xproc::channel::detail {
+
+inline constexpr std::uint32_t kMagic = 0x48435058;  // "XPCH" in memory order
+inline constexpr std::uint32_t kLayoutVersion = 1;
+inline constexpr std::size_t kLine = 128;  // two cache lines: no false sharing with the prefetcher
+inline constexpr std::size_t kDataOffset = 1024;  // the ring starts here (64-byte aligned region)
+inline constexpr std::uint32_t kRecordHeader = 16;
+inline constexpr std::uint32_t kRecordAlign = 16;
+inline constexpr std::uint32_t kMinCapacity = 256;
+inline constexpr std::uint32_t kMaxCapacity = 1u << 30;
+
+inline constexpr std::uint32_t kFlagSpsc = 1;
+inline constexpr std::uint32_t kFlagRedelivery = 2;
+inline constexpr std::uint32_t kKnownFlags = kFlagSpsc | kFlagRedelivery;
+
+// Owner id used by an endpoint opened without a Participant (threads of one process): a packed
+// ParticipantId with generation 0, which no table issues; never checked for liveness.
+inline constexpr std::uint32_t kLocalOwner = 0xfff;
+
+// Record control word (64 bits, at record offset +0, accessed with std::atomic_ref):
+//   bits  0..31  owner: packed ParticipantId of the producer (reserved, committed) or of the
+//                consumer (claimed, consumed); of whoever wrote it (padding, aborted)
+//   bits 32..55  check: (position >> 4) & 0xffffff, the record's own position (validation)
+//   bits 56..63  state (RecordState)
+// The whole word 0 is the free marker: the word at the tail position always holds it (or a newer
+// header), so a consumer never mistakes stale bytes for a record.
+enum class RecordState : std::uint8_t {
+  free = 0,       // no record here (yet)
+  reserved = 1,   // a producer is writing the body; owner = producer
+  committed = 2,  // ready for a consumer
+  claimed = 3,    // a consumer is reading it; owner = consumer
+  consumed = 4,   // released; space reclaimable
+  padding = 5,    // fills the ring's end; size = bytes after the header up to the end
+  aborted = 6,    // never delivered: reservation abandoned, or its producer died
+};
+inline constexpr std::uint32_t kStateShift = 56;
+inline constexpr std::uint32_t kCheckShift = 32;
+inline constexpr std::uint64_t kCheckMask = 0xffffff;
+
+constexpr std::uint64_t position_check(std::uint64_t position) noexcept {
+  return (position >> 4) & kCheckMask;
+}
+constexpr std::uint64_t make_control(RecordState state, std::uint64_t position,
+                                     std::uint32_t owner) noexcept {
+  return std::uint64_t{static_cast<std::uint8_t>(state)} << kStateShift |
+         position_check(position) << kCheckShift | owner;
+}
+constexpr RecordState control_state(std::uint64_t control) noexcept {
+  return static_cast<RecordState>(control >> kStateShift);
+}
+constexpr std::uint32_t control_owner(std::uint64_t control) noexcept {
+  return static_cast<std::uint32_t>(control);
+}
+// True when `control` is a header written for `position` with a state no correct writer
+// exceeds.
+constexpr bool control_valid_for(std::uint64_t control, std::uint64_t position) noexcept {
+  return (control >> kStateShift) >= 1 && (control >> kStateShift) <= 6 &&
+         ((control >> kCheckShift) & kCheckMask) == position_check(position);
+}
+// Bytes a record with `size` payload bytes occupies (header + payload rounded up to 16).
+constexpr std::uint64_t record_length(std::uint64_t size) noexcept {
+  return kRecordHeader + ((size + kRecordAlign - 1) & ~std::uint64_t{kRecordAlign - 1});
+}
+
+// Record header, 16 bytes at a 16-aligned ring offset:
+//   +0  u64 control (above)       +8 u32 size (payload bytes)     +12 u32 producer (packed id)
+// followed by the payload. Records never cross the ring's end (padding fills it).
+
+// Offset 0: identity and configuration, written by format() and never changed afterwards
+// (magic last, with release).
+struct alignas(kLine) Identity {
+  std::atomic<std::uint32_t> magic;  // +0  kMagic once formatted
+  std::uint32_t version;             // +4  kLayoutVersion
+  std::uint32_t signature;           // +8  kSignature (sizes this build uses)
+  std::uint32_t flags;               // +12 kFlag*
+  std::uint32_t capacity;            // +16 ring bytes, a power of two
+  std::uint32_t max_message;         // +20 largest payload
+  std::uint64_t start_position;      // +24 first position (tests start near wrap points)
+};
+
+// Offset 128: the producers' line. lock: 0 or the packed id of the producer inside steps R1-R8
+// (MPMC only). tail: next position to reserve (written under the lock). reserve_count: records
+// reserved ever. reclaim_seen: the producers' cached reclaim position.
+struct alignas(kLine) ProducerLine {
+  std::atomic<std::uint32_t> lock;
+  std::uint32_t unused;
+  std::atomic<std::uint64_t> tail;
+  std::atomic<std::uint64_t> reserve_count;
+  std::atomic<std::uint64_t> reclaim_seen;
+};
+
+// Offset 256: the consumers' line. lock: 0 or the packed id of the consumer inside K1-K4 (MPMC
+// only). head: first record not yet claimed or skipped. claim_count: claims ever.
+struct alignas(kLine) ConsumerLine {
+  std::atomic<std::uint32_t> lock;
+  std::uint32_t unused;
+  std::atomic<std::uint64_t> head;
+  std::atomic<std::uint64_t> claim_count;
+};
+
+// Offset 384: reclaim: every byte before it is free for producers (reclaim <= head <= tail).
+struct alignas(kLine) ReclaimLine {
+  std::atomic<std::uint64_t> reclaim;
+};
+
+// Offsets 512 / 640: wake-ups (not-empty for consumers, not-full for producers).
+struct alignas(kLine) WaitLine {
+  sync::EventCount event;
+};
+
+// Offset 768: rare-event counters (fetch_add, relaxed: statistics only).
+struct alignas(kLine) CounterLine {
+  std::atomic<std::uint64_t> abandoned;       // reservations destroyed without commit
+  std::atomic<std::uint64_t> producer_died;   // reserved records of dead producers, skipped
+  std::atomic<std::uint64_t> consumer_died;   // claimed records of dead consumers, reclaimed
+  std::atomic<std::uint64_t> redelivered;     // ... of which put back for another consumer
+  std::atomic<std::uint64_t> lock_takeovers;  // locks taken from dead holders
+};
+
+struct ChannelHeader {
+  Identity identity;
+  ProducerLine producer;
+  ConsumerLine consumer;
+  ReclaimLine reclaim;
+  WaitLine not_empty;
+  WaitLine not_full;
+  CounterLine counters;
+};
+
+static_assert(std::is_standard_layout_v<ChannelHeader>);
+static_assert(sizeof(ChannelHeader) == 7 * kLine);
+static_assert(sizeof(ChannelHeader) <= kDataOffset);
+static_assert(offsetof(ChannelHeader, producer) == 128);
+static_assert(offsetof(ChannelHeader, consumer) == 256);
+static_assert(offsetof(ChannelHeader, reclaim) == 384);
+static_assert(offsetof(ChannelHeader, not_empty) == 512);
+static_assert(offsetof(ChannelHeader, not_full) == 640);
+static_assert(offsetof(ChannelHeader, counters) == 768);
+static_assert(std::atomic<std::uint64_t>::is_always_lock_free);
+static_assert(sizeof(std::atomic<std::uint64_t>) == 8);
+
+// Folds the sizes this build uses; a build that disagrees refuses the region (layout_mismatch).
+inline constexpr std::uint32_t kSignature =
+    static_cast<std::uint32_t>(sizeof(ChannelHeader)) << 16 ^ kRecordHeader << 8 ^ kRecordAlign ^
+    static_cast<std::uint32_t>(kDataOffset) << 20 ^ static_cast<std::uint32_t>(kLine) << 4;
+
+}  // namespace xproc::channel::detail

@@ -1,0 +1,444 @@
+// The channel protocol. Positions are 64-bit and only grow; all comparisons are differences, so
+// they stay right across 2^64 (the ring offset is position & mask, capacity a power of two).
+//
+// Invariants: reclaim <= head <= tail (as differences, each gap <= capacity); every position in
+// [reclaim, tail) starts a valid record; the control word at `tail` is the free marker (0) or a
+// header just published for `tail`; bytes in [tail, reclaim + capacity) belong to nobody.
+//
+// Reserve (producer; MPMC steps R1 and R8 only):
+//   R1) lock: CAS producer.lock 0 -> own id (acquire). Waiting for it: spin, yield, and check the
+//       holder's liveness; a dead holder's lock is taken over by CAS (then R1' repair).
+//   R2) read tail p; compute padding (record would cross the end) and the end e.
+//   R3) space: e + 16 <= reclaim + capacity (16: the next free marker); else sweep, else
+//       unlock and report full.
+//   R4) if padding: free marker at p + pad, then publish the padding header at p (release).
+//   R5) free marker (0) at e.
+//   R6) header at p: size, producer, then control = reserved(self) (release).
+//   R7) tail = e; reserve_count + 1.
+//   R8) unlock (release).
+//   R1' repair after a takeover: while the control at tail is a header for tail (the dead holder
+//       published it in R4/R6 but died before R7), advance tail over it; a `reserved` one is
+//       marked aborted (its producer is dead) and counted in producer_died.
+//   A death in R2-R5 leaves nothing visible: free markers written in free space are harmless.
+// Commit: C1) payload written; C2) control = committed (release; pairs with K2's acquire);
+//   C3) notify not_empty. A death before C2 leaves `reserved(dead)`: the consumer that reaches it
+//   checks liveness and marks it aborted (skipped, counted). After C2 the message is delivered.
+// Claim (consumer; MPMC steps K1 and K5 only):
+//   K1) lock: CAS consumer.lock 0 -> own id (takeover as in R1; no repair needed: each state
+//       below is consistent).
+//   K2) h = head; read the control at h (acquire). free -> empty. reserved -> pending (or, when
+//       checking liveness and the producer is dead: CAS to aborted, counted, skip). claimed /
+//       consumed / padding / aborted -> head = h + length, continue.
+//   K3) committed: if larger than the caller's buffer -> message_too_large, not claimed.
+//       else control = claimed(self).
+//   K4) head = h + length; claim_count + 1.
+//   K5) unlock (release).
+//   A death after K3 holding the record: `claimed(dead)`; see Release.
+// Release: L1) control = consumed (release: the payload reads happen before a producer reuses
+//   the bytes; pairs with the sweep's acquire). L2) sweep. A death between K3 and L1 leaves the
+//   record claimed by a dead consumer: a sweep with liveness checking (producers waiting for
+//   space, waiters every kPeerCheckPeriod) marks it consumed (counted in consumer_died), or with
+//   redelivery sets it committed again and moves head back to it under the claim lock.
+// Sweep: S1) r = reclaim (acquire), h = head; S2) while r != h and the record at r is consumed,
+//   padding or aborted: CAS reclaim r -> r + length (acq_rel); S3) notify not_full on progress.
+//   The sweep never passes head, so a record a consumer has not skipped yet is never reused.
+#include <sys/types.h>
+
+#include <cstring>
+#include <thread>
+
+#include "ring_internal.h"
+#include "xproc/sync/detail/spin.h"
+
+namespace xproc::channel::detail {
+namespace {
+
+constexpr std::uint32_t kLockSpinRounds = 64;
+constexpr std::uint32_t kYieldsBetweenLivenessChecks = 64;
+
+// Difference a - b of two positions, as a signed distance (positions are within 2^63).
+constexpr std::int64_t distance(std::uint64_t a, std::uint64_t b) noexcept {
+  return static_cast<std::int64_t>(a - b);
+}
+
+// Takes a reserve/claim lock; true when it was taken over from a dead holder.
+bool lock(const Ring& ring, std::atomic<std::uint32_t>& word) noexcept {
+  std::uint32_t expected = 0;
+  // acquire: pairs with the release store in unlock(): the previous holder's writes of the
+  // protected words (tail/head, headers) are visible to us.
+  if (word.compare_exchange_strong(expected, ring.self_id, std::memory_order_acquire,
+                                   std::memory_order_relaxed)) {
+    return false;
+  }
+  std::uint32_t yields = 0;
+  for (;;) {
+    for (std::uint32_t round = 0; round < kLockSpinRounds; ++round) {
+      // relaxed: only a hint to try the CAS again.
+      if (word.load(std::memory_order_relaxed) == 0) {
+        expected = 0;
+        // acquire: as above.
+        if (word.compare_exchange_weak(expected, ring.self_id, std::memory_order_acquire,
+                                       std::memory_order_relaxed)) {
+          return false;
+        }
+      }
+      sync::detail::cpu_relax();
+    }
+    std::this_thread::yield();
+    if (++yields % kYieldsBetweenLivenessChecks != 0) continue;
+    // relaxed: the holder's id; the takeover CAS below re-checks it.
+    const std::uint32_t holder = word.load(std::memory_order_relaxed);
+    if (holder != 0 && !owner_alive(ring, holder)) {
+      expected = holder;
+      // acquire: sees whatever the dead holder published before it died (repair reads it).
+      if (word.compare_exchange_strong(expected, ring.self_id, std::memory_order_acquire,
+                                       std::memory_order_relaxed)) {
+        // relaxed: statistics.
+        ring.header->counters.lock_takeovers.fetch_add(1, std::memory_order_relaxed);
+        return true;
+      }
+    }
+  }
+}
+
+void unlock(std::atomic<std::uint32_t>& word) noexcept {
+  // release: publishes tail/head and counters written under the lock; pairs with lock()'s acquire.
+  word.store(0, std::memory_order_release);
+}
+
+// Length of the record at `position` with control `control`, or 0 when the header is invalid
+// (a corrupt region). Checks: the size fits max_message (padding: exactly fills the ring's end)
+// and the record does not cross the ring's end.
+std::uint64_t checked_length(const Ring& ring, std::uint64_t position,
+                             std::uint64_t control) noexcept {
+  if (!control_valid_for(control, position)) return 0;
+  // relaxed: written before the control word's release store, which our caller acquired.
+  const std::uint64_t size = size_at(ring, position).load(std::memory_order_relaxed);
+  const std::uint64_t offset = position & ring.mask;
+  const std::uint64_t length = record_length(size);
+  if (control_state(control) == RecordState::padding) {
+    return offset + kRecordHeader + size == ring.capacity ? ring.capacity - offset : 0;
+  }
+  if (size > ring.max_message || offset + length > ring.capacity) return 0;
+  return length;
+}
+
+// R1': after taking the reserve lock from a dead holder, moves tail over headers it published.
+void repair_tail(const Ring& ring) noexcept {
+  ProducerLine& producer = ring.header->producer;
+  for (std::uint32_t step = 0; step < 2; ++step) {  // at most a padding and a record
+    // relaxed: we hold the lock; the takeover CAS acquired the dead holder's writes.
+    const std::uint64_t tail = producer.tail.load(std::memory_order_relaxed);
+    // acquire: pairs with the release stores of R4/R6.
+    std::uint64_t control = control_at(ring, tail).load(std::memory_order_acquire);
+    if (control == 0 || !control_valid_for(control, tail)) return;
+    const std::uint64_t length = checked_length(ring, tail, control);
+    if (length == 0) return;
+    if (control_state(control) == RecordState::reserved &&
+        !owner_alive(ring, control_owner(control))) {
+      // acq_rel CAS: nobody else writes a reserved(dead) record but a consumer aborting it too.
+      if (control_at(ring, tail)
+              .compare_exchange_strong(control,
+                                       make_control(RecordState::aborted, tail, ring.self_id),
+                                       std::memory_order_acq_rel, std::memory_order_acquire)) {
+        ring.header->counters.producer_died.fetch_add(1, std::memory_order_relaxed);
+      }
+    }
+    // release: tail is read by statistics and the wait hints.
+    producer.tail.store(tail + length, std::memory_order_release);
+    producer.reserve_count.fetch_add(1, std::memory_order_relaxed);
+  }
+}
+
+// Sets a claimed record (control `control`) committed again and moves head back to it, under
+// the claim lock; true when this call did it.
+bool put_back(const Ring& ring, std::uint64_t position, std::uint64_t control) noexcept {
+  ConsumerLine& consumer = ring.header->consumer;
+  const bool spsc = ring.spsc();
+  if (!spsc) (void)lock(ring, consumer.lock);
+  // relaxed: written with the record before its first commit.
+  const std::uint32_t producer = producer_at(ring, position).load(std::memory_order_relaxed);
+  // acq_rel: the record is committed again (consumers acquire it in K2); a racing recoverer
+  // loses the CAS.
+  const bool done = control_at(ring, position)
+                        .compare_exchange_strong(
+                            control, make_control(RecordState::committed, position, producer),
+                            std::memory_order_acq_rel, std::memory_order_acquire);
+  if (done) {
+    // relaxed: under the claim lock (or the single consumer's own thread / it is dead: SPSC).
+    const std::uint64_t head = consumer.head.load(std::memory_order_relaxed);
+    // release: as K4.
+    if (distance(head, position) > 0) consumer.head.store(position, std::memory_order_release);
+  }
+  if (!spsc) unlock(consumer.lock);
+  ring.header->not_empty.event.notify_all();
+  return done;
+}
+
+// Puts a record claimed by a dead consumer back (redelivery) or marks it consumed.
+void recover_claimed(const Ring& ring, std::uint64_t position, std::uint64_t control) noexcept {
+  CounterLine& counters = ring.header->counters;
+  if ((ring.flags & kFlagRedelivery) == 0) {
+    // acq_rel: only the dead consumer could have changed it, and it is dead; a racing recoverer
+    // loses the CAS.
+    if (control_at(ring, position)
+            .compare_exchange_strong(control,
+                                     make_control(RecordState::consumed, position, ring.self_id),
+                                     std::memory_order_acq_rel, std::memory_order_acquire)) {
+      counters.consumer_died.fetch_add(1, std::memory_order_relaxed);
+    }
+    return;
+  }
+  if (put_back(ring, position, control)) {
+    counters.consumer_died.fetch_add(1, std::memory_order_relaxed);
+    counters.redelivered.fetch_add(1, std::memory_order_relaxed);
+  }
+}
+
+}  // namespace
+
+bool owner_alive(const Ring& ring, std::uint32_t owner) noexcept {
+  if (ring.self == nullptr || owner == ring.self_id || owner == kLocalOwner) return true;
+  const sync::ParticipantId id = sync::ParticipantId::unpack(owner);
+  if (!id.valid()) return false;  // no table issues it: nobody alive can be waited for
+  Result<bool> alive = ring.self->is_alive(id);
+  if (!alive) return alive.error() != make_error_code(errc::invalid_argument);
+  return *alive;
+}
+
+ReserveOutcome try_reserve(const Ring& ring, std::uint32_t size, bool check_liveness) noexcept {
+  ProducerLine& producer = ring.header->producer;
+  const bool spsc = ring.spsc();
+  // R1
+  if (!spsc && lock(ring, producer.lock)) repair_tail(ring);
+  // R2 relaxed: tail is written only by the lock holder (or the single producer).
+  std::uint64_t position = producer.tail.load(std::memory_order_relaxed);
+  const std::uint64_t length = record_length(size);
+  const std::uint64_t offset = position & ring.mask;
+  const std::uint64_t pad = offset + length > ring.capacity ? ring.capacity - offset : 0;
+  const std::uint64_t end = position + pad + length;
+  // R3 relaxed: the cached value is a lower bound of reclaim, written under the lock.
+  std::uint64_t reclaim = producer.reclaim_seen.load(std::memory_order_relaxed);
+  const auto fits = [&] {
+    return static_cast<std::uint64_t>(distance(end + kRecordHeader, reclaim)) <= ring.capacity;
+  };
+  if (!fits()) {
+    // acquire: pairs with the sweep's CAS: the consumers' reads of the reclaimed bytes happen
+    // before our writes.
+    reclaim = ring.header->reclaim.reclaim.load(std::memory_order_acquire);
+    if (!fits()) {
+      std::error_code swept = sweep(ring, check_liveness);
+      reclaim = ring.header->reclaim.reclaim.load(std::memory_order_acquire);
+      if (!fits()) {
+        if (!spsc) unlock(producer.lock);
+        return {swept ? swept : make_error_code(errc::would_block), 0};
+      }
+    }
+    producer.reclaim_seen.store(reclaim, std::memory_order_relaxed);
+  }
+  // R4
+  if (pad != 0) {
+    // relaxed: ordered before the padding header's release store below.
+    control_at(ring, position + pad).store(0, std::memory_order_relaxed);
+    size_at(ring, position)
+        .store(static_cast<std::uint32_t>(pad - kRecordHeader), std::memory_order_relaxed);
+    producer_at(ring, position).store(ring.self_id, std::memory_order_relaxed);
+    // release: publishes the padding (and the free marker after it) to consumers' K2 acquire.
+    control_at(ring, position)
+        .store(make_control(RecordState::padding, position, ring.self_id),
+               std::memory_order_release);
+    position += pad;
+  }
+  // R5 relaxed: ordered before R6's release store.
+  control_at(ring, end).store(0, std::memory_order_relaxed);
+  // R6
+  size_at(ring, position).store(size, std::memory_order_relaxed);
+  producer_at(ring, position).store(ring.self_id, std::memory_order_relaxed);
+  // release: publishes size/producer and the free marker at `end`; pairs with K2's acquire.
+  control_at(ring, position)
+      .store(make_control(RecordState::reserved, position, ring.self_id),
+             std::memory_order_release);
+  // R7 release: read without the lock by statistics and space_ready().
+  producer.tail.store(end, std::memory_order_release);
+  // relaxed: statistics; only the lock holder writes it, so load+store is exact.
+  producer.reserve_count.store(producer.reserve_count.load(std::memory_order_relaxed) + 1,
+                               std::memory_order_relaxed);
+  // R8
+  if (!spsc) unlock(producer.lock);
+  return {{}, position};
+}
+
+void commit(const Ring& ring, std::uint64_t position) noexcept {
+  // C2 release: publishes the payload; pairs with the acquire load of the control in try_claim().
+  control_at(ring, position)
+      .store(make_control(RecordState::committed, position, ring.self_id),
+             std::memory_order_release);
+  // C3
+  ring.header->not_empty.event.notify_all();
+}
+
+void abandon(const Ring& ring, std::uint64_t position) noexcept {
+  // release: pairs with K2's acquire (consumers skip it) and the sweep's acquire.
+  control_at(ring, position)
+      .store(make_control(RecordState::aborted, position, ring.self_id), std::memory_order_release);
+  ring.header->counters.abandoned.fetch_add(1, std::memory_order_relaxed);
+  ring.header->not_empty.event.notify_all();  // a consumer may wait on this record
+}
+
+ClaimOutcome try_claim(const Ring& ring, std::uint64_t limit, bool check_liveness) noexcept {
+  ConsumerLine& consumer = ring.header->consumer;
+  const bool spsc = ring.spsc();
+  if (!spsc) (void)lock(ring, consumer.lock);  // K1
+  ClaimOutcome outcome;
+  // relaxed: head is written only by the lock holder (or the single consumer).
+  std::uint64_t head = consumer.head.load(std::memory_order_relaxed);
+  // relaxed: a bound for validation only (reclaim <= head always).
+  const std::uint64_t reclaim = ring.header->reclaim.reclaim.load(std::memory_order_relaxed);
+  for (;;) {
+    if (static_cast<std::uint64_t>(distance(head, reclaim)) > ring.capacity) {
+      outcome.error = make_error_code(errc::corrupt_segment);
+      break;
+    }
+    // K2 acquire: pairs with the release stores of R6 (size), C2 (payload), abandon, L1.
+    std::uint64_t control = control_at(ring, head).load(std::memory_order_acquire);
+    if (control == 0) {
+      outcome.error = make_error_code(errc::would_block);
+      break;
+    }
+    const std::uint64_t length = checked_length(ring, head, control);
+    if (length == 0) {
+      outcome.error = make_error_code(errc::corrupt_segment);
+      break;
+    }
+    const RecordState state = control_state(control);
+    if (state == RecordState::reserved) {
+      const std::uint32_t owner = control_owner(control);
+      if (check_liveness && !owner_alive(ring, owner)) {
+        // acq_rel: races only with the tail repair of a producer taking over the lock.
+        if (control_at(ring, head)
+                .compare_exchange_strong(control,
+                                         make_control(RecordState::aborted, head, ring.self_id),
+                                         std::memory_order_acq_rel, std::memory_order_acquire)) {
+          ring.header->counters.producer_died.fetch_add(1, std::memory_order_relaxed);
+        }
+        continue;  // re-read: aborted now
+      }
+      outcome.error = make_error_code(errc::would_block);
+      outcome.pending_owner = owner;
+      break;
+    }
+    if (state == RecordState::committed) {
+      // relaxed: written before the control's release store that K2 acquired.
+      const std::uint32_t size = size_at(ring, head).load(std::memory_order_relaxed);
+      if (size > limit) {
+        outcome.error = make_error_code(errc::message_too_large);
+        outcome.size = size;
+        break;
+      }
+      // K3 relaxed: the claim publishes nothing; the lock serializes claimers, and recoverers
+      // only touch records whose owner is dead.
+      control_at(ring, head)
+          .store(make_control(RecordState::claimed, head, ring.self_id), std::memory_order_relaxed);
+      outcome.position = head;
+      outcome.size = size;
+      // K4 release: read without the lock by sweeps (their bound) and statistics.
+      consumer.head.store(head + length, std::memory_order_release);
+      consumer.claim_count.store(consumer.claim_count.load(std::memory_order_relaxed) + 1,
+                                 std::memory_order_relaxed);
+      break;
+    }
+    // claimed (behind a redelivery), consumed, padding, aborted: skip.
+    head += length;
+    // release: as K4.
+    consumer.head.store(head, std::memory_order_release);
+  }
+  if (!spsc) unlock(consumer.lock);  // K5
+  return outcome;
+}
+
+void unclaim(const Ring& ring, std::uint64_t position) noexcept {
+  (void)put_back(ring, position, make_control(RecordState::claimed, position, ring.self_id));
+}
+
+void release(const Ring& ring, std::uint64_t position) noexcept {
+  // L1 release: our reads of the payload happen before a producer reuses the bytes; pairs with
+  // the sweep's acquire load.
+  control_at(ring, position)
+      .store(make_control(RecordState::consumed, position, ring.self_id),
+             std::memory_order_release);
+  // seq_cst fence (MPMC): the store-load "mark consumed, then look at the oldest record" against
+  // another consumer doing the same in the sweep: at least one of two releasers sees the other's
+  // L1, so consumed records in a row never wait for a producer's own sweep.
+  if (!ring.spsc()) std::atomic_thread_fence(std::memory_order_seq_cst);
+  (void)sweep(ring, false);  // L2
+}
+
+std::error_code sweep(const Ring& ring, bool check_liveness) noexcept {
+  std::atomic<std::uint64_t>& reclaim_word = ring.header->reclaim.reclaim;
+  // S1 acquire: pairs with other sweepers' CAS (we continue from where they stopped).
+  std::uint64_t reclaim = reclaim_word.load(std::memory_order_acquire);
+  // acquire: pairs with K4's release: records before head were written before it.
+  const std::uint64_t head = ring.header->consumer.head.load(std::memory_order_acquire);
+  bool advanced = false;
+  std::error_code error;
+  for (std::uint32_t step = 0; distance(head, reclaim) > 0; ++step) {
+    if (static_cast<std::uint64_t>(distance(head, reclaim)) > ring.capacity ||
+        step > ring.capacity / kRecordHeader) {
+      error = make_error_code(errc::corrupt_segment);
+      break;
+    }
+    // S2 acquire: pairs with L1 / abandon / R4 release stores.
+    std::uint64_t control = control_at(ring, reclaim).load(std::memory_order_acquire);
+    const std::uint64_t length = checked_length(ring, reclaim, control);
+    if (length == 0) {
+      // Our reclaim may be stale (another sweeper moved on and the bytes were reused).
+      const std::uint64_t now = reclaim_word.load(std::memory_order_acquire);
+      if (now != reclaim) {
+        reclaim = now;
+        continue;
+      }
+      error = make_error_code(errc::corrupt_segment);
+      break;
+    }
+    const RecordState state = control_state(control);
+    if (state == RecordState::consumed || state == RecordState::padding ||
+        state == RecordState::aborted) {
+      // acq_rel: acquire continues the chain from the consumers' releases, release hands the
+      // space to producers (their acquire load of reclaim in R3). On failure, reload.
+      if (reclaim_word.compare_exchange_strong(reclaim, reclaim + length, std::memory_order_acq_rel,
+                                               std::memory_order_acquire)) {
+        reclaim += length;
+        advanced = true;
+      }
+      continue;
+    }
+    if (state == RecordState::claimed && check_liveness &&
+        !owner_alive(ring, control_owner(control))) {
+      recover_claimed(ring, reclaim, control);
+      continue;  // re-read: consumed or committed now
+    }
+    break;
+  }
+  if (advanced) ring.header->not_full.event.notify_all();  // S3
+  return error;
+}
+
+bool data_ready(const Ring& ring) noexcept {
+  // relaxed/acquire: hints only; try_claim decides under the lock.
+  const std::uint64_t head = ring.header->consumer.head.load(std::memory_order_relaxed);
+  const std::uint64_t control = control_at(ring, head).load(std::memory_order_acquire);
+  return control != 0 && control_state(control) != RecordState::reserved;
+}
+
+bool space_ready(const Ring& ring, std::uint32_t size) noexcept {
+  // relaxed/acquire: hints only; try_reserve decides under the lock.
+  const std::uint64_t tail = ring.header->producer.tail.load(std::memory_order_relaxed);
+  const std::uint64_t reclaim = ring.header->reclaim.reclaim.load(std::memory_order_acquire);
+  const std::uint64_t length = record_length(size);
+  const std::uint64_t offset = tail & ring.mask;
+  const std::uint64_t pad = offset + length > ring.capacity ? ring.capacity - offset : 0;
+  return static_cast<std::uint64_t>(distance(tail + pad + length + kRecordHeader, reclaim)) <=
+         ring.capacity;
+}
+
+}  // namespace xproc::channel::detail

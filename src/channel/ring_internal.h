@@ -1,0 +1,68 @@
+#pragma once
+// The channel protocol's steps (reserve/commit, claim/release, sweep, recovery), used by
+// endpoint.cc. Private to src/channel. The numbered crash protocol is in ring.cc.
+
+#include <atomic>
+#include <cstdint>
+#include <system_error>
+
+#include "xproc/channel/endpoint.h"
+#include "xproc/channel/layout.h"
+
+namespace xproc::channel::detail {
+
+inline std::atomic_ref<std::uint64_t> control_at(const Ring& ring, std::uint64_t position) {
+  return std::atomic_ref<std::uint64_t>(
+      *reinterpret_cast<std::uint64_t*>(ring.data + (position & ring.mask)));
+}
+inline std::atomic_ref<std::uint32_t> size_at(const Ring& ring, std::uint64_t position) {
+  return std::atomic_ref<std::uint32_t>(
+      *reinterpret_cast<std::uint32_t*>(ring.data + (position & ring.mask) + 8));
+}
+inline std::atomic_ref<std::uint32_t> producer_at(const Ring& ring, std::uint64_t position) {
+  return std::atomic_ref<std::uint32_t>(
+      *reinterpret_cast<std::uint32_t*>(ring.data + (position & ring.mask) + 12));
+}
+inline std::byte* payload_at(const Ring& ring, std::uint64_t position) {
+  return ring.data + (position & ring.mask) + kRecordHeader;
+}
+
+// Liveness of a packed owner id: true for this process, for kLocalOwner, without a Participant,
+// and when liveness cannot be established (never reports a live peer dead); false for a dead
+// participant or an id no table issues.
+bool owner_alive(const Ring& ring, std::uint32_t owner) noexcept;
+
+// Outcome of a reservation attempt.
+struct ReserveOutcome {
+  std::error_code error;  // {} / would_block (full) / corrupt_segment
+  std::uint64_t position = 0;
+};
+ReserveOutcome try_reserve(const Ring& ring, std::uint32_t size, bool check_liveness) noexcept;
+void commit(const Ring& ring, std::uint64_t position) noexcept;
+void abandon(const Ring& ring, std::uint64_t position) noexcept;
+
+// Outcome of a claim attempt.
+struct ClaimOutcome {
+  std::error_code error;  // {} / would_block (empty or pending) / message_too_large / corrupt
+  std::uint64_t position = 0;
+  std::uint32_t size = 0;
+  std::uint32_t pending_owner = 0;  // would_block with a reserved record at the head: its owner
+};
+// Claims the next committed record if its size <= limit. check_liveness: a reserved record at the
+// head whose producer is dead is aborted and skipped (costs one F_OFD_GETLK).
+ClaimOutcome try_claim(const Ring& ring, std::uint64_t limit, bool check_liveness) noexcept;
+// Puts a record this process claimed back in the queue (committed again, head moved back).
+void unclaim(const Ring& ring, std::uint64_t position) noexcept;
+// Marks a claimed record consumed, then sweeps.
+void release(const Ring& ring, std::uint64_t position) noexcept;
+
+// Advances reclaim over consumed/padding/aborted records (and, with check_liveness, over records
+// claimed by dead consumers, or puts them back with redelivery). Notifies not_full on progress.
+std::error_code sweep(const Ring& ring, bool check_liveness) noexcept;
+
+// Wait hints (no side effects): a committed (or skippable) record at the head; free space for a
+// record of `size` bytes.
+bool data_ready(const Ring& ring) noexcept;
+bool space_ready(const Ring& ring, std::uint32_t size) noexcept;
+
+}  // namespace xproc::channel::detail
