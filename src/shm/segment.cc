@@ -28,6 +28,9 @@ using Clock = std::chrono::steady_clock;
 constexpr std::chrono::milliseconds kReadyRecheck{10};
 // Pause between tries of the shared gc lock while an unlinker holds it (for microseconds).
 constexpr std::chrono::microseconds kGcRetry{50};
+// How long a last detacher waits for the gc byte (held for microseconds by an opener or another
+// detacher) before it leaves the name for remove_stale().
+constexpr std::chrono::milliseconds kLastDetachPatience{100};
 
 bool valid_kind(std::uint32_t kind) noexcept {
   return kind >= static_cast<std::uint32_t>(SegmentKind::raw) &&
@@ -237,9 +240,17 @@ Result<bool> in_use(int fd) noexcept {
                                   off_t{sync::ParticipantTable::kMaxCapacity});
 }
 
-Result<bool> unlink_if_unused(int fd, std::string_view name) noexcept {
-  std::error_code error = sys::ofd_try_lock(fd, static_cast<off_t>(kGcLockByte), 1);
-  if (error == errc::would_block) return false;  // an opener is attaching: it is in use
+Result<bool> unlink_if_unused(int fd, std::string_view name, Clock::duration patience) noexcept {
+  Clock::time_point give_up = Clock::now() + patience;
+  std::error_code error;
+  for (;;) {
+    error = sys::ofd_try_lock(fd, static_cast<off_t>(kGcLockByte), 1);
+    if (error != errc::would_block) break;
+    // An opener is attaching (it will be a live participant, so: in use), or another unlinker
+    // is checking (it may have seen us alive before we detached: wait for it, then check).
+    if (Clock::now() >= give_up) return false;
+    std::this_thread::sleep_for(kGcRetry);
+  }
   if (error) return error;
   Result<bool> result = false;
   Result<bool> busy = in_use(fd);
@@ -354,7 +365,9 @@ Result<Segment> SegmentAccess::attach_file(sys::FileDescriptor fd, std::optional
   Result<sys::FileInfo> file = sys::file_info(fd.get());
   if (!file) return file.error();
   if (!file->regular) return make_error_code(errc::corrupt_segment);
-  if (file->owner != geteuid()) return make_error_code(errc::permission_denied);
+  if (file->owner != geteuid() && !options.allow_other_owner) {
+    return make_error_code(errc::permission_denied);
+  }
   // Map only what fstat proves exists: the header first, the rest once the header says how much.
   if (file->size < kHeaderSize) return make_error_code(errc::corrupt_segment);
   HeaderCopy copy;
@@ -464,7 +477,7 @@ void Segment::reset() noexcept {
   bool unlink_last =
       self_.attached() && !name_.empty() && (info_.flags & kFlagUnlinkWhenLastDetaches) != 0;
   (void)self_.detach();  // an unlink error changes nothing: the description closes anyway
-  if (unlink_last) (void)detail::unlink_if_unused(fd_.get(), name_);
+  if (unlink_last) (void)detail::unlink_if_unused(fd_.get(), name_, kLastDetachPatience);
   sys::unmap_shared(base_, mapped_size_);
   base_ = nullptr;
   mapped_size_ = 0;

@@ -1,6 +1,7 @@
 #pragma once
 // Private helpers shared by segment.cc, segment_registry.cc and segment_transfer.cc.
 
+#include <chrono>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -45,7 +46,10 @@ Result<bool> in_use(int fd) noexcept;
 // The gc protocol's unlinker side (see segment.h): through `fd` (an open description of the
 // segment that holds no participant lock), takes the gc byte exclusively, and unlinks `name` if
 // nobody is in use and the name still refers to this file. True when it unlinked.
-Result<bool> unlink_if_unused(int fd, std::string_view name) noexcept;
+// `patience`: how long to retry while the gc byte is held by someone else (an opener in its
+// attach window, or another unlinker); zero: give up at once (false).
+Result<bool> unlink_if_unused(int fd, std::string_view name,
+                              std::chrono::steady_clock::duration patience = {}) noexcept;
 
 }  // namespace detail
 }  // namespace xproc::shm

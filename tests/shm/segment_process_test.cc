@@ -87,8 +87,14 @@ TEST(SegmentProcess, AnotherUidCannotOpenA0600SegmentAndRootRefusesAForeignOwner
     return own ? 0 : 2;
   });
   ASSERT_EQ(child.wait(10s).exit_code, 0);
-  // ...is still refused by root: the owner check is not the permission bits.
+  // ...is still refused by root: the owner check is not the permission bits...
   EXPECT_EQ(Segment::open(theirs, SegmentKind::raw).error(), errc::permission_denied);
+  // ...unless asked for.
+  SegmentOptions trusting;
+  trusting.allow_other_owner = true;
+  auto opened = Segment::open(theirs, SegmentKind::raw, trusting);
+  ASSERT_TRUE(opened) << opened.error().message();
+  EXPECT_EQ(opened->info().creator_uid, 65534u);
 }
 
 TEST(SegmentProcess, AnAnonymousSegmentTravelsToAChildWhichSeesTheSenderCredentials) {

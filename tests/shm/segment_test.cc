@@ -12,6 +12,7 @@
 #include <thread>
 #include <vector>
 
+#include "child_process.h"
 #include "segment_test_support.h"
 #include "xproc/shm/segment_registry.h"
 #include "xproc/sys/error.h"
@@ -320,6 +321,63 @@ TEST(Segment, UnlinkWhenLastDetachesRemovesTheNameWithTheLastParticipantOnly) {
   UniqueName kept("kept");
   { ASSERT_TRUE(Segment::create(kept, SegmentKind::raw, 64)); }
   EXPECT_TRUE(Segment::open(kept, SegmentKind::raw));  // without the option the name stays
+}
+
+TEST(Segment, ConcurrentLastDetachesLeaveNoName) {
+  constexpr int kThreads = 4;
+  SegmentOptions options;
+  options.unlink_when_last_detaches = true;
+  for (long round = 0; round < xproc::test::scaled(20); ++round) {
+    UniqueName name("detaches");
+    std::vector<Segment> segments;
+    segments.push_back(Segment::create(name, SegmentKind::raw, 64, options).value());
+    for (int i = 1; i < kThreads; ++i) {
+      segments.push_back(Segment::open(name, SegmentKind::raw).value());
+    }
+    std::barrier start(kThreads);
+    std::vector<std::thread> threads;
+    for (int i = 0; i < kThreads; ++i) {
+      threads.emplace_back([&, i] {
+        start.arrive_and_wait();
+        segments[static_cast<std::size_t>(i)] = Segment();
+      });
+    }
+    for (auto& thread : threads) thread.join();
+    ASSERT_EQ(Segment::open(name, SegmentKind::raw).error(), errc::not_found) << round;
+  }
+}
+
+TEST(Segment, AnOpenerRacingTheLastDetachEitherAttachesToANamedSegmentOrFindsNone) {
+  SegmentOptions options;
+  options.unlink_when_last_detaches = true;
+  int attached = 0;
+  for (long round = 0; round < xproc::test::scaled(40); ++round) {
+    UniqueName name("detach-open");
+    Result<Segment> last = Segment::create(name, SegmentKind::raw, 64, options);
+    ASSERT_TRUE(last);
+    Result<Segment> opener = std::error_code(errc::invalid_argument);
+    std::barrier start(2);
+    std::thread detacher([&] {
+      start.arrive_and_wait();
+      last = std::error_code(errc::invalid_argument);  // destroys: the last detach
+    });
+    start.arrive_and_wait();
+    opener = Segment::open(name, SegmentKind::raw);
+    detacher.join();
+    if (opener) {
+      ++attached;
+      // Attached: the name must still lead to this very segment.
+      auto again = Segment::open(name, SegmentKind::raw);
+      ASSERT_TRUE(again) << round;
+      EXPECT_EQ(again->info().created_at, opener->info().created_at);
+      again = std::error_code(errc::invalid_argument);
+      opener = std::error_code(errc::invalid_argument);  // now the last: unlinks
+    } else {
+      ASSERT_EQ(opener.error(), errc::not_found) << round;
+    }
+    ASSERT_EQ(Segment::open(name, SegmentKind::raw).error(), errc::not_found) << round;
+  }
+  RecordProperty("opener_attached", attached);
 }
 
 TEST(SegmentRegistry, ListInspectStaleAndRemove) {

@@ -15,7 +15,8 @@
 //   invalid_argument   a bad name, body_size, participant_capacity, mode or kind
 //   not_found          open: no segment of that name
 //   already_exists     create with IfExists::fail: the name is taken (exactly one creator wins)
-//   permission_denied  open(2) refused (EACCES), or the file belongs to another uid
+//   permission_denied  open(2) refused (EACCES), or the file belongs to another uid (unless
+//                      options.allow_other_owner)
 //   corrupt_segment    not a regular file, smaller than its header or its header's total_size,
 //                      bad magic (a foreign file), inconsistent offsets/sizes/capacity, an
 //                      impossible ready word, a broken participant table
@@ -43,7 +44,10 @@
 // Lifetime of the name: explicit unlink(), or the unlink_when_last_detaches option: the process
 // whose Segment destructor finds no other live participant unlinks the name (the gc protocol
 // below makes this race-free against a concurrent open: the opener either attaches before the
-// check, which then sees it, or finds the name gone and gets not_found).
+// check, which then sees it, or finds the name gone and gets not_found). The destructor waits up
+// to 100 ms for the gc byte (other openers/detachers hold it for microseconds); past that it
+// leaves the name, which is_stale() then reports. A participant killed by a signal unlinks
+// nothing: its segment stays, stale, for remove_stale().
 // gc protocol (named segments, byte kGcLockByte of the file): an opener holds a shared OFD lock
 // on it from its open(2) until its participant slot is locked, and checks that the name still
 // refers to its file; an unlinker (remove_stale, last detach) takes it exclusively, checks that
@@ -80,6 +84,8 @@ inline constexpr std::size_t kMaxNameLength = 200;
 
 struct SegmentOptions {
   mode_t mode = 0600;                   // permissions, exactly (fchmod: the umask does not apply)
+  bool allow_other_owner = false;       // open/adopt: accept a file owned by another uid (then only
+                                        // the permission bits decide, e.g. a 0660 group segment)
   IfExists if_exists = IfExists::fail;  // create(): already_exists, or open the existing one
   bool populate = false;                // MAP_POPULATE: prefault every page at create/open
   bool huge_pages = false;   // transparent huge pages for shmem (madvise); a refusal is reported
