@@ -9,6 +9,8 @@
 #include <vector>
 
 #include "xproc/channel/endpoint.h"
+#include "xproc/sync/participant_table.h"
+#include "xproc/sys/file.h"
 #include "xproc/sys/memory.h"
 
 namespace xproc::channel::test {
@@ -24,6 +26,23 @@ struct SharedRegion {
     return {static_cast<std::byte*>(mapping.data()), mapping.size()};
   }
   sys::SharedMapping mapping;
+};
+
+// A participant table on a memfd (the process registry every channel user attaches to); fork
+// children inherit the descriptor and attach themselves.
+struct Registry {
+  explicit Registry(std::uint32_t capacity = 64)
+      : file(sys::create_memory_file("channel_test_registry",
+                                     sync::ParticipantTable::size_for(capacity))
+                 .value()),
+        mapping(sys::SharedMapping::of_file(file.get(), sync::ParticipantTable::size_for(capacity))
+                    .value()),
+        table(sync::ParticipantTable::create(mapping.data(), mapping.size(), capacity).value()) {}
+  Result<sync::Participant> attach() const { return sync::Participant::attach(*table, file.get()); }
+
+  sys::FileDescriptor file;
+  sys::SharedMapping mapping;
+  sync::ParticipantTable* table;
 };
 
 inline ChannelConfig small_config(std::uint32_t capacity = 4096, std::uint32_t max = 512) {
