@@ -7,6 +7,9 @@ packages=(
   clang-format clang-tidy
   libgtest-dev libgmock-dev libbenchmark-dev
   spin                                 # Promela model checker for the protocol models
+  libboost-dev                         # xproc-bench: Boost.Interprocess message_queue row
+  iceoryx libiceoryx-posh-dev          # xproc-bench: iceoryx 2.0.3 row (iox-roudi + headers)
+  gnuplot-nox                          # xproc-bench --png
 )
 missing=()
 for package in "${packages[@]}"; do
