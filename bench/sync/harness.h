@@ -107,7 +107,7 @@ inline void pin_to_cpu(int index) {
   const int count = CPU_COUNT(&allowed);
   if (count == 0) return;
   int wanted = index % count;
-  for (int cpu = 0; cpu < CPU_SETSIZE; ++cpu) {
+  for (std::size_t cpu = 0; cpu < CPU_SETSIZE; ++cpu) {
     if (!CPU_ISSET(cpu, &allowed)) continue;
     if (wanted-- == 0) {
       cpu_set_t one;

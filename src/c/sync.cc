@@ -34,6 +34,11 @@ int to_errno(std::error_code error) noexcept {
         return ENOSYS;
       case errc::message_too_large:
         return EMSGSIZE;
+      case errc::not_found:
+        return ENOENT;
+      case errc::already_exists:
+        return EEXIST;
+      case errc::wrong_kind:
       case errc::invalid_argument:
       case errc::corrupt_state:  // a peer scribbled on shared state: refused, never UB
       case errc::layout_mismatch:

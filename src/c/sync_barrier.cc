@@ -1,16 +1,13 @@
 // xproc_barrier_* and xproc_barrierattr_*: the C face of xproc::sync::Barrier.
 //
-// Attribute words: 1 = pshared. xproc_barrier_destroy waits (bounded: kDestroyWaitBound) until
+// Attribute words: 1 = pshared. xproc_barrier_destroy waits (bounded: detail::kQuiesceBound) until
 // every participant has left xproc_barrier_wait, else EBUSY. xproc_barrier_wait returns
 // XPROC_BARRIER_SERIAL_THREAD for Arrival::serial, 0 for Arrival::ordinary, else an errno value
 // (EINVAL for a barrier never initialized or holding impossible state).
 
-#include <atomic>
-#include <cstddef>
-#include <new>
-
 #include "sync_internal.h"
 #include "xproc/sync/barrier.h"
+#include "xproc/sync/detail/quiesce.h"
 
 namespace xproc::c_api {
 namespace {
@@ -23,22 +20,8 @@ static_assert(alignof(Barrier) <= alignof(xproc_barrier_t), "and be at least as 
 
 constexpr int kPsharedWord = 1;
 
-// Threads inside xproc_barrier_wait, kept in the union's headroom after the Barrier (a 32-bit
-// atomic at +24; zero in a zero-filled or freshly initialized barrier). xproc_barrier_destroy
-// waits until it is 0 so that a barrier destroyed and re-initialized by the serial thread
-// (allowed by POSIX) is never re-initialized under a participant still leaving it.
-constexpr std::size_t kInsideOffset = 24;
-static_assert(sizeof(Barrier) <= kInsideOffset, "the inside count must not overlap the Barrier");
-static_assert(kInsideOffset + sizeof(std::atomic<std::uint32_t>) <= sizeof(xproc_barrier_t));
-static_assert(kInsideOffset % alignof(std::atomic<std::uint32_t>) == 0);
-
 Barrier* barrier_of(xproc_barrier_t* barrier) noexcept {
   return object<Barrier>(barrier);
-}
-
-std::atomic<std::uint32_t>& inside_of(xproc_barrier_t* barrier) noexcept {
-  return *std::launder(
-      reinterpret_cast<std::atomic<std::uint32_t>*>(barrier->xproc_opaque_ + kInsideOffset));
 }
 
 }  // namespace
@@ -82,12 +65,9 @@ int xproc_barrier_destroy(xproc_barrier_t* barrier) {
     Barrier* object = barrier_of(barrier);
     // pthread: EBUSY while participants wait in the current generation.
     if (object->arrived() != 0) return EBUSY;
-    // acquire: pairs with the release decrement in xproc_barrier_wait(): everything a leaving
-    // participant read of the barrier happens-before its destruction and re-initialization.
-    auto& inside = inside_of(barrier);
-    if (!wait_until_done([&] { return inside.load(std::memory_order_acquire) == 0; })) {
-      return EBUSY;
-    }
+    // Participants released by the last generation may still be leaving (Barrier's
+    // "Lifetime"): wait for them as ~Barrier() would, but answer EBUSY when one stays.
+    if (!xproc::sync::detail::quiesce([&] { return object->inside() == 0; })) return EBUSY;
     object->~Barrier();
     return 0;
   });
@@ -95,18 +75,11 @@ int xproc_barrier_destroy(xproc_barrier_t* barrier) {
 
 int xproc_barrier_wait(xproc_barrier_t* barrier) {
   if (barrier == nullptr) return EINVAL;
-  auto& inside = inside_of(barrier);
-  // seq_cst: the increment must be visible to whoever completes this generation and then
-  // destroys the barrier; it is sequenced before our arrival, which that thread reads.
-  inside.fetch_add(1, std::memory_order_seq_cst);
-  const int result = guarded([&] {
+  return guarded([&] {
     const xproc::Result<Arrival> arrival = barrier_of(barrier)->arrive_and_wait();
     if (!arrival) return to_errno(arrival.error());
     return *arrival == Arrival::serial ? XPROC_BARRIER_SERIAL_THREAD : 0;
   });
-  // release: our last reads of the barrier happen-before a destroyer's acquire load of 0.
-  inside.fetch_sub(1, std::memory_order_release);
-  return result;
 }
 
 }  // extern "C"

@@ -1,8 +1,8 @@
 // xproc_cond_* and xproc_condattr_*: the C face of xproc::sync::CondVar (its Mutex path).
 //
 // Attribute words: 1 = pshared, 2 = clock (always CLOCK_MONOTONIC: the only one accepted).
-// xproc_cond_destroy waits (bounded: kDestroyWaitBound) until no thread is inside a wait, else
-// EBUSY. xproc_cond_broadcast has no mutex argument, so it wakes every waiter
+// xproc_cond_destroy waits (bounded: detail::kQuiesceBound) until no thread is inside a wait,
+// else EBUSY. xproc_cond_broadcast has no mutex argument, so it wakes every waiter
 // (CondVar::notify_all()); the C++ notify_all(Mutex&) requeue is not reachable from pthread's
 // signature.
 
@@ -10,6 +10,7 @@
 
 #include "sync_internal.h"
 #include "xproc/sync/cond_var.h"
+#include "xproc/sync/detail/quiesce.h"
 #include "xproc/sync/mutex.h"
 
 namespace xproc::c_api {
@@ -78,12 +79,11 @@ int xproc_cond_init(xproc_cond_t* cond, const xproc_condattr_t* attr) {
 int xproc_cond_destroy(xproc_cond_t* cond) {
   if (cond == nullptr) return EINVAL;
   // POSIX allows destroying a condvar as soon as its waiters were woken, though they may not
-  // have left CondVar::wait yet. Wait until none is inside (they stop touching the condvar
-  // before re-locking the mutex, so a destroyer holding the mutex does not block them), so
-  // that a re-initialization cannot make a late waiter see its old sequence number again.
+  // have left CondVar::wait yet: wait until none is inside, as ~CondVar() does, but answer
+  // EBUSY when one stays (never woken, or dead) instead of destroying it under them.
   return guarded([&] {
     CondVar* object = cond_of(cond);
-    if (!wait_until_done([&] { return object->waiter_count() == 0; })) return EBUSY;
+    if (!xproc::sync::detail::quiesce([&] { return object->waiter_count() == 0; })) return EBUSY;
     object->~CondVar();
     return 0;
   });

@@ -63,27 +63,6 @@ int guarded(Body&& body) noexcept {
 // one too far to represent is clamped to the largest representable deadline.
 int to_deadline(const struct timespec* abstime, sync::Deadline& deadline) noexcept;
 
-// How long *_destroy waits for threads still inside a woken wait to leave the object before it
-// answers EBUSY (a waiter that was never woken, or one that died inside its wait).
-inline constexpr std::chrono::seconds kDestroyWaitBound{1};
-
-// Polls `done` (yielding the CPU between polls) until it returns true (then true) or
-// kDestroyWaitBound passes (then false). For *_destroy only: the woken threads it waits for
-// leave within microseconds, and nobody notifies a destroyer, so it polls.
-template <class Done>
-bool wait_until_done(Done done) {
-  const auto deadline = sync::Clock::now() + kDestroyWaitBound;
-  for (unsigned polls = 0; !done(); ++polls) {
-    if (sync::Clock::now() >= deadline) return false;
-    if (polls < 1000) {
-      std::this_thread::yield();
-    } else {
-      std::this_thread::sleep_for(std::chrono::microseconds(100));
-    }
-  }
-  return true;
-}
-
 // Scope of a pshared argument: XPROC_PROCESS_PRIVATE / _SHARED, anything else EINVAL.
 int to_scope(int pshared, sync::Scope& scope) noexcept;
 

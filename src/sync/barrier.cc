@@ -3,6 +3,7 @@
 
 #include <algorithm>
 
+#include "xproc/sync/detail/quiesce.h"
 #include "xproc/sync/detail/spin.h"
 #include "xproc/sys/futex.h"
 
@@ -19,7 +20,22 @@ Barrier::Barrier(Scope scope, std::uint32_t count, std::uint32_t spin_rounds)
   }
 }
 
+Barrier::~Barrier() {
+  (void)detail::quiesce([this] { return inside() == 0; });
+}
+
 Result<Arrival> Barrier::arrive(const Deadline* deadline) noexcept {
+  // relaxed: sequenced before our arrival's release CAS on state_, so a thread that saw this
+  // generation complete (it acquired the flip, which read our arrival) sees this increment.
+  inside_.fetch_add(1, std::memory_order_relaxed);
+  Result<Arrival> arrival = arrive_counted(deadline);
+  // release: our last access; our reads of the barrier happen-before a destroyer's acquire
+  // load of 0 (inside()).
+  inside_.fetch_sub(1, std::memory_order_release);
+  return arrival;
+}
+
+Result<Arrival> Barrier::arrive_counted(const Deadline* deadline) noexcept {
   const std::uint32_t count = count_;
   if (count == 0) return make_error_code(errc::invalid_argument);
   if (count > kMaxCount) return make_error_code(errc::corrupt_state);

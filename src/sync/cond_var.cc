@@ -5,6 +5,7 @@
 #include <type_traits>
 
 #include "xproc/sync/detail/mutex_access.h"
+#include "xproc/sync/detail/quiesce.h"
 #include "xproc/sync/detail/spin.h"
 #include "xproc/sys/futex.h"
 
@@ -48,10 +49,15 @@ CondVar::Ticket CondVar::announce(std::uint64_t tag) noexcept {
   return ticket;
 }
 
+CondVar::~CondVar() {
+  (void)detail::quiesce([this] { return waiter_count() == 0; });
+}
+
 void CondVar::retire() noexcept {
-  // relaxed: only a hint for notifiers (a stale non-zero value costs them a spare syscall; a
-  // stale zero cannot happen for a waiter that is still parked, it has not retired).
-  waiters_.fetch_sub(1, std::memory_order_relaxed);
+  // release: the waiter's last access to the condvar; its earlier reads of it happen-before a
+  // destroyer's acquire load of 0 (waiter_count()). For notifiers only a hint (a stale non-zero
+  // value costs them a spare syscall; a waiter still parked has not retired).
+  waiters_.fetch_sub(1, std::memory_order_release);
 }
 
 bool CondVar::maybe_requeued(Ticket ticket) const noexcept {
@@ -104,9 +110,10 @@ std::error_code CondVar::wait_mutex(Mutex& mutex, const Deadline* deadline) noex
   detail::MutexAccess::set_pending(mutex);
   const bool slices = scope() == Scope::process && mutex.robust();
   const std::error_code parked = park(ticket, deadline, slices);
-  retire();
-  // We may have been woken on the mutex word: keep WAITERS set for the others.
+  // We may have been woken on the mutex word: keep WAITERS set for the others. Read before
+  // retire(), the last access to the condvar (see "Lifetime" in cond_var.h).
   const bool contended = !parked && maybe_requeued(ticket);
+  retire();
   std::error_code ec = slices ? reacquire_in_slices(mutex, saved.depth, contended)
                               : detail::MutexAccess::reacquire(mutex, saved, contended);
   if (ec) return ec;  // owner_died (held), not_recoverable, corrupt_state (not held)

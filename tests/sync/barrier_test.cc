@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "child_process.h"
+#include "eventually.h"
 
 namespace xproc::sync {
 namespace {
@@ -136,6 +137,47 @@ TEST(Barrier, TimedArrivalsOfAllParticipantsComplete) {
   for (auto& t : threads) t.join();
   EXPECT_EQ(failures.load(), 0);
   EXPECT_EQ(serials.load(), rounds);
+}
+
+}  // namespace
+}  // namespace xproc::sync
+
+namespace xproc::sync {
+namespace {
+
+// POSIX lets the serial thread destroy (or re-initialize) a barrier as soon as its generation
+// completed, while the others may still be on their way out. ~Barrier() waits for them: under
+// ASan a participant touching the freed barrier is a heap-use-after-free report.
+TEST(Barrier, SerialParticipantMayDeleteTheBarrierAtOnce) {
+  constexpr int kThreads = 4;
+  const long rounds = test::scaled(300);
+  for (long round = 0; round < rounds; ++round) {
+    auto* barrier = new Barrier(Scope::thread, kThreads);
+    std::atomic<int> serials{0};
+    std::vector<std::thread> threads;
+    for (int i = 0; i < kThreads; ++i) {
+      threads.emplace_back([&, barrier] {
+        Result<Arrival> arrival = barrier->arrive_and_wait();
+        ASSERT_TRUE(arrival.has_value());
+        if (*arrival == Arrival::serial) {
+          serials.fetch_add(1);
+          delete barrier;
+        }
+      });
+    }
+    for (auto& thread : threads) thread.join();
+    ASSERT_EQ(serials.load(), 1);
+  }
+}
+
+TEST(Barrier, InsideCountsParticipantsUntilTheyLeave) {
+  Barrier barrier(Scope::thread, 2);
+  EXPECT_EQ(barrier.inside(), 0u);
+  std::thread other([&] { ASSERT_TRUE(barrier.arrive_and_wait().has_value()); });
+  ASSERT_TRUE(test::eventually([&] { return barrier.inside() == 1; }));
+  ASSERT_TRUE(barrier.arrive_and_wait().has_value());
+  other.join();
+  EXPECT_EQ(barrier.inside(), 0u);
 }
 
 }  // namespace

@@ -550,3 +550,44 @@ TEST(CondVar, ProducerConsumerCountsEveryItemExactlyOnce) {
 
 }  // namespace
 }  // namespace xproc::sync
+
+namespace xproc::sync {
+namespace {
+
+// std::condition_variable's rule: destroying it is allowed once every waiter was notified, even
+// before they returned from wait. ~CondVar() waits for woken waiters to leave; under ASan a
+// waiter touching the freed condvar is a heap-use-after-free report.
+template <class Notify>
+void delete_right_after_notify(Notify notify) {
+  const long rounds = test::scaled(300);
+  for (long round = 0; round < rounds; ++round) {
+    Mutex mutex;
+    auto* cond = new CondVar();
+    bool go = false;
+    std::atomic<bool> waiting{false};
+    std::thread waiter([&, cond] {
+      std::unique_lock<Mutex> lock(mutex);
+      waiting.store(true);
+      while (!go) cond->wait(lock);
+    });
+    ASSERT_TRUE(eventually([&] { return waiting.load() && cond->waiter_count() == 1; }));
+    {
+      std::lock_guard<Mutex> lock(mutex);
+      go = true;
+      notify(*cond, mutex);
+      delete cond;  // still holding the mutex: the waiter cannot have re-acquired yet
+    }
+    waiter.join();
+  }
+}
+
+TEST(CondVar, MayBeDeletedRightAfterNotifyOne) {
+  delete_right_after_notify([](CondVar& cond, Mutex&) { cond.notify_one(); });
+}
+
+TEST(CondVar, MayBeDeletedRightAfterRequeueingNotifyAll) {
+  delete_right_after_notify([](CondVar& cond, Mutex& mutex) { cond.notify_all(mutex); });
+}
+
+}  // namespace
+}  // namespace xproc::sync

@@ -29,12 +29,13 @@
 //     generation is complete: parked waiters would sleep until their deadline, so a
 //     Scope::process waiter parks in slices of kDeathRecheck and re-checks state_.
 //   Use arrive_and_wait_until() wherever a peer may die; a process registry tells who died.
-// Lifetime: the serial return does not mean the others have left. Participants released by a
-//   generation may still be reading state_ (spinning or parked) after the serial participant
-//   returns, so destroying or re-initializing the barrier then is undefined (a re-initialized
-//   parity bit looks like the old generation to them: they would wait for good). Re-initialize
-//   only when every participant has returned; the C API's xproc_barrier_destroy counts
-//   participants in and out of the barrier to wait for that (as glibc's does).
+// Lifetime: participants released by a generation may still be reading the barrier (spinning or
+//   parked) after the serial one returns. Each arrive counts itself in inside_ from its start to
+//   its last access, and the destructor waits (detail::quiesce, at most detail::kQuiesceBound)
+//   for inside_ to reach 0; so destroying the barrier (and re-initializing it: POSIX allows the
+//   serial thread to) is safe as soon as the generation completed. A participant still waiting
+//   in an uncompleted generation (a caller bug) or killed inside arrive (Scope::process) costs
+//   the destructor that bound; inside() shows it.
 // fork(): a Scope::process barrier keeps working (the child may be a participant). The child's
 //   copy of a Scope::thread barrier keeps the parent's arrival count of the moment.
 
@@ -67,6 +68,8 @@ class Barrier {
   Barrier(Scope scope, std::uint32_t count, std::uint32_t spin_rounds = kBarrierDefaultSpinRounds);
   Barrier(const Barrier&) = delete;
   Barrier& operator=(const Barrier&) = delete;
+  // Waits (bounded) for participants still leaving a completed generation: see "Lifetime".
+  ~Barrier();
 
   [[nodiscard]] Result<Arrival> arrive_and_wait() noexcept { return arrive(nullptr); }
   [[nodiscard]] Result<Arrival> arrive_and_wait_until(Deadline deadline) noexcept {
@@ -85,10 +88,15 @@ class Barrier {
   }
   // Announced waiters, a snapshot including dead ones (diagnostics and tests).
   std::uint32_t waiters() const noexcept { return waiters_.load(std::memory_order_relaxed); }
+  // Participants inside an arrive member now, dead ones included. acquire: once it reads 0,
+  // every access a leaving participant made happens-before the caller's next step (pairs with
+  // the release decrement at the end of arrive()).
+  std::uint32_t inside() const noexcept { return inside_.load(std::memory_order_acquire); }
   Scope scope() const noexcept { return static_cast<Scope>(scope_); }
 
  private:
   Result<Arrival> arrive(const Deadline* deadline) noexcept;
+  Result<Arrival> arrive_counted(const Deadline* deadline) noexcept;
   std::error_code wait_generation(std::uint32_t generation, const Deadline* deadline) noexcept;
 
   // state_ bits (the futex word):
@@ -118,13 +126,16 @@ class Barrier {
   std::uint32_t scope_ = 0;
   // +16 spin_rounds_: detail::spin_until rounds before parking.
   std::uint32_t spin_rounds_ = 0;
+  // +20 inside_: participants inside arrive(), from before their arrival to their last access;
+  //     any value is valid (dead participants stay counted).
+  std::atomic<std::uint32_t> inside_{0};
 
   sys::FutexScope futex_scope() const noexcept {
     return scope_ == 0 ? sys::FutexScope::process_private : sys::FutexScope::process_shared;
   }
 };
 
-static_assert(sizeof(Barrier) == 20);
+static_assert(sizeof(Barrier) == 24);
 static_assert(alignof(Barrier) == 4);
 static_assert(std::is_standard_layout_v<Barrier>);
 

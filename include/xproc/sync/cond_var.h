@@ -53,6 +53,13 @@
 //     process-shared robust mutex park, on seq_ and on the mutex word while re-acquiring, for
 //     at most kRequeueRecheck at a time and then re-examine the state. Non-robust mutexes have
 //     no such protection (they promise none against deaths).
+// Lifetime: as for std::condition_variable, the condvar may be destroyed once every waiter has
+// been notified, even if some have not returned from wait yet. A waiter stops touching the
+// condvar before it re-acquires the lock (its last access is the release decrement of
+// waiters_), and the destructor waits for waiters_ to reach 0 (detail::quiesce: at most
+// detail::kQuiesceBound), so a destroyer holding the mutex does not block them. A waiter never
+// notified (a caller bug) or killed inside a wait (Scope::process) costs the destructor that
+// bound. The C API's xproc_cond_destroy answers EBUSY instead of waiting it out twice.
 // fork(): the child's copy of a Scope::thread condvar is unusable if the parent had waiters (as
 // with pthread condvars); a Scope::process condvar keeps working across fork (the child is one
 // more process mapping it).
@@ -89,7 +96,8 @@ class CondVar {
   explicit CondVar(Scope scope, CondVarOptions options = {}) noexcept;
   CondVar(const CondVar&) = delete;
   CondVar& operator=(const CondVar&) = delete;
-  ~CondVar() = default;
+  // Waits (bounded) for woken waiters still inside a wait to leave: see "Lifetime" above.
+  ~CondVar();
 
   // ---- notify (no lock needed; cheap when nobody waits: one RMW and one load) ----
   void notify_one() noexcept;
@@ -150,11 +158,10 @@ class CondVar {
   }
 
   Scope scope() const noexcept { return static_cast<Scope>(scope_); }
-  // Diagnostics (tests, inspection): threads inside a wait now, dead ones included; notifies
-  // so far (mod 2^32); notify_all calls that requeued.
-  std::uint32_t waiter_count() const noexcept {
-    return waiters_.load(std::memory_order_relaxed);  // relaxed: a snapshot, orders nothing
-  }
+  // Threads inside a wait now, dead ones included (acquire: once it reads 0, every access a
+  // leaving waiter made to the condvar happens-before the caller's next step; pairs with the
+  // release decrement in retire()). Also: notifies so far (mod 2^32).
+  std::uint32_t waiter_count() const noexcept { return waiters_.load(std::memory_order_acquire); }
   std::uint32_t sequence() const noexcept {
     return seq_.load(std::memory_order_relaxed);  // relaxed: a snapshot, orders nothing
   }
@@ -311,7 +318,7 @@ std::cv_status CondVar::wait_generic(Lock& lock, const Deadline* deadline) {
     throw;
   }
   const std::error_code ec = park(ticket, deadline, false);
-  retire();
+  retire();     // the last access to the condvar (see "Lifetime")
   lock.lock();  // a throw here leaves the lock unlocked, as the exception says
   return ec == errc::timed_out ? std::cv_status::timeout : std::cv_status::no_timeout;
 }
