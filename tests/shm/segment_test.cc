@@ -9,6 +9,7 @@
 #include <barrier>
 #include <cstddef>
 #include <cstring>
+#include <random>
 #include <thread>
 #include <vector>
 
@@ -223,6 +224,42 @@ TEST(Segment, EveryValidationFailureOfOpenIsANamedError) {
     options.ready_timeout = 1s;
     EXPECT_EQ(Segment::open(name, SegmentKind::raw, options).error(), damage.expected);
   }
+}
+
+TEST(Segment, RandomlyDamagedHeadersGiveASegmentOrANamedErrorNeverACrash) {
+  std::mt19937 random(31);  // fixed seed: reproducible
+  const long trials = xproc::test::scaled(300);
+  int opened = 0;
+  for (long trial = 0; trial < trials; ++trial) {
+    UniqueName name("fuzz");
+    SegmentOptions options;
+    options.participant_capacity = 1 + static_cast<std::uint32_t>(trial % 70);
+    {
+      ASSERT_TRUE(Segment::create(name, SegmentKind::raw,
+                                  static_cast<std::size_t>(1 + 97 * (trial % 5)), options));
+    }
+    // 1..4 damaged bytes among the header and the table header (where a value is checked).
+    int damaged = std::uniform_int_distribution<int>(1, 4)(random);
+    for (int i = 0; i < damaged; ++i) {
+      auto offset = std::uniform_int_distribution<off_t>(0, 143)(random);
+      auto value = static_cast<std::uint8_t>(std::uniform_int_distribution<int>(0, 255)(random));
+      ASSERT_TRUE(test::poke<std::uint8_t>(name, offset, value));
+    }
+    SegmentOptions quick;
+    quick.ready_timeout = 20ms;
+    auto segment = Segment::open(name, SegmentKind::raw, quick);
+    if (segment) {
+      ++opened;
+      // Whatever was accepted is consistent with the mapping: touch every body byte.
+      for (std::byte& b : segment->body()) b = std::byte{1};
+      continue;
+    }
+    std::error_code error = segment.error();
+    EXPECT_TRUE(error == errc::corrupt_segment || error == errc::layout_mismatch ||
+                error == errc::wrong_kind || error == errc::peer_dead)
+        << trial << ": " << error.message();
+  }
+  RecordProperty("opened", opened);
 }
 
 TEST(Segment, OpenOfAFileOfAnotherOwnerIsPermissionDenied) {

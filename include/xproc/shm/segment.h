@@ -83,7 +83,7 @@ inline constexpr std::string_view kNamePrefix = "xproc.";  // /dev/shm/xproc.<na
 inline constexpr std::size_t kMaxNameLength = 200;
 
 struct SegmentOptions {
-  mode_t mode = 0600;                   // permissions, exactly (fchmod: the umask does not apply)
+  mode_t mode = 0600;  // create: permissions, exactly (fchmod: the umask does not apply)
   bool allow_other_owner = false;       // open/adopt: accept a file owned by another uid (then only
                                         // the permission bits decide, e.g. a 0660 group segment)
   IfExists if_exists = IfExists::fail;  // create(): already_exists, or open the existing one
