@@ -1,6 +1,7 @@
 // Row "futex-slot": the blocking hand-off floor. One message slot in MAP_SHARED memory guarded
-// by one futex word; a sender fills the slot and wakes a sleeping receiver, a receiver empties
-// it and wakes a sleeping sender. No spinning at all: every hand-off between two processes that
+// by one futex word; a sender fills the slot and wakes the sleeping receivers, a receiver empties
+// it and wakes the sleeping senders (all of them: the woken re-check and re-announce, simple and
+// correct, the naive floor). No spinning at all: every hand-off between two processes that
 // wait costs a futex wake-up, which is what any blocking transport pays at least.
 // Several senders and receivers are fine: each claims the slot with a CAS.
 //

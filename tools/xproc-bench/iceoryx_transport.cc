@@ -50,7 +50,8 @@ void init_runtime_once() {
   if (done) return;
   std::string name = "xproc-bench-" + std::to_string(getpid());
   // Debug lines per registration would drown the table: warnings and errors only.
-  iox::log::LogManager::GetLogManager().SetDefaultLogLevel(iox::log::LogLevel::kWarn);
+  iox::log::LogManager::GetLogManager().SetDefaultLogLevel(iox::log::LogLevel::kWarn,
+                                                           iox::log::LogLevelOutput::kHideLogLevel);
   iox::runtime::PoshRuntime::initRuntime(
       iox::RuntimeName_t(iox::cxx::TruncateToCapacity, name.c_str()));
   done = true;

@@ -235,7 +235,7 @@ void measure(Transport& transport, const Options& options, const std::vector<int
   }
   double per_second = trial.messages_per_second;  // latency: messages (2 per round trip)
   double wanted = options.duration * per_second / (latency ? 2.0 : row.producers);
-  long floor = options.quick ? (latency ? 200 : 1000) : (latency ? 2000 : 10000);
+  long floor = options.quick ? (latency ? 200 : 1000) : 2000;
   config.messages = std::clamp(static_cast<long>(wanted), floor, 50'000'000L);
   config.warmup = latency ? std::min(config.messages / 10, 10'000L) : 0;
   for (int r = 0; r < options.repetitions; ++r) {
