@@ -119,9 +119,9 @@ TEST(CBarrier, ProcessSharedBarrierSynchronizesTwoProcesses) {
     }
     return 0;
   };
-  auto child = Child::start(work);
-  EXPECT_EQ(work(), 0);
-  EXPECT_TRUE(child.wait(std::chrono::seconds(60)).ok());
+  const ParentAndChild both = run_in_parent_and_child(work);
+  EXPECT_EQ(both.parent, 0);
+  EXPECT_TRUE(both.child.ok());
   EXPECT_EQ(shared->serial.load(), rounds);
 }
 

@@ -45,9 +45,9 @@ TEST(CSpinlock, ProcessSharedSpinlockExcludesAcrossProcesses) {
     }
     return 0;
   };
-  auto child = Child::start(work);
-  EXPECT_EQ(work(), 0);
-  EXPECT_TRUE(child.wait(std::chrono::seconds(60)).ok());
+  const ParentAndChild both = run_in_parent_and_child(work);
+  EXPECT_EQ(both.parent, 0);
+  EXPECT_TRUE(both.child.ok());
   EXPECT_EQ(shared->data, 2 * rounds);
 }
 

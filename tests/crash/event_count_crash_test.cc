@@ -24,18 +24,10 @@ struct Shared {
   std::atomic<bool> announced{false};
 };
 
+// Waits for `ready()`; false if 20 s pass (a lost wake-up would show as a failure, not a hang).
 template <class Ready>
 bool await(EventCount& ec, Ready ready) {
-  const Deadline deadline = Clock::now() + 20s;
-  while (!ready()) {
-    const EventCount::Key key = ec.prepare_wait();
-    if (ready()) {
-      ec.cancel_wait();
-      return true;
-    }
-    if (ec.wait_until(key, deadline) == errc::timed_out) return ready();
-  }
-  return true;
+  return !ec.await_until(ready, Clock::now() + 20s);
 }
 
 bool wait_for_waiters(const EventCount& ec, std::uint32_t count) {

@@ -91,4 +91,13 @@ long scaled(long base) {
   return value > 0 ? value : 1;
 }
 
+ParentAndChild run_in_parent_and_child(const std::function<int()>& work,
+                                       std::chrono::milliseconds timeout) {
+  Child child = Child::start(work);
+  ParentAndChild result;
+  result.parent = work();
+  result.child = child.wait(timeout);
+  return result;
+}
+
 }  // namespace xproc::test

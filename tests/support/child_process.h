@@ -44,6 +44,16 @@ class Child {
   pid_t pid_ = -1;
 };
 
+// The same work run by two processes at once (a forked child and the caller), as the mutual
+// exclusion tests do: the parent's return value and how the child ended.
+struct ParentAndChild {
+  int parent = -1;
+  ChildStatus child;
+  bool ok() const { return parent == 0 && child.ok(); }
+};
+ParentAndChild run_in_parent_and_child(
+    const std::function<int()>& work, std::chrono::milliseconds timeout = std::chrono::seconds(60));
+
 // Scales iteration counts and durations of stress tests: XPROC_TEST_SCALE (default 1; CI uses
 // the default, a nightly run sets e.g. 50).
 double test_scale();

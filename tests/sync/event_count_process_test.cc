@@ -25,16 +25,7 @@ struct Shared {
 // Waits for `ready()`; false if 20 s pass (a lost wake-up would show as a failure, not a hang).
 template <class Ready>
 bool await(EventCount& ec, Ready ready) {
-  const Deadline deadline = Clock::now() + 20s;
-  while (!ready()) {
-    const EventCount::Key key = ec.prepare_wait();
-    if (ready()) {
-      ec.cancel_wait();
-      return true;
-    }
-    if (ec.wait_until(key, deadline) == errc::timed_out) return ready();
-  }
-  return true;
+  return !ec.await_until(ready, Clock::now() + 20s);
 }
 
 TEST(EventCountProcess, PingPongBetweenProcessesLosesNoWakeUp) {

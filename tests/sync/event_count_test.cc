@@ -17,19 +17,6 @@ namespace {
 
 using namespace std::chrono_literals;
 
-// Waits until `ready()` with the announce / re-check / wait protocol of the header.
-template <class Ready>
-void await(EventCount& ec, Ready ready) {
-  while (!ready()) {
-    const EventCount::Key key = ec.prepare_wait();
-    if (ready()) {
-      ec.cancel_wait();
-      return;
-    }
-    (void)ec.wait(key);
-  }
-}
-
 TEST(EventCount, ZeroFilledIsThreadScope) {
   alignas(EventCount) unsigned char bytes[sizeof(EventCount)] = {};
   auto* ec = reinterpret_cast<EventCount*>(bytes);
@@ -93,7 +80,7 @@ TEST(EventCount, PingPongBetweenThreadsLosesNoWakeUp) {
   const auto rounds = static_cast<std::uint32_t>(test::scaled(20000));
   auto player = [&](std::uint32_t parity) {
     for (std::uint32_t i = 0; i < rounds; ++i) {
-      await(ec, [&] { return turn.load(std::memory_order_acquire) % 2 == parity; });
+      ec.await([&] { return turn.load(std::memory_order_acquire) % 2 == parity; });
       turn.fetch_add(1, std::memory_order_release);
       ec.notify_one();
     }
@@ -113,7 +100,7 @@ TEST(EventCount, RelaxedFlagChangeIsSeenAfterNotify) {
   std::atomic<std::uint32_t> seen{0};
   std::thread consumer([&] {
     for (std::uint32_t i = 1; i <= rounds; ++i) {
-      await(ec, [&] { return posted.load(std::memory_order_acquire) >= i; });
+      ec.await([&] { return posted.load(std::memory_order_acquire) >= i; });
       EXPECT_EQ(payload, i);
       seen.store(i, std::memory_order_release);
       ec.notify_all();
@@ -123,7 +110,7 @@ TEST(EventCount, RelaxedFlagChangeIsSeenAfterNotify) {
     payload = i;
     posted.store(i, std::memory_order_release);
     ec.notify_all();
-    await(ec, [&] { return seen.load(std::memory_order_acquire) >= i; });
+    ec.await([&] { return seen.load(std::memory_order_acquire) >= i; });
   }
   consumer.join();
   EXPECT_EQ(seen.load(), rounds);
@@ -139,7 +126,7 @@ TEST(EventCount, NotifyAllWakesEveryWaiter) {
   for (int w = 0; w < kWaiters; ++w) {
     waiters.emplace_back([&] {
       for (int r = 1; r <= rounds; ++r) {
-        await(ec, [&] { return generation.load() >= r; });
+        ec.await([&] { return generation.load() >= r; });
         done.fetch_add(1);
         ec.notify_all();
       }
@@ -148,7 +135,7 @@ TEST(EventCount, NotifyAllWakesEveryWaiter) {
   for (int r = 1; r <= rounds; ++r) {
     generation.store(r);
     ec.notify_all();
-    await(ec, [&] { return done.load() == r * kWaiters; });
+    ec.await([&] { return done.load() == r * kWaiters; });
   }
   for (auto& t : waiters) t.join();
   EXPECT_EQ(done.load(), rounds * kWaiters);
@@ -175,7 +162,7 @@ TEST(EventCount, ManyProducersManyConsumersCountExactly) {
           continue;
         }
         if (consumed.load() >= total) return;
-        await(ec, [&] { return items.load() > 0 || consumed.load() >= total; });
+        ec.await([&] { return items.load() > 0 || consumed.load() >= total; });
       }
     });
   }
@@ -192,6 +179,31 @@ TEST(EventCount, ManyProducersManyConsumersCountExactly) {
   for (auto& t : threads) t.join();
   EXPECT_EQ(consumed.load(), total);
   EXPECT_EQ(items.load(), 0);
+}
+
+TEST(EventCount, AwaitUntilReturnsTimedOutAtThePastDeadlineWhileNotReady) {
+  EventCount ec;
+  EXPECT_EQ(ec.await_until([] { return false; }, Clock::now() - 1s), errc::timed_out);
+  EXPECT_EQ(ec.waiters(), 0u);
+}
+
+TEST(EventCount, AwaitUntilReturnsAtOnceWhenAlreadyReady) {
+  EventCount ec;
+  EXPECT_FALSE(ec.await_until([] { return true; }, Clock::now() - 1s));
+}
+
+TEST(EventCount, AwaitUntilReturnsWhenANotifierMakesTheConditionTrue) {
+  EventCount ec;
+  std::atomic<bool> flag{false};
+  std::thread notifier([&] {
+    while (ec.waiters() == 0) std::this_thread::yield();  // the waiter has announced itself
+    flag.store(true, std::memory_order_release);
+    ec.notify_all();
+  });
+  EXPECT_FALSE(
+      ec.await_until([&] { return flag.load(std::memory_order_acquire); }, Clock::now() + 20s));
+  notifier.join();
+  EXPECT_EQ(ec.waiters(), 0u);
 }
 
 }  // namespace

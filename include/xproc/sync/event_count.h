@@ -108,6 +108,36 @@ class EventCount {
     return wait_until(key, Clock::now() + std::chrono::ceil<Clock::duration>(timeout));
   }
 
+  // The waiter protocol of the banner in one call: returns {} once ready() is true, or
+  // errc::timed_out when `deadline` passes with ready() still false. ready() runs any number of
+  // times, with nothing announced or announced (it must not wait on this event count itself).
+  template <class Ready>
+  [[nodiscard]] std::error_code await_until(Ready&& ready, Deadline deadline) noexcept {
+    while (!ready()) {
+      const Key key = prepare_wait();
+      if (ready()) {
+        cancel_wait();
+        return {};
+      }
+      if (wait_until(key, deadline) == errc::timed_out) {
+        return ready() ? std::error_code() : std::error_code(errc::timed_out);
+      }
+    }
+    return {};
+  }
+  // As await_until() without a deadline.
+  template <class Ready>
+  void await(Ready&& ready) noexcept {
+    while (!ready()) {
+      const Key key = prepare_wait();
+      if (ready()) {
+        cancel_wait();
+        return;
+      }
+      (void)wait(key);
+    }
+  }
+
   // Wakes one announced waiter (if any). No syscall when nobody announced.
   void notify_one() noexcept { notify(1); }
   // Wakes every announced waiter. No syscall when nobody announced.
