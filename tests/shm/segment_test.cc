@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "child_process.h"
+#include "eventually.h"
 #include "segment_test_support.h"
 #include "xproc/shm/segment_registry.h"
 #include "xproc/sys/error.h"
@@ -290,8 +291,10 @@ TEST(Segment, OpenWaitsForReadyWhileTheCreatorLivesAndTimesOutAtTheBound) {
   header.ready.store(0);
   Result<Segment> waited = std::error_code(errc::invalid_argument);
   std::thread opener([&] { waited = Segment::open(name, SegmentKind::raw); });
-  while (header.ready.load() != SegmentHeader::kWaiting) std::this_thread::yield();
-  ASSERT_EQ(header.ready.exchange(SegmentHeader::kReady), SegmentHeader::kWaiting);
+  bool announced = xproc::test::eventually(
+      [&] { return header.ready.load() == SegmentHeader::kWaiting; }, std::chrono::seconds(1));
+  EXPECT_TRUE(announced);  // (if not, the opener times out by itself after 2 s)
+  EXPECT_EQ(header.ready.exchange(SegmentHeader::kReady), SegmentHeader::kWaiting);
   ASSERT_TRUE(sys::futex_wake(header.ready, 1, sys::FutexScope::process_shared));
   opener.join();
   EXPECT_TRUE(waited) << waited.error().message();
