@@ -54,7 +54,7 @@ namespace xproc::channel::detail {
 namespace {
 
 constexpr std::uint32_t kLockSpinRounds = 64;
-constexpr std::uint32_t kYieldsBetweenLivenessChecks = 64;
+constexpr std::uint32_t kYieldsBetweenLivenessChecks = 8;
 
 // Difference a - b of two positions, as a signed distance (positions are within 2^63).
 constexpr std::int64_t distance(std::uint64_t a, std::uint64_t b) noexcept {

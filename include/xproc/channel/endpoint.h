@@ -84,7 +84,7 @@ std::size_t region_size_for(const ChannelConfig& config) noexcept;
 [[nodiscard]] std::error_code format(std::span<std::byte> region, const ChannelConfig& config);
 
 // How long a waiter that waits on a specific peer parks before it checks the peer's liveness.
-inline constexpr std::chrono::milliseconds kPeerCheckPeriod{5};
+inline constexpr std::chrono::milliseconds kPeerCheckPeriod{2};
 
 struct Statistics {
   std::uint64_t depth_messages = 0;   // reserved or committed, not yet claimed or skipped
