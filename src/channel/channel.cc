@@ -1,0 +1,44 @@
+// Channel: a channel in a shm::Segment of kind channel.
+#include "xproc/channel/channel.h"
+
+#include <utility>
+
+namespace xproc::channel {
+
+Result<Channel> Channel::wrap(Result<shm::Segment> segment) {
+  if (!segment) return segment.error();
+  Channel channel;
+  channel.segment_ = std::make_unique<shm::Segment>(std::move(*segment));
+  Result<Endpoint> endpoint = Endpoint::open(channel.segment_->body(), &channel.segment_->self());
+  if (!endpoint) return endpoint.error();
+  channel.endpoint_ = *endpoint;
+  return channel;
+}
+
+Result<Channel> Channel::create(std::string_view name, const ChannelConfig& config,
+                                const shm::SegmentOptions& options) {
+  const std::size_t size = region_size_for(config);
+  if (size == 0) return make_error_code(errc::invalid_argument);
+  return wrap(
+      shm::Segment::create(name, shm::SegmentKind::channel, size, options,
+                           [&config](std::span<std::byte> body) { return format(body, config); }));
+}
+
+Result<Channel> Channel::open(std::string_view name, const shm::SegmentOptions& options) {
+  return wrap(shm::Segment::open(name, shm::SegmentKind::channel, options));
+}
+
+Result<Channel> Channel::create_anonymous(const ChannelConfig& config,
+                                          const shm::SegmentOptions& options) {
+  const std::size_t size = region_size_for(config);
+  if (size == 0) return make_error_code(errc::invalid_argument);
+  return wrap(shm::Segment::create_anonymous(
+      shm::SegmentKind::channel, size, options,
+      [&config](std::span<std::byte> body) { return format(body, config); }));
+}
+
+Result<Channel> Channel::adopt(sys::FileDescriptor fd, const shm::SegmentOptions& options) {
+  return wrap(shm::Segment::adopt(std::move(fd), shm::SegmentKind::channel, options));
+}
+
+}  // namespace xproc::channel
