@@ -411,6 +411,11 @@ std::error_code Endpoint::release(Message& message) const noexcept {
   return {};
 }
 
+std::error_code Endpoint::recover() const noexcept {
+  if (ring_.header == nullptr) return errc_code(errc::invalid_argument);
+  return detail::sweep(ring_, true);
+}
+
 Statistics Endpoint::statistics() const noexcept {
   Statistics s;
   if (ring_.header == nullptr) return s;

@@ -35,13 +35,17 @@
 //   K5) unlock (release).
 //   A death after K3 holding the record: `claimed(dead)`; see Release.
 // Release: L1) control = consumed (release: the payload reads happen before a producer reuses
-//   the bytes; pairs with the sweep's acquire). L2) sweep. A death between K3 and L1 leaves the
+//   the bytes; pairs with the sweep's acquire). L2) sweep, lazily: when a producer is parked on
+//   not_full or reclaim lags capacity/4 behind (producers short of space sweep themselves in R3,
+//   consumers before parking). A death between K3 and L1 leaves the
 //   record claimed by a dead consumer: a sweep with liveness checking (producers waiting for
 //   space, waiters every kPeerCheckPeriod) marks it consumed (counted in consumer_died), or with
 //   redelivery sets it committed again and moves head back to it under the claim lock.
-// Sweep: S1) r = reclaim (acquire), h = head; S2) while r != h and the record at r is consumed,
-//   padding or aborted: CAS reclaim r -> r + length (acq_rel); S3) notify not_full on progress.
-//   The sweep never passes head, so a record a consumer has not skipped yet is never reused.
+// Sweep: S1) take the sweep lock (takeover as in R1; waiting sweepers only: a lazy release
+//   skips the sweep when another one runs), r = reclaim, h = head; S2) while r != h and the
+//   record at r is consumed, padding or aborted: reclaim = r + length (release); S3) unlock;
+//   notify not_full on progress. The sweep never passes head, so a record a consumer has not
+//   skipped yet is never reused; a death inside leaves reclaim at a record boundary.
 #include <sys/types.h>
 
 #include <cstring>
@@ -99,6 +103,13 @@ bool lock(const Ring& ring, std::atomic<std::uint32_t>& word) noexcept {
       }
     }
   }
+}
+
+bool try_lock(const Ring& ring, std::atomic<std::uint32_t>& word) noexcept {
+  std::uint32_t expected = 0;
+  // acquire: as in lock().
+  return word.compare_exchange_strong(expected, ring.self_id, std::memory_order_acquire,
+                                      std::memory_order_relaxed);
 }
 
 void unlock(std::atomic<std::uint32_t>& word) noexcept {
@@ -366,17 +377,32 @@ void release(const Ring& ring, std::uint64_t position) noexcept {
   control_at(ring, position)
       .store(make_control(RecordState::consumed, position, ring.self_id),
              std::memory_order_release);
-  // seq_cst fence (MPMC): the store-load "mark consumed, then look at the oldest record" against
-  // another consumer doing the same in the sweep: at least one of two releasers sees the other's
-  // L1, so consumed records in a row never wait for a producer's own sweep.
-  if (!ring.spsc()) std::atomic_thread_fence(std::memory_order_seq_cst);
-  (void)sweep(ring, false);  // L2
+  // seq_cst fence: the store-load "mark consumed, then look for parked producers" against a
+  // producer's "announce on not_full (prepare_wait's fence), then re-check by sweeping": either
+  // we see its announcement below, or its sweep sees our L1.
+  std::atomic_thread_fence(std::memory_order_seq_cst);
+  // L2: sweep lazily (a CAS and a notify per message are the consumer's largest costs): when a
+  // producer waits, or when reclaim lags a quarter ring behind. Producers short of space sweep
+  // themselves (R3), and consumers sweep before they park.
+  // relaxed: ordered by the fence above; a hint either way.
+  const std::uint64_t reclaim = ring.header->reclaim.reclaim.load(std::memory_order_relaxed);
+  if (ring.header->not_full.event.waiters() != 0 ||
+      static_cast<std::uint64_t>(distance(position, reclaim)) >= ring.capacity / 4) {
+    (void)sweep(ring, false, false);
+  }
 }
 
-std::error_code sweep(const Ring& ring, bool check_liveness) noexcept {
-  std::atomic<std::uint64_t>& reclaim_word = ring.header->reclaim.reclaim;
-  // S1 acquire: pairs with other sweepers' CAS (we continue from where they stopped).
-  std::uint64_t reclaim = reclaim_word.load(std::memory_order_acquire);
+std::error_code sweep(const Ring& ring, bool check_liveness, bool wait) noexcept {
+  ReclaimLine& line = ring.header->reclaim;
+  // S1: only the lock holder moves reclaim, so the records at [reclaim, head) stay put while we
+  // read them (a producer writes only below the reclaim it read + capacity).
+  if (wait) {
+    (void)lock(ring, line.lock);  // a dead sweeper's lock is taken over; no repair needed
+  } else if (!try_lock(ring, line.lock)) {
+    return {};
+  }
+  // relaxed: we are the only writer (the lock's acquire ordered the previous holder's store).
+  std::uint64_t reclaim = line.reclaim.load(std::memory_order_relaxed);
   // acquire: pairs with K4's release: records before head were written before it.
   const std::uint64_t head = ring.header->consumer.head.load(std::memory_order_acquire);
   bool advanced = false;
@@ -391,25 +417,17 @@ std::error_code sweep(const Ring& ring, bool check_liveness) noexcept {
     std::uint64_t control = control_at(ring, reclaim).load(std::memory_order_acquire);
     const std::uint64_t length = checked_length(ring, reclaim, control);
     if (length == 0) {
-      // Our reclaim may be stale (another sweeper moved on and the bytes were reused).
-      const std::uint64_t now = reclaim_word.load(std::memory_order_acquire);
-      if (now != reclaim) {
-        reclaim = now;
-        continue;
-      }
       error = make_error_code(errc::corrupt_segment);
       break;
     }
     const RecordState state = control_state(control);
     if (state == RecordState::consumed || state == RecordState::padding ||
         state == RecordState::aborted) {
-      // acq_rel: acquire continues the chain from the consumers' releases, release hands the
-      // space to producers (their acquire load of reclaim in R3). On failure, reload.
-      if (reclaim_word.compare_exchange_strong(reclaim, reclaim + length, std::memory_order_acq_rel,
-                                               std::memory_order_acquire)) {
-        reclaim += length;
-        advanced = true;
-      }
+      reclaim += length;
+      // release: hands the space to producers (their acquire load of reclaim in R3): the
+      // consumers' payload reads (L1, acquired above) happen before the producers' writes.
+      line.reclaim.store(reclaim, std::memory_order_release);
+      advanced = true;
       continue;
     }
     if (state == RecordState::claimed && check_liveness &&
@@ -419,14 +437,22 @@ std::error_code sweep(const Ring& ring, bool check_liveness) noexcept {
     }
     break;
   }
+  unlock(line.lock);
   if (advanced) ring.header->not_full.event.notify_all();  // S3
   return error;
 }
 
 bool data_ready(const Ring& ring) noexcept {
-  // relaxed/acquire: hints only; try_claim decides under the lock.
-  const std::uint64_t head = ring.header->consumer.head.load(std::memory_order_relaxed);
+  ConsumerLine& consumer = ring.header->consumer;
+  const bool spsc = ring.spsc();
+  // Under the claim lock head is exact and the record there cannot be reclaimed (reclaim <=
+  // head), so reading its control word never races with a producer reusing the bytes.
+  if (!spsc && !try_lock(ring, consumer.lock)) return true;  // busy: somebody claims; retry
+  // relaxed: lock holder (or the single consumer).
+  const std::uint64_t head = consumer.head.load(std::memory_order_relaxed);
+  // acquire: pairs with the release stores of R6/C2.
   const std::uint64_t control = control_at(ring, head).load(std::memory_order_acquire);
+  if (!spsc) unlock(consumer.lock);
   return control != 0 && control_state(control) != RecordState::reserved;
 }
 

@@ -58,10 +58,12 @@ void release(const Ring& ring, std::uint64_t position) noexcept;
 
 // Advances reclaim over consumed/padding/aborted records (and, with check_liveness, over records
 // claimed by dead consumers, or puts them back with redelivery). Notifies not_full on progress.
-std::error_code sweep(const Ring& ring, bool check_liveness) noexcept;
+// wait: take the sweep lock even if another sweeper holds it (false: leave it to that one).
+std::error_code sweep(const Ring& ring, bool check_liveness, bool wait = true) noexcept;
 
-// Wait hints (no side effects): a committed (or skippable) record at the head; free space for a
-// record of `size` bytes.
+// Wait hints (no side effects): a committed (or skippable) record at the head, read under a
+// try-lock of the claim lock (true when it is busy: somebody is claiming); free space for a
+// record of `size` bytes (positions only).
 bool data_ready(const Ring& ring) noexcept;
 bool space_ready(const Ring& ring, std::uint32_t size) noexcept;
 

@@ -186,12 +186,14 @@ TEST(Channel, PeekReadsInPlaceAndReleaseFreesTheSpace) {
   EXPECT_EQ(channel.statistics().claimed_bytes, 64u);
   EXPECT_EQ(channel.release(second), code(errc::invalid_argument));
   ASSERT_FALSE(channel.release(first));
+  EXPECT_FALSE(channel.recover());  // releases reclaim lazily; recover() reclaims now
   EXPECT_EQ(channel.statistics().claimed_bytes, 0u);
   ASSERT_FALSE(channel.send(as_bytes("third")));
   {
     Message third = channel.peek().value();
     EXPECT_EQ(channel.statistics().claimed_bytes, 32u);
   }  // the destructor releases
+  EXPECT_FALSE(channel.recover());
   EXPECT_EQ(channel.statistics().claimed_bytes, 0u);
 }
 

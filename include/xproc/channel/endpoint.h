@@ -89,7 +89,7 @@ inline constexpr std::chrono::milliseconds kPeerCheckPeriod{2};
 struct Statistics {
   std::uint64_t depth_messages = 0;   // reserved or committed, not yet claimed or skipped
   std::uint64_t depth_bytes = 0;      // tail - head (records in flight, headers and padding)
-  std::uint64_t claimed_bytes = 0;    // head - reclaim (claimed, not yet reclaimed)
+  std::uint64_t claimed_bytes = 0;    // head - reclaim (claimed or released, not reclaimed yet)
   std::uint32_t senders_waiting = 0;  // announced on not_full (may count dead waiters)
   std::uint32_t receivers_waiting = 0;
   std::uint64_t reserved_total = 0;  // reservations ever (messages sent + abandoned + aborted)
@@ -227,6 +227,13 @@ class Endpoint {
   Result<Message> peek_until(sync::Deadline deadline) const noexcept;
   // Marks the record consumed and reclaims space. errc::invalid_argument: not an active message.
   [[nodiscard]] std::error_code release(Message& message) const noexcept;
+
+  // Reclaims now: advances the reclaim position over released records, and over records
+  // claimed by dead consumers (counted; redelivered when on). Releases reclaim lazily (a quarter
+  // ring at a time, or at once when a producer waits), and waiters do this before they park, so
+  // calling it is never needed for progress; it makes statistics exact and recovery prompt.
+  // {} or errc::corrupt_segment.
+  [[nodiscard]] std::error_code recover() const noexcept;
 
   Statistics statistics() const noexcept;
 

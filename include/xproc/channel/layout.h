@@ -115,9 +115,12 @@ struct alignas(kLine) ConsumerLine {
   std::atomic<std::uint64_t> claim_count;
 };
 
-// Offset 384: reclaim: every byte before it is free for producers (reclaim <= head <= tail).
+// Offset 384: reclaim: every byte before it is free for producers (reclaim <= head <= tail);
+// written only by the holder of lock (0 or the packed id of the sweeper), so a sweeper never
+// reads ring bytes a producer may be reusing.
 struct alignas(kLine) ReclaimLine {
   std::atomic<std::uint64_t> reclaim;
+  std::atomic<std::uint32_t> lock;
 };
 
 // Offsets 512 / 640: wake-ups (not-empty for consumers, not-full for producers).
