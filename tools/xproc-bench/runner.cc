@@ -112,10 +112,9 @@ struct Child {
 
 class Body {
  public:
-  Body(Transport& transport, Link& forward, Link* backward, const RunConfig& config,
-       Control& control, std::byte* bitmaps, std::size_t bitmap_bytes)
-      : transport_(transport),
-        forward_(forward),
+  Body(Link& forward, Link* backward, const RunConfig& config, Control& control, std::byte* bitmaps,
+       std::size_t bitmap_bytes)
+      : forward_(forward),
         backward_(backward),
         config_(config),
         control_(control),
@@ -249,7 +248,6 @@ class Body {
       throw std::runtime_error("consumer: received " + std::to_string(received) + " messages");
   }
 
-  Transport& transport_;
   Link& forward_;
   Link* backward_;
   const RunConfig& config_;
@@ -347,7 +345,7 @@ RunResult run_once(Transport& transport, const RunConfig& config) {
     bitmaps = std::make_unique<SharedMapping>(bitmap_bytes * static_cast<std::size_t>(producers) *
                                               static_cast<std::size_t>(consumers));
   }
-  Body body(transport, *forward, backward.get(), config, *control,
+  Body body(*forward, backward.get(), config, *control,
             bitmaps ? static_cast<std::byte*>(bitmaps->data()) : nullptr, bitmap_bytes);
 
   std::fflush(nullptr);
