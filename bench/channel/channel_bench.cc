@@ -159,7 +159,8 @@ void streaming(const std::string& name, long messages, std::size_t size, bool sp
     for (int c = 0; c < consumers; ++c) {
       bodies.emplace_back([&] {
         channel::Endpoint endpoint = region.open();
-        std::vector<std::byte> buffer(1024);
+        std::vector<std::byte> storage(1024);
+        const std::span<std::byte> buffer(storage);  // the caller-buffer overloads
         for (;;) {
           if (received->load(std::memory_order_relaxed) >= total) return;
           Result<std::size_t> n =
@@ -191,7 +192,8 @@ void ping_pong(const std::string& name, long round_trips, std::size_t size, bool
       channel::Endpoint rx = in.open();
       channel::Endpoint tx = out.open();
       std::vector<std::byte> message(size, std::byte{2});
-      std::vector<std::byte> buffer(1024);
+      std::vector<std::byte> storage(1024);
+      const std::span<std::byte> buffer(storage);  // the caller-buffer overloads
       if (starts && tx.send(message)) std::abort();
       for (long i = 0; i < round_trips; ++i) {
         if (spin) {
