@@ -210,6 +210,8 @@ void recover_claimed(const Ring& ring, std::uint64_t position, std::uint64_t con
 
 bool owner_alive(const Ring& ring, std::uint32_t owner) noexcept {
   if (ring.self == nullptr || owner == ring.self_id || owner == kLocalOwner) return true;
+  // A fork child's copy of the Participant is detached: it cannot establish anything.
+  if (!ring.self->attached()) return true;
   const sync::ParticipantId id = sync::ParticipantId::unpack(owner);
   if (!id.valid()) return false;  // no table issues it: nobody alive can be waited for
   Result<bool> alive = ring.self->is_alive(id);

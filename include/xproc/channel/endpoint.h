@@ -37,15 +37,19 @@
 //     producer_died.
 //   * consumer dies holding the claim lock: as for producers (takeover, claim state is
 //     consistent at every step).
-//   * consumer dies between claim/peek and release: the record stays `claimed`; when it blocks
-//     reclaiming (it is the oldest record) a producer waiting for space, or the next sweep that
-//     checks liveness, marks it consumed (counted in consumer_died) or, with redelivery on, puts
-//     it back for another consumer (counted in redelivered too; delivery is then at-least-once).
+//   * consumer dies between claim/peek and release: the record stays `claimed`; once it is the
+//     oldest record, the next sweep that checks liveness (a producer short of space, a consumer
+//     about to park, recover()) marks it consumed (counted in consumer_died) or, with
+//     redelivery on, puts it back for another consumer (counted in redelivered too; delivery is
+//     then at-least-once).
+//   * a sweeper dies holding the sweep lock: the next waiting sweeper takes it over (reclaim is
+//     always at a record boundary).
 //   * a parked waiter is never the only one who could see a death: a waiter that waits on a
 //     specific peer wakes every kPeerCheckPeriod to check it.
 // fork(): an Endpoint copied into a fork child points at the same mapping (if it is MAP_SHARED)
-// but its `self` Participant is detached in the child (participant_table.h): open a new Endpoint
-// with the child's own Participant.
+// but its `self` Participant is detached in the child (participant_table.h): such an Endpoint
+// never declares a peer dead and still names the parent in the records it writes. Open a new
+// Endpoint with the child's own Participant.
 // Failures: errc::invalid_argument (bad config/region), layout_mismatch (not a channel of this
 // layout: magic, version, signature), corrupt_segment (sizes or a record no correct writer
 // produces: every length and index read from the region is checked before use),
