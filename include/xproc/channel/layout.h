@@ -20,6 +20,7 @@ namespace xproc::channel::detail {
 inline constexpr std::uint32_t kMagic = 0x48435058;  // "XPCH" in memory order
 inline constexpr std::uint32_t kLayoutVersion = 1;
 inline constexpr std::size_t kLine = 128;  // two cache lines: no false sharing with the prefetcher
+inline constexpr std::size_t kAlign = 64;  // segment bodies are 64-byte aligned
 inline constexpr std::size_t kDataOffset = 1024;  // the ring starts here (64-byte aligned region)
 inline constexpr std::uint32_t kRecordHeader = 16;
 inline constexpr std::uint32_t kRecordAlign = 16;
@@ -85,7 +86,7 @@ constexpr std::uint64_t record_length(std::uint64_t size) noexcept {
 
 // Offset 0: identity and configuration, written by format() and never changed afterwards
 // (magic last, with release).
-struct alignas(kLine) Identity {
+struct alignas(kAlign) Identity {
   std::atomic<std::uint32_t> magic;  // +0  kMagic once formatted
   std::uint32_t version;             // +4  kLayoutVersion
   std::uint32_t signature;           // +8  kSignature (sizes this build uses)
@@ -93,48 +94,54 @@ struct alignas(kLine) Identity {
   std::uint32_t capacity;            // +16 ring bytes, a power of two
   std::uint32_t max_message;         // +20 largest payload
   std::uint64_t start_position;      // +24 first position (tests start near wrap points)
+  std::uint8_t padding[kLine - 32];
 };
 
 // Offset 128: the producers' line. lock: 0 or the packed id of the producer inside steps R1-R8
 // (MPMC only). tail: next position to reserve (written under the lock). reserve_count: records
 // reserved ever. reclaim_seen: the producers' cached reclaim position.
-struct alignas(kLine) ProducerLine {
+struct alignas(kAlign) ProducerLine {
   std::atomic<std::uint32_t> lock;
   std::uint32_t unused;
   std::atomic<std::uint64_t> tail;
   std::atomic<std::uint64_t> reserve_count;
   std::atomic<std::uint64_t> reclaim_seen;
+  std::uint8_t padding[kLine - 32];
 };
 
 // Offset 256: the consumers' line. lock: 0 or the packed id of the consumer inside K1-K4 (MPMC
 // only). head: first record not yet claimed or skipped. claim_count: claims ever.
-struct alignas(kLine) ConsumerLine {
+struct alignas(kAlign) ConsumerLine {
   std::atomic<std::uint32_t> lock;
   std::uint32_t unused;
   std::atomic<std::uint64_t> head;
   std::atomic<std::uint64_t> claim_count;
+  std::uint8_t padding[kLine - 24];
 };
 
 // Offset 384: reclaim: every byte before it is free for producers (reclaim <= head <= tail);
 // written only by the holder of lock (0 or the packed id of the sweeper), so a sweeper never
 // reads ring bytes a producer may be reusing.
-struct alignas(kLine) ReclaimLine {
+struct alignas(kAlign) ReclaimLine {
   std::atomic<std::uint64_t> reclaim;
   std::atomic<std::uint32_t> lock;
+  std::uint8_t padding[kLine - 12];
 };
 
 // Offsets 512 / 640: wake-ups (not-empty for consumers, not-full for producers).
-struct alignas(kLine) WaitLine {
+struct alignas(kAlign) WaitLine {
   sync::EventCount event;
+  std::uint8_t padding[kLine - 16];
 };
 
 // Offset 768: rare-event counters (fetch_add, relaxed: statistics only).
-struct alignas(kLine) CounterLine {
+struct alignas(kAlign) CounterLine {
   std::atomic<std::uint64_t> abandoned;       // reservations destroyed without commit
   std::atomic<std::uint64_t> producer_died;   // reserved records of dead producers, skipped
   std::atomic<std::uint64_t> consumer_died;   // claimed records of dead consumers, reclaimed
   std::atomic<std::uint64_t> redelivered;     // ... of which put back for another consumer
   std::atomic<std::uint64_t> lock_takeovers;  // locks taken from dead holders
+  std::uint8_t padding[kLine - 40];
 };
 
 struct ChannelHeader {
@@ -149,6 +156,7 @@ struct ChannelHeader {
 
 static_assert(std::is_standard_layout_v<ChannelHeader>);
 static_assert(sizeof(ChannelHeader) == 7 * kLine);
+static_assert(alignof(ChannelHeader) == kAlign);
 static_assert(sizeof(ChannelHeader) <= kDataOffset);
 static_assert(offsetof(ChannelHeader, producer) == 128);
 static_assert(offsetof(ChannelHeader, consumer) == 256);
