@@ -117,12 +117,18 @@ void unlock(std::atomic<std::uint32_t>& word) noexcept {
   word.store(0, std::memory_order_release);
 }
 
+// Record positions are multiples of 16, so a header never straddles the ring's end; a position
+// read from the region that is not is corrupt (checked before any access through it).
+constexpr bool aligned(std::uint64_t position) noexcept {
+  return (position & (kRecordAlign - 1)) == 0;
+}
+
 // Length of the record at `position` with control `control`, or 0 when the header is invalid
 // (a corrupt region). Checks: the size fits max_message (padding: exactly fills the ring's end)
 // and the record does not cross the ring's end.
 std::uint64_t checked_length(const Ring& ring, std::uint64_t position,
                              std::uint64_t control) noexcept {
-  if (!control_valid_for(control, position)) return 0;
+  if (!aligned(position) || !control_valid_for(control, position)) return 0;
   // relaxed: written before the control word's release store, which our caller acquired.
   const std::uint64_t size = size_at(ring, position).load(std::memory_order_relaxed);
   const std::uint64_t offset = position & ring.mask;
@@ -140,6 +146,7 @@ void repair_tail(const Ring& ring) noexcept {
   for (std::uint32_t step = 0; step < 2; ++step) {  // at most a padding and a record
     // relaxed: we hold the lock; the takeover CAS acquired the dead holder's writes.
     const std::uint64_t tail = producer.tail.load(std::memory_order_relaxed);
+    if (!aligned(tail)) return;  // corrupt: try_reserve reports it
     // acquire: pairs with the release stores of R4/R6.
     std::uint64_t control = control_at(ring, tail).load(std::memory_order_acquire);
     if (control == 0 || !control_valid_for(control, tail)) return;
@@ -226,6 +233,10 @@ ReserveOutcome try_reserve(const Ring& ring, std::uint32_t size, bool check_live
   if (!spsc && lock(ring, producer.lock)) repair_tail(ring);
   // R2 relaxed: tail is written only by the lock holder (or the single producer).
   std::uint64_t position = producer.tail.load(std::memory_order_relaxed);
+  if (!aligned(position)) {
+    if (!spsc) unlock(producer.lock);
+    return {make_error_code(errc::corrupt_segment), 0};
+  }
   const std::uint64_t length = record_length(size);
   const std::uint64_t offset = position & ring.mask;
   const std::uint64_t pad = offset + length > ring.capacity ? ring.capacity - offset : 0;
@@ -308,7 +319,7 @@ ClaimOutcome try_claim(const Ring& ring, std::uint64_t limit, bool check_livenes
   // relaxed: a bound for validation only (reclaim <= head always).
   const std::uint64_t reclaim = ring.header->reclaim.reclaim.load(std::memory_order_relaxed);
   for (;;) {
-    if (static_cast<std::uint64_t>(distance(head, reclaim)) > ring.capacity) {
+    if (static_cast<std::uint64_t>(distance(head, reclaim)) > ring.capacity || !aligned(head)) {
       outcome.error = make_error_code(errc::corrupt_segment);
       break;
     }
@@ -411,7 +422,7 @@ std::error_code sweep(const Ring& ring, bool check_liveness, bool wait) noexcept
   std::error_code error;
   for (std::uint32_t step = 0; distance(head, reclaim) > 0; ++step) {
     if (static_cast<std::uint64_t>(distance(head, reclaim)) > ring.capacity ||
-        step > ring.capacity / kRecordHeader) {
+        step > ring.capacity / kRecordHeader || !aligned(reclaim)) {
       error = make_error_code(errc::corrupt_segment);
       break;
     }
@@ -452,6 +463,10 @@ bool data_ready(const Ring& ring) noexcept {
   if (!spsc && !try_lock(ring, consumer.lock)) return true;  // busy: somebody claims; retry
   // relaxed: lock holder (or the single consumer).
   const std::uint64_t head = consumer.head.load(std::memory_order_relaxed);
+  if (!aligned(head)) {  // corrupt: let try_claim report it
+    if (!spsc) unlock(consumer.lock);
+    return true;
+  }
   // acquire: pairs with the release stores of R6/C2.
   const std::uint64_t control = control_at(ring, head).load(std::memory_order_acquire);
   if (!spsc) unlock(consumer.lock);

@@ -10,6 +10,7 @@
 #include <chrono>
 #include <cstring>
 #include <limits>
+#include <random>
 #include <string>
 #include <thread>
 #include <vector>
@@ -251,6 +252,71 @@ TEST(Channel, ACorruptRecordLengthIsACorruptSegmentNotAnOutOfBoundsRead) {
   std::uint64_t control = 0x0700000000000001;  // impossible state
   std::memcpy(data, &control, 8);
   EXPECT_EQ(channel.try_receive(out), code(errc::corrupt_segment));
+}
+
+// A peer is untrusted: random bytes written over the ring and the positions (not the lock words
+// or event counts, whose corruption can only stall, never fault) give values or named errors,
+// never an out-of-bounds access (this test runs under ASan in the sanitizer build).
+TEST(Channel, RandomlyCorruptedRingAndPositionsGiveNamedErrorsNeverAFault) {
+  std::mt19937_64 random(42);
+  test::Registry registry;
+  sync::Participant me = registry.attach().value();
+  const long trials = xproc::test::scaled(300);
+  long corrupt_seen = 0;
+  for (long trial = 0; trial < trials; ++trial) {
+    SharedRegion region(small_config(1024, 200));
+    Endpoint channel = Endpoint::open(region.bytes(), &me).value();
+    for (std::uint32_t i = 0; i < 6; ++i) {
+      (void)channel.try_send(test::make_message(0, i, test::message_size(0, i, 200)));
+    }
+    std::vector<std::byte> out;
+    (void)channel.try_receive(out);
+    auto* header = reinterpret_cast<detail::ChannelHeader*>(region.bytes().data());
+    std::byte* ring = region.bytes().data() + detail::kDataOffset;
+    const int damage = 1 + static_cast<int>(random() % 6);
+    for (int d = 0; d < damage; ++d) {
+      switch (random() % 5) {
+        case 0:
+          header->producer.tail.store(random() % 2 == 0 ? random() : random() % 2048);
+          break;
+        case 1:
+          header->consumer.head.store(random() % 2 == 0 ? random() : random() % 2048);
+          break;
+        case 2:
+          header->reclaim.reclaim.store(random() % 2048);
+          break;
+        default: {
+          const std::uint64_t value = random();
+          std::memcpy(ring + (random() % (1024 - 8)), &value, 8);
+        }
+      }
+    }
+    const auto named = [](std::error_code error) {
+      return !error || error == code(errc::would_block) || error == code(errc::corrupt_segment) ||
+             error == code(errc::message_too_large);
+    };
+    for (int op = 0; op < 8; ++op) {
+      std::error_code error = channel.try_send(std::vector<std::byte>(random() % 200));
+      EXPECT_TRUE(named(error)) << error.message();
+      error = channel.try_receive(out);
+      EXPECT_TRUE(named(error)) << error.message();
+      if (error == code(errc::corrupt_segment)) ++corrupt_seen;
+      Result<Message> message = channel.try_peek();
+      EXPECT_TRUE(named(message.error()));
+      if (message) {
+        EXPECT_LE(message->data().size(), 200u);
+        EXPECT_FALSE(channel.release(*message));
+      }
+      Result<Reservation> reservation = channel.try_reserve(random() % 200);
+      EXPECT_TRUE(named(reservation.error()));
+      if (reservation) {
+        EXPECT_FALSE(channel.commit(*reservation));
+      }
+      EXPECT_TRUE(named(channel.recover()));
+      (void)channel.statistics();
+    }
+  }
+  EXPECT_GT(corrupt_seen, 0);
 }
 
 TEST(Channel, BatchSendStopsWhenFullAndBatchReceiveTakesWhatIsReady) {
