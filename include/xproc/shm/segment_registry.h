@@ -42,6 +42,33 @@ struct SegmentReport {
 // participants. `options.ready_timeout` bounds the wait for an unready segment.
 Result<SegmentReport> inspect(std::string_view name, const SegmentOptions& options = {});
 
+// The segment file's lock bytes other than the participants' (segment_header.h), as seen from a
+// description that holds none of them: true when another open file description holds a lock.
+struct LockBytes {
+  bool gc_held = false;    // an opener in its attach window (shared) or an unlinker (exclusive)
+  bool init_held = false;  // a creator that has not published ready (never for a listed name)
+};
+
+// A segment opened for inspection by inspect_mapped(): validated and mapped (read-write, as
+// open() maps it), NOT attached (segment.self() is detached; no slot taken). For a kind's own
+// inspector: e.g. channel::Endpoint::open(segment.body(), nullptr).statistics(). The lock bytes
+// and staleness are read after the open's own gc lock is released, so they describe others.
+struct InspectedSegment {
+  SegmentReport report;
+  LockBytes locks;
+  bool stale = false;  // as is_stale(): no lock byte of the file held by anybody else
+  Segment segment;
+};
+
+// inspect() plus the mapping, the lock bytes and staleness. Errors: as inspect().
+Result<InspectedSegment> inspect_mapped(std::string_view name, const SegmentOptions& options = {});
+
+// Liveness of `id` (e.g. a lock owner read from the body) in a segment from inspect_mapped(),
+// asked through its descriptor, which holds no participant lock (for an attached Segment use
+// self().is_alive()). errc::invalid_argument: an id this segment cannot have issued (slot beyond
+// its capacity, generation 0); corrupt_segment: the slot word holds an impossible generation.
+Result<bool> participant_alive(const Segment& segment, sync::ParticipantId id);
+
 // True when the segment is stale (see above). Does not attach and reads no contents.
 Result<bool> is_stale(std::string_view name);
 
