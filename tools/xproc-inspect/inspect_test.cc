@@ -12,6 +12,7 @@
 
 #include <atomic>
 #include <cctype>
+#include <cstddef>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
@@ -283,6 +284,20 @@ TEST_F(Inspect, ListsLiveStaleCorruptAndChannelSegmentsAndGcRemovesOnlyTheStaleO
   write_file(corrupt, std::string(4096, 'x'));
   const std::string tiny = name("tiny");
   write_file(tiny, "XPROC");
+  // another layout version: a copy of the live segment's file with layout_version 99.
+  const std::string other = name("other-version");
+  std::string bytes;
+  {
+    FILE* file = std::fopen(shm_path(live).c_str(), "r");
+    ASSERT_NE(file, nullptr);
+    char buffer[4096];
+    std::size_t got = 0;
+    while ((got = std::fread(buffer, 1, sizeof buffer, file)) > 0) bytes.append(buffer, got);
+    std::fclose(file);
+  }
+  ASSERT_GE(bytes.size(), shm::kHeaderSize);
+  bytes[offsetof(shm::SegmentHeader, layout_version)] = 99;
+  write_file(other, bytes);
 
   // channel: three messages queued.
   const std::string chan = name("chan");
@@ -300,7 +315,7 @@ TEST_F(Inspect, ListsLiveStaleCorruptAndChannelSegmentsAndGcRemovesOnlyTheStaleO
   ToolRun list = run_tool("--json --prefix " + prefix_);
   ASSERT_EQ(list.exit_code, 0) << list.err;
   ASSERT_TRUE(list.json_ok) << list.out;
-  EXPECT_EQ(list.json["segments"].items.size(), 5u) << list.out;
+  EXPECT_EQ(list.json["segments"].items.size(), 6u) << list.out;
 
   const Json* l = find_segment(list.json, live);
   ASSERT_NE(l, nullptr);
@@ -333,6 +348,11 @@ TEST_F(Inspect, ListsLiveStaleCorruptAndChannelSegmentsAndGcRemovesOnlyTheStaleO
     EXPECT_FALSE((*c)["ok"].flag);
     EXPECT_EQ((*c)["error"].text, "corrupt_segment") << bad;
   }
+
+  const Json* o = find_segment(list.json, other);
+  ASSERT_NE(o, nullptr);
+  EXPECT_FALSE((*o)["ok"].flag);
+  EXPECT_EQ((*o)["error"].text, "layout_mismatch");
 
   const Json* c = find_segment(list.json, chan);
   ASSERT_NE(c, nullptr);
@@ -377,7 +397,7 @@ TEST_F(Inspect, ListsLiveStaleCorruptAndChannelSegmentsAndGcRemovesOnlyTheStaleO
   EXPECT_TRUE(dry.json["dry_run"].flag);
   ASSERT_EQ(dry.json["removed"].items.size(), 1u) << dry.out;
   EXPECT_EQ(dry.json["removed"].items[0]["name"].text, stale);
-  EXPECT_EQ(dry.json["kept"].items.size(), 4u);
+  EXPECT_EQ(dry.json["kept"].items.size(), 5u);
   EXPECT_TRUE(std::filesystem::exists(shm_path(stale)));
 
   // --gc removes it, keeps the others (live, channel in use; corrupt files left alone).
@@ -387,9 +407,9 @@ TEST_F(Inspect, ListsLiveStaleCorruptAndChannelSegmentsAndGcRemovesOnlyTheStaleO
   EXPECT_FALSE(gc.json["dry_run"].flag);
   ASSERT_EQ(gc.json["removed"].items.size(), 1u) << gc.out;
   EXPECT_EQ(gc.json["removed"].items[0]["name"].text, stale);
-  EXPECT_EQ(gc.json["kept"].items.size(), 4u);
+  EXPECT_EQ(gc.json["kept"].items.size(), 5u);
   EXPECT_FALSE(std::filesystem::exists(shm_path(stale)));
-  for (const std::string& kept : {live, corrupt, tiny, chan}) {
+  for (const std::string& kept : {live, corrupt, tiny, other, chan}) {
     EXPECT_TRUE(std::filesystem::exists(shm_path(kept))) << kept;
   }
 
