@@ -470,5 +470,33 @@ TEST_F(Inspect, FlagsAChannelLockWhoseOwnerDied) {
   header->consumer.lock.store(0, std::memory_order_relaxed);
 }
 
+TEST_F(Inspect, AnotherUsersPrivateSegmentIsListedAsPermissionDenied) {
+  if (geteuid() != 0) GTEST_SKIP() << "needs root to run the tool as another user";
+  const std::string secret = name("secret");
+  Result<shm::Segment> segment = shm::Segment::create(secret, shm::SegmentKind::raw, 4096);
+  ASSERT_TRUE(segment) << segment.error().message();  // mode 0600, owned by root
+  const std::string prefix = prefix_;
+  test::Child nobody = test::Child::start([&] {
+    constexpr uid_t kNobody = 65534;
+    if (setresgid(kNobody, kNobody, kNobody) != 0 || setresuid(kNobody, kNobody, kNobody) != 0) {
+      return 3;
+    }
+    ToolRun one = run_tool("--json " + secret);
+    if (one.exit_code != 1 || !one.json_ok || one.json["error"].text != "permission_denied") {
+      return 4;
+    }
+    if (one.err.find("xproc-inspect: " + secret + ": permission_denied") == std::string::npos) {
+      return 5;
+    }
+    ToolRun list = run_tool("--json --prefix " + prefix);
+    if (list.exit_code != 0 || !list.json_ok) return 6;
+    const Json* entry = find_segment(list.json, secret);
+    if (entry == nullptr || (*entry)["error"].text != "permission_denied") return 7;
+    return 0;
+  });
+  test::ChildStatus status = nobody.wait(30s);
+  EXPECT_TRUE(status.ok()) << "exit " << status.exit_code;
+}
+
 }  // namespace
 }  // namespace xproc::inspect
