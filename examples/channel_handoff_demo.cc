@@ -188,8 +188,9 @@ pid_t fork_child(Body body) {
   std::fflush(nullptr);
   const pid_t pid = fork();
   if (pid == 0) {
-    body();
-    _exit(0);  // outcome reported through Control; no static destructors in the child
+    // The outcome is in Control; a non-zero exit makes the parent kill the peer at once.
+    // _exit: no static destructors in the child.
+    _exit(body() ? 0 : 1);
   }
   return pid;
 }
@@ -296,8 +297,14 @@ int main(int argc, char** argv) {
 
   const Clock::time_point deadline = Clock::now() + options.timeout;
   const pid_t pids[2] = {
-      fork_child([&] { run_receiver(options, ch, control, deadline); }),
-      fork_child([&] { run_sender(options, ch, control, deadline); }),
+      fork_child([&] {
+        run_receiver(options, ch, control, deadline);
+        return control.receiver_ok.load(std::memory_order_relaxed) != 0;  // this process's store
+      }),
+      fork_child([&] {
+        run_sender(options, ch, control, deadline);
+        return control.sender_ok.load(std::memory_order_relaxed) != 0;  // this process's store
+      }),
   };
   bool started = pids[0] > 0 && pids[1] > 0;
   // acquire: pairs with the children's release increments of ready.
@@ -367,8 +374,11 @@ int main(int argc, char** argv) {
     if (status == -1) {
       failure += std::string(roles[i]) + " was killed (timeout or peer failure); ";
     } else if (WIFSIGNALED(status)) {
-      failure +=
-          std::string(roles[i]) + " died of signal " + std::to_string(WTERMSIG(status)) + "; ";
+      failure += std::string(roles[i]) +
+                 (WTERMSIG(status) == SIGKILL
+                      ? " was killed (SIGKILL: from outside, or by this demo after its peer "
+                        "failed or the timeout passed); "
+                      : " died of signal " + std::to_string(WTERMSIG(status)) + "; ");
     }
     if (texts[i][0] != '\0') failure += std::string(roles[i]) + ": " + texts[i] + "; ";
     if (failure.empty() && !oks[i]) failure += std::string(roles[i]) + " did not finish; ";
