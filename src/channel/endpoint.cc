@@ -322,10 +322,14 @@ std::error_code Endpoint::commit(Reservation& reservation) const noexcept {
 
 namespace {
 Result<std::size_t> receive_impl(const Ring& ring, std::span<std::byte> buffer,
-                                 const sync::Deadline* deadline) noexcept {
+                                 const sync::Deadline* deadline,
+                                 std::size_t* needed = nullptr) noexcept {
   if (ring.header == nullptr) return errc_code(errc::invalid_argument);
   detail::ClaimOutcome outcome = claim_wait(ring, buffer.size(), deadline);
-  if (outcome.error) return outcome.error;
+  if (outcome.error) {
+    if (needed != nullptr && is(outcome.error, errc::message_too_large)) *needed = outcome.size;
+    return outcome.error;
+  }
   if (outcome.size != 0) {
     std::memcpy(buffer.data(), detail::payload_at(ring, outcome.position), outcome.size);
   }
@@ -343,6 +347,12 @@ Result<std::size_t> Endpoint::try_receive(std::span<std::byte> buffer) const noe
 Result<std::size_t> Endpoint::receive_until(std::span<std::byte> buffer,
                                             sync::Deadline deadline) const noexcept {
   return receive_impl(ring_, buffer, &deadline);
+}
+
+Result<std::size_t> Endpoint::receive_sized(std::span<std::byte> buffer,
+                                            const sync::Deadline* deadline,
+                                            std::size_t* needed) const noexcept {
+  return receive_impl(ring_, buffer, deadline, needed);
 }
 
 template <class Container>

@@ -473,6 +473,35 @@ bool data_ready(const Ring& ring) noexcept {
   return control != 0 && control_state(control) != RecordState::reserved;
 }
 
+std::uint32_t head_pending_owner(const Ring& ring, bool abort_dead) noexcept {
+  ConsumerLine& consumer = ring.header->consumer;
+  const bool spsc = ring.spsc();
+  // Under the claim lock, as data_ready(): the head record cannot be reclaimed meanwhile.
+  if (!spsc && !try_lock(ring, consumer.lock)) return 0;
+  // relaxed: lock holder (or the single consumer).
+  const std::uint64_t head = consumer.head.load(std::memory_order_relaxed);
+  std::uint32_t owner = 0;
+  if (aligned(head)) {
+    // acquire: pairs with the release store of R6.
+    std::uint64_t control = control_at(ring, head).load(std::memory_order_acquire);
+    if (control_valid_for(control, head) && control_state(control) == RecordState::reserved) {
+      owner = control_owner(control);
+      if (abort_dead && !owner_alive(ring, owner)) {
+        // acq_rel: as in try_claim: races only with a tail repair by a lock taker.
+        if (control_at(ring, head)
+                .compare_exchange_strong(control,
+                                         make_control(RecordState::aborted, head, ring.self_id),
+                                         std::memory_order_acq_rel, std::memory_order_acquire)) {
+          ring.header->counters.producer_died.fetch_add(1, std::memory_order_relaxed);
+        }
+        owner = 0;
+      }
+    }
+  }
+  if (!spsc) unlock(consumer.lock);
+  return owner;
+}
+
 bool space_ready(const Ring& ring, std::uint32_t size) noexcept {
   // relaxed/acquire: hints only; try_reserve decides under the lock.
   const std::uint64_t tail = ring.header->producer.tail.load(std::memory_order_relaxed);

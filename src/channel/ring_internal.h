@@ -67,4 +67,10 @@ std::error_code sweep(const Ring& ring, bool check_liveness, bool wait = true) n
 bool data_ready(const Ring& ring) noexcept;
 bool space_ready(const Ring& ring, std::uint32_t size) noexcept;
 
+// For the readiness waker (readiness.cc): the packed id of the producer still writing the head
+// record (a `reserved` record there), else 0 (also when the claim lock is busy). abort_dead: when
+// that producer is dead, abort the record as try_claim(check_liveness) does (counted in
+// producer_died; consumers then skip it) and return 0.
+std::uint32_t head_pending_owner(const Ring& ring, bool abort_dead) noexcept;
+
 }  // namespace xproc::channel::detail

@@ -122,6 +122,7 @@ struct Ring {
 }  // namespace detail
 
 class Endpoint;
+class ReadinessFd;
 
 // A record reserved for writing in place: fill data(), then Endpoint::commit(). Destroying it
 // uncommitted abandons it (never delivered; counted in Statistics::abandoned).
@@ -213,6 +214,10 @@ class Endpoint {
                                   std::chrono::duration<Rep, Period> timeout) const noexcept {
     return receive_until(buffer, to_deadline(timeout));
   }
+  // The three above in one (deadline nullptr: try once; Deadline::max(): no deadline); on
+  // message_too_large, *needed (when not null) is set to the size of the message left queued.
+  Result<std::size_t> receive_sized(std::span<std::byte> buffer, const sync::Deadline* deadline,
+                                    std::size_t* needed) const noexcept;
   // Into a container (resized to the message): never message_too_large. std::bad_alloc may
   // propagate from the resize; the message is then put back in the queue first (no loss).
   [[nodiscard]] std::error_code receive(std::vector<std::byte>& out) const;
@@ -250,6 +255,8 @@ class Endpoint {
   std::error_code receive_container(Container& out, const sync::Deadline* deadline,
                                     bool wait) const;
   Result<Message> peek_impl(const sync::Deadline* deadline) const noexcept;
+
+  friend class ReadinessFd;  // its waker reads the ring's wait hints (readiness.h)
 
   detail::Ring ring_{};
 };
