@@ -202,7 +202,13 @@ bool valid_segment_name(std::string_view name) noexcept {
 namespace detail {
 
 std::string shm_name(std::string_view name) {
-  return "/" + std::string(kNamePrefix) + std::string(name);
+  // Appended piece by piece: g++ 12 at -O3 reports a false -Wrestrict for "/" + std::string.
+  std::string result;
+  result.reserve(1 + kNamePrefix.size() + name.size());
+  result += '/';
+  result += kNamePrefix;
+  result += name;
+  return result;
 }
 
 std::string shm_path(std::string_view name) {

@@ -329,7 +329,10 @@ int run(int argc, char** argv) {
   context.baseline = options.baseline;
   context.repetitions = options.repetitions;
   context.machine = machine_line(cpus.size(), pinned);
-  for (int i = 0; i < argc; ++i) context.command += (i ? " " : "") + std::string(argv[i]);
+  for (int i = 0; i < argc; ++i) {
+    if (i != 0) context.command += ' ';
+    context.command += argv[i];
+  }
   print_tables(rows, context);
 
   int status = 0;

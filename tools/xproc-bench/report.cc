@@ -282,10 +282,14 @@ std::string write_png(const std::vector<Row>& rows, const ReportContext& context
         if (point.mode == mode && point.transport == row.transport && point.ok())
           std::fprintf(out, "%zu %g\n", point.message_size, figure(point));
       std::fclose(out);
-      std::fprintf(gp, "%s'%s' using 1:2 with linespoints lc %d pt %d title '%s%s'",
+      std::string title = row.transport;
+      if (mode == Mode::mpmc) {
+        title += ' ';
+        title += shape_text(row);
+      }
+      std::fprintf(gp, "%s'%s' using 1:2 with linespoints lc %d pt %d title '%s'",
                    first ? "" : ", ", data.c_str(), style[row.transport], style[row.transport],
-                   row.transport.c_str(),
-                   mode == Mode::mpmc ? (" " + shape_text(row)).c_str() : "");
+                   title.c_str());
       first = false;
     }
     std::fprintf(gp, "\n");
