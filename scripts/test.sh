@@ -43,4 +43,8 @@ step "TSan thread-level tests"
 # clang 14's TSan predates the larger mmap randomisation of recent kernels; run without ASLR.
 TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 \
   setarch "$(uname -m)" -R ctest --test-dir build/tsan --output-on-failure -j "$jobs" -L thread
+
+step "fuzz smoke (clang 14)"
+# libFuzzer targets for untrusted shared memory (docs/design/fuzzing.md): 15 s each from the corpus.
+tests/fuzz/smoke.sh 15
 step "all suites passed"

@@ -1,0 +1,200 @@
+// libFuzzer target: a channel region (include/xproc/channel/layout.h) from untrusted bytes.
+//
+// Input: byte 0 = mode (bit 7: open with a real Participant, else with nullptr; bits 0..4: the
+// number of op bytes that follow), then the op bytes, then the region (copied into an exactly
+// sized, 64-byte aligned heap buffer, so ASan sees every out-of-bounds access). When
+// Endpoint::open accepts the region, each op byte drives one try_* call (never a blocking one):
+// try_send, try_send_batch, try_reserve + commit/abandon, try_receive (span, vector, string),
+// try_receive_batch, try_peek + release/drop, recover, statistics. Must never crash, hang or
+// read out of bounds; every error must be one of the documented codes.
+//
+// A live lock holder is a legitimate state in which try_* waits (spins) for its release, which a
+// single-threaded harness cannot model: before opening, the harness frees every lock word that
+// names an owner the library must consider alive (any owner without a Participant; the local
+// owner id or the harness's own id with one). Owners that are dead (every other id) stay: the
+// takeover and repair paths are fuzzed.
+// docs/design/fuzzing.md describes the targets, the corpus and how to run them.
+
+#include <cstddef>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <new>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "xproc/channel/endpoint.h"
+#include "xproc/channel/layout.h"
+#include "xproc/shm/segment.h"
+#include "xproc/sys/error.h"
+
+namespace {
+
+using xproc::errc;
+namespace channel = xproc::channel;
+namespace detail = xproc::channel::detail;
+
+// The harness's own attachment: a participant of a private anonymous segment. Ids from the input
+// name slots of this table that nobody holds (dead) or ids no table issues.
+const xproc::sync::Participant* harness_participant() {
+  static xproc::shm::Segment* segment = [] {
+    xproc::shm::SegmentOptions options;
+    options.participant_capacity = 8;
+    auto created = xproc::shm::Segment::create_anonymous(xproc::shm::SegmentKind::raw, 64, options);
+    if (!created) std::abort();
+    return new xproc::shm::Segment(std::move(*created));
+  }();
+  return &segment->self();
+}
+
+// Allowed results of every operation: success or one of the documented errors.
+void check(std::error_code error) {
+  if (!error) return;
+  if (error == errc::would_block || error == errc::message_too_large ||
+      error == errc::corrupt_segment || error == errc::invalid_argument) {
+    return;
+  }
+  std::abort();  // an undocumented error: a finding
+}
+
+struct AlignedBuffer {
+  explicit AlignedBuffer(std::size_t bytes)
+      : data(
+            static_cast<std::byte*>(::operator new (bytes == 0 ? 1 : bytes, std::align_val_t{64}))),
+        size(bytes) {}
+  ~AlignedBuffer() { ::operator delete (data, std::align_val_t{64}); }
+  AlignedBuffer(const AlignedBuffer&) = delete;
+  AlignedBuffer& operator=(const AlignedBuffer&) = delete;
+  std::byte* data;
+  std::size_t size;
+};
+
+void free_live_lock(std::byte* region, std::size_t offset, const xproc::sync::Participant* self) {
+  std::uint32_t word = 0;
+  std::memcpy(&word, region + offset, sizeof word);
+  const bool alive =
+      word != 0 && (self == nullptr || word == detail::kLocalOwner || word == self->id().pack());
+  if (alive) std::memset(region + offset, 0, sizeof word);
+}
+
+void run_op(const channel::Endpoint& endpoint, std::uint8_t op, std::vector<std::byte>& scratch) {
+  const std::size_t size = static_cast<std::size_t>(op >> 4) * 9;  // payload sizes 0..135
+  std::span<const std::byte> payload(scratch.data(), size);
+  switch (op & 15u) {
+    case 0:
+    case 1:
+      check(endpoint.try_send(payload));
+      break;
+    case 2: {
+      const std::span<const std::byte> messages[2] = {payload, payload.first(size / 2)};
+      auto sent = endpoint.try_send_batch(messages);
+      if (!sent) check(sent.error());
+      break;
+    }
+    case 3:
+    case 4: {
+      auto reservation = endpoint.try_reserve(size);
+      if (!reservation) {
+        check(reservation.error());
+        break;
+      }
+      std::span<std::byte> data = reservation->data();
+      if (data.size() != size) std::abort();
+      std::memset(data.data(), op, data.size());
+      if ((op & 15u) == 3) check(endpoint.commit(*reservation));  // else: abandoned
+      break;
+    }
+    case 5:
+    case 6: {
+      std::span<std::byte> buffer(scratch.data(), size);
+      auto received = endpoint.try_receive(buffer);
+      if (!received) {
+        check(received.error());
+      } else if (*received > buffer.size()) {
+        std::abort();
+      }
+      break;
+    }
+    case 7: {
+      std::vector<std::byte> out;
+      check(endpoint.try_receive(out));
+      if (out.size() > endpoint.max_message()) std::abort();
+      break;
+    }
+    case 8: {
+      std::string out;
+      check(endpoint.try_receive(out));
+      break;
+    }
+    case 9: {
+      std::vector<std::byte> out[3];
+      auto received = endpoint.try_receive_batch(out);
+      if (!received) check(received.error());
+      break;
+    }
+    case 10:
+    case 11: {
+      auto message = endpoint.try_peek();
+      if (!message) {
+        check(message.error());
+        break;
+      }
+      std::span<const std::byte> data = message->data();
+      if (data.size() > endpoint.max_message()) std::abort();
+      volatile std::uint8_t sum = 0;
+      for (std::byte b : data)
+        sum = static_cast<std::uint8_t>(sum + std::to_integer<std::uint8_t>(b));
+      if ((op & 15u) == 10) check(endpoint.release(*message));  // else: the destructor releases
+      break;
+    }
+    case 12:
+      check(endpoint.recover());
+      break;
+    default: {
+      const channel::Statistics statistics = endpoint.statistics();
+      volatile std::uint64_t sink = statistics.depth_bytes + statistics.depth_messages;
+      (void)sink;
+      break;
+    }
+  }
+}
+
+}  // namespace
+
+extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
+  if (size == 0 || size > (std::size_t{1} << 20)) return 0;
+  const std::uint8_t mode = data[0];
+  const std::size_t op_count = std::min<std::size_t>(mode & 31u, size - 1);
+  const std::uint8_t* ops = data + 1;
+  const std::size_t region_size = size - 1 - op_count;
+  const xproc::sync::Participant* self = (mode & 0x80u) != 0 ? harness_participant() : nullptr;
+
+  AlignedBuffer region(region_size);
+  if (region_size != 0) std::memcpy(region.data, ops + op_count, region_size);
+  if (region_size >= sizeof(detail::ChannelHeader)) {
+    free_live_lock(region.data,
+                   offsetof(detail::ChannelHeader, producer) + offsetof(detail::ProducerLine, lock),
+                   self);
+    free_live_lock(region.data,
+                   offsetof(detail::ChannelHeader, consumer) + offsetof(detail::ConsumerLine, lock),
+                   self);
+    free_live_lock(region.data,
+                   offsetof(detail::ChannelHeader, reclaim) + offsetof(detail::ReclaimLine, lock),
+                   self);
+  }
+
+  auto endpoint = channel::Endpoint::open(std::span<std::byte>(region.data, region_size), self);
+  if (!endpoint) {
+    const std::error_code error = endpoint.error();
+    if (error != errc::invalid_argument && error != errc::layout_mismatch &&
+        error != errc::corrupt_segment) {
+      std::abort();
+    }
+    return 0;
+  }
+  std::vector<std::byte> scratch(256, std::byte{0x5a});
+  for (std::size_t i = 0; i < op_count; ++i) run_op(*endpoint, ops[i], scratch);
+  (void)endpoint->statistics();
+  return 0;
+}
