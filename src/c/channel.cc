@@ -52,9 +52,16 @@ int channel_errno(std::error_code error) noexcept {
   return to_errno(error);
 }
 
+// The magic word is read and written with memcpy: the opaque bytes hold no uint64_t object.
 template <class Record>
-std::uint64_t& magic_of(Record* record) noexcept {
-  return *std::launder(reinterpret_cast<std::uint64_t*>(record->xproc_opaque_.bytes));
+std::uint64_t magic_of(const Record* record) noexcept {
+  std::uint64_t magic = 0;
+  std::memcpy(&magic, record->xproc_opaque_.bytes, sizeof(magic));
+  return magic;
+}
+template <class Record>
+void set_magic(Record* record, std::uint64_t magic) noexcept {
+  std::memcpy(record->xproc_opaque_.bytes, &magic, sizeof(magic));
 }
 template <class T, class Record>
 T* object_in(Record* record) noexcept {
@@ -137,7 +144,7 @@ int reserve_impl(xproc_channel_t* handle, std::size_t size,
     std::memset(reservation->xproc_opaque_.bytes, 0, sizeof(reservation->xproc_opaque_.bytes));
     Reservation* object =
         new (reservation->xproc_opaque_.bytes + kObjectOffset) Reservation(std::move(*reserved));
-    magic_of(reservation) = kReservationMagic;
+    set_magic(reservation, kReservationMagic);
     reservation->data = object->data().data();
     reservation->size = object->data().size();
     return 0;
@@ -156,7 +163,7 @@ int peek_impl(xproc_channel_t* handle, xproc_channel_message_t* message,
     std::memset(message->xproc_opaque_.bytes, 0, sizeof(message->xproc_opaque_.bytes));
     Message* object =
         new (message->xproc_opaque_.bytes + kObjectOffset) Message(std::move(*peeked));
-    magic_of(message) = kMessageMagic;
+    set_magic(message, kMessageMagic);
     message->data = object->data().data();
     message->size = object->data().size();
     return 0;
@@ -174,7 +181,7 @@ int finish_reservation(xproc_channel_t* handle, xproc_channel_reservation_t* res
   if (commit) code = channel_errno(handle->channel.endpoint().commit(*object));
   if (code != 0) return code;  // not this channel's reservation: left as it was
   object->~Reservation();      // uncommitted: abandons it
-  magic_of(reservation) = 0;
+  set_magic(reservation, 0);
   reservation->data = nullptr;
   reservation->size = 0;
   return 0;
@@ -326,7 +333,7 @@ int xproc_channel_release(xproc_channel_t* channel, xproc_channel_message_t* mes
   Message* object = object_in<Message>(message);
   if (int code = channel_errno(channel->channel.endpoint().release(*object))) return code;
   object->~Message();
-  magic_of(message) = 0;
+  set_magic(message, 0);
   message->data = nullptr;
   message->size = 0;
   return 0;

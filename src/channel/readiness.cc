@@ -3,6 +3,8 @@
 #include "xproc/channel/readiness.h"
 
 #include <poll.h>
+#include <pthread.h>
+#include <signal.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
 
@@ -44,7 +46,19 @@ Result<std::unique_ptr<ReadinessFd>> ReadinessFd::create(const Endpoint& endpoin
     readiness->stop_fd_ = std::move(*stop_fd);
     readiness->creator_ = ::getpid();
     ReadinessFd* self = readiness.get();
-    readiness->waker_ = std::make_unique<std::thread>([self] { self->run(); });
+    // The waker starts with every signal blocked (it inherits the mask), so the application's
+    // signal handlers never run on it; the creator's mask is restored right after.
+    sigset_t all;
+    sigset_t previous;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &previous);
+    try {
+      readiness->waker_ = std::make_unique<std::thread>([self] { self->run(); });
+    } catch (...) {
+      pthread_sigmask(SIG_SETMASK, &previous, nullptr);
+      throw;
+    }
+    pthread_sigmask(SIG_SETMASK, &previous, nullptr);
     return readiness;
   } catch (const std::system_error& error) {
     return error.code();
@@ -141,10 +155,11 @@ bool ReadinessFd::wait_for_rearm() noexcept {
 void ReadinessFd::run() noexcept {
   for (;;) {
     if (!wait_until_ready()) return;
+    // relaxed: statistics (counted before the write, so a consumer that saw the fd readable
+    // sees the count: the eventfd's write/read order the two).
+    signals_.fetch_add(1, std::memory_order_relaxed);
     // A full counter (the consumer wrote to it itself) gives EAGAIN: it is readable anyway.
     static_cast<void>(::write(event_fd_.get(), &kSignalValue, sizeof(kSignalValue)));
-    // relaxed: statistics.
-    signals_.fetch_add(1, std::memory_order_relaxed);
     if (!wait_for_rearm()) return;
   }
 }

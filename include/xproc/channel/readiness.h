@@ -30,17 +30,16 @@
 // Thread- and process-safety: fd() may be read by any thread; one ReadinessFd per consumer
 // process is enough (several are allowed: each has its own waker). The Endpoint's channel (the
 // mapping and its Participant) must outlive the ReadinessFd.
-// Blocking: create() starts a thread; the destructor stops it (setting a flag, writing a stop
-// eventfd, and one notify_all on not_empty, which wakes parked receivers spuriously once) and
-// joins it: microseconds.
-// Failures: create(): the errno of eventfd() or of starting the thread (system category),
-// errc::invalid_argument for an Endpoint not open.
-// Deaths: the waker holds the claim lock only for a try-lock read of the head (as a receiver
-// about to park does); a process killed there leaves a lock that the next claimer takes over.
-// Its eventfd dies with it. A dead producer or consumer: see above.
-// fork(): the child has no waker thread; its copy of the descriptor is the parent's eventfd.
-// Do not use a ReadinessFd inherited through fork(): create a new one. Destroying the child's
-// copy is safe (it closes the child's copies of the descriptors and joins nothing).
+// Blocking: create() starts a thread (every signal blocked in it); the destructor stops it (setting
+// a flag, writing a stop eventfd, and one notify_all on not_empty, which wakes parked receivers
+// spuriously once) and joins it: microseconds. Failures: create(): the errno of eventfd() or of
+// starting the thread (system category), errc::invalid_argument for an Endpoint not open. Deaths:
+// the waker holds the claim lock only for a try-lock read of the head (as a receiver about to park
+// does); a process killed there leaves a lock that the next claimer takes over. Its eventfd dies
+// with it. A dead producer or consumer: see above. fork(): the child has no waker thread; its copy
+// of the descriptor is the parent's eventfd. Do not use a ReadinessFd inherited through fork():
+// create a new one. Destroying the child's copy is safe (it closes the child's copies of the
+// descriptors and joins nothing).
 
 #include <atomic>
 #include <cstdint>
