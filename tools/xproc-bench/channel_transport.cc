@@ -76,13 +76,16 @@ class ChannelSender final : public Sender {
   }
 
  private:
+  // Returns at once when messages are queued (the receivers are busy, not parked).
   void wait_until_receiver_parks() const {
-    const auto parked_or_busy = [&] {
-      const channel::Statistics s = channel_->statistics();
-      return s.depth_bytes != 0 || s.receivers_waiting != 0;
-    };
     const auto limit = std::chrono::steady_clock::now() + kParkedWaitLimit;
-    while (!parked_or_busy() && std::chrono::steady_clock::now() < limit) sync::detail::cpu_relax();
+    for (;;) {
+      const channel::Statistics s = channel_->statistics();
+      if (s.depth_bytes != 0) return;
+      if (s.receivers_waiting != 0) break;
+      if (std::chrono::steady_clock::now() >= limit) return;
+      sync::detail::cpu_relax();
+    }
     // An announced receiver re-checks the channel once before its futex wait; give it time to
     // get there, so the send below really wakes a sleeper.
     const auto settle = std::chrono::steady_clock::now() + kParkSettle;
