@@ -7,6 +7,7 @@
 #include <poll.h>
 #include <signal.h>
 #include <sys/stat.h>
+#include <sys/types.h>
 #include <unistd.h>
 
 #include <gtest/gtest.h>
@@ -117,14 +118,25 @@ TEST(ChannelC, CreateAndOpenErrorsAreErrnoValues) {
 }
 
 TEST(ChannelC, OpenOfAnotherUsersPrivateChannelIsAccessDenied) {
-  if (geteuid() == 0) GTEST_SKIP() << "root bypasses permissions";
   const std::string name = unique_name("private");
   Handle creator;
-  ASSERT_EQ(xproc_channel_create(name.c_str(), 4096, 256, 0, 0000, &creator.channel), 0);
-  xproc_channel_t* other = nullptr;
-  EXPECT_EQ(xproc_channel_open(name.c_str(), &other), EACCES);
-  EXPECT_EQ(xproc_channel_unlink(name.c_str()), EACCES);
-  EXPECT_EQ(::unlink(("/dev/shm/xproc." + name).c_str()), 0);
+  ASSERT_EQ(xproc_channel_create(name.c_str(), 4096, 256, 0, 0600, &creator.channel), 0);
+  // Another user: as root, a child switches to nobody (65534); otherwise the file gets mode 0000
+  // (its owner cannot open it either, and unlink opens it first).
+  const bool as_root = geteuid() == 0;
+  if (!as_root) {
+    ASSERT_EQ(::chmod(("/dev/shm/xproc." + name).c_str(), 0000), 0);
+  }
+  Child child = Child::start([&]() -> int {
+    if (as_root && (::setgid(65534) != 0 || ::setuid(65534) != 0)) return 10;
+    xproc_channel_t* other = nullptr;
+    if (xproc_channel_open(name.c_str(), &other) != EACCES) return 1;
+    if (xproc_channel_unlink(name.c_str()) != EACCES) return 2;
+    return 0;
+  });
+  const xproc::test::ChildStatus status = child.wait(10s);
+  EXPECT_TRUE(status.ok()) << "exit " << status.exit_code;
+  EXPECT_EQ(xproc_channel_unlink(name.c_str()), 0);
 }
 
 TEST(ChannelC, AnonymousChannelIsAdoptedThroughItsDescriptor) {

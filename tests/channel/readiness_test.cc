@@ -36,10 +36,11 @@ int drain(const Endpoint& endpoint) {
   return count;
 }
 
-// Waits (bounded) until the waker is parked on not_empty (counted as a waiting receiver).
-bool waker_parked(const Endpoint& endpoint) {
+// Waits (bounded) until the waker is parked on not_empty (counted as a waiting receiver), or
+// (parked = false) until it is not.
+bool waker_parked(const Endpoint& endpoint, bool parked = true) {
   const auto give_up = std::chrono::steady_clock::now() + 5s;
-  while (endpoint.statistics().receivers_waiting == 0) {
+  while ((endpoint.statistics().receivers_waiting != 0) != parked) {
     if (std::chrono::steady_clock::now() > give_up) return false;
     std::this_thread::yield();
   }
@@ -90,7 +91,7 @@ TEST(ReadinessFd, IdleWakerAndUnrearmedWakerMakeNoWakeups) {
   // Signalled and not re-armed: further sends do not wake the waker (it sleeps in poll()).
   ASSERT_FALSE(channel->send(test::as_bytes("first")));
   ASSERT_TRUE(readable(readiness->fd(), 5000));
-  while (channel.endpoint().statistics().receivers_waiting != 0) std::this_thread::yield();
+  ASSERT_TRUE(waker_parked(channel.endpoint(), false));
   const ReadinessFd::Counters signalled = readiness->counters();
   for (int i = 0; i < 10; ++i) ASSERT_FALSE(channel->send(test::as_bytes("more")));
   std::this_thread::sleep_for(50ms);
