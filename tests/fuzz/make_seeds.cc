@@ -191,6 +191,11 @@ void channel_seeds(const std::filesystem::path& dir, const xproc::sync::Particip
       {},
       {0x05, 0x0a, 0x10, 0x23, 0x07, 0x0f, 0x0c, 0x09},
       {0x30, 0x31, 0x42, 0x14, 0x0b, 0x06, 0x08, 0x0c, 0x0d, 0xf0, 0x0a, 0x05},
+      // held handles, two endpoints (mode bit 6): odd ops on the second one
+      {0x3d, 0x10, 0x05, 0x0e, 0x20, 0x0f, 0x0b, 0x07, 0x2d, 0x0e, 0x0c, 0x0f},
+      // a peer's writes between ops: tail (offset 136), head (264), a record's size (1032)
+      {0x10, 0x10, 0x8c, 17, 0x40, 0x05, 0x0f, 0x8c, 33, 0x30, 0x05, 0x0c, 0x10, 0x8c, 129, 0xff,
+       0x07, 0x0f},
   };
   for (const Case& c : cases) {
     const std::size_t size = channel::region_size_for(c.config);
@@ -208,7 +213,8 @@ void channel_seeds(const std::filesystem::path& dir, const xproc::sync::Particip
         for (std::size_t s = 0; s < std::size(scripts); ++s) {
           if (!with_self && s == 2) continue;
           Bytes input;
-          input.push_back(static_cast<std::uint8_t>((with_self ? 0x80u : 0u) | scripts[s].size()));
+          input.push_back(static_cast<std::uint8_t>((with_self ? 0x80u : 0u) |
+                                                    (s == 3 ? 0x40u : 0u) | scripts[s].size()));
           input.insert(input.end(), scripts[s].begin(), scripts[s].end());
           input.insert(input.end(), raw, raw + size);
           write_seed(
