@@ -1,6 +1,7 @@
 // ReadinessFd with producers in other processes: an epoll loop receives every message of a
 // producer process in order, and a producer killed in the middle of a reservation does not hide
-// the messages queued behind its record from a consumer that only polls and try_receives.
+// the messages queued behind its record from a consumer that only polls and try_receives, and
+// with redelivery a dead receiver's message comes back to such a consumer.
 #include <signal.h>
 #include <sys/epoll.h>
 #include <unistd.h>
@@ -9,6 +10,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <string>
 
 #include "channel_test_support.h"
 #include "child_process.h"
@@ -93,6 +95,34 @@ TEST(ReadinessFdProcess, ProducerKilledInsideAReservationDoesNotHideLaterMessage
   }
   EXPECT_EQ(out, "after");
   EXPECT_EQ(channel->statistics().producer_died, 1u);
+}
+
+TEST(ReadinessFdProcess, WithRedeliveryADeadReceiversMessageBecomesReadableAgain) {
+  ChannelConfig config = test::small_config();
+  config.redelivery = true;
+  Channel channel = Channel::create_anonymous(config).value();
+  ASSERT_FALSE(channel->send(test::as_bytes("precious")));
+  xproc::test::Child receiver = xproc::test::Child::start([&]() -> int {
+    Result<Channel> adopted = Channel::adopt(sys::reopen(channel.segment().fd()).value());
+    if (!adopted) return 1;
+    Result<Message> peeked = (*adopted)->peek();
+    if (!peeked) return 2;
+    raise(SIGKILL);
+    return 3;
+  });
+  ASSERT_TRUE(receiver.wait(10s).signaled);
+  // A consumer that only polls and try_receives: the waker puts the message back.
+  auto readiness = ReadinessFd::create(channel.endpoint()).value();
+  Epoll epoll(readiness->fd());
+  std::string out;
+  for (int attempt = 0; attempt < 3 && out.empty(); ++attempt) {
+    ASSERT_TRUE(epoll.wait(5000));
+    while (!channel->try_receive(out)) {
+    }
+    readiness->rearm();
+  }
+  EXPECT_EQ(out, "precious");
+  EXPECT_EQ(channel->statistics().redelivered, 1u);
 }
 
 }  // namespace
