@@ -7,7 +7,8 @@
 //     opens as the kind its header names (then unlinked).
 // When a segment opens, the harness reads every body byte, info(), the participant table and
 // the harness's own liveness, and, for a channel segment, opens a channel Endpoint on the body
-// and tries a receive and a send (the channel layer's own target fuzzes that deeper).
+// and tries a receive and a send (the channel layer's own target fuzzes that deeper; lock words
+// naming a live owner are freed first, see free_live_locks).
 // Must never crash, hang (the ready wait is bounded by a 1 ms ready_timeout and nobody holds the
 // init byte, so an unready segment fails at once) or read outside the mapping; every error must
 // be one of the documented codes. docs/design/fuzzing.md describes the targets and the corpus.
@@ -26,6 +27,7 @@
 #include <vector>
 
 #include "xproc/channel/endpoint.h"
+#include "xproc/channel/layout.h"
 #include "xproc/shm/segment.h"
 #include "xproc/shm/segment_registry.h"
 #include "xproc/sys/error.h"
@@ -75,6 +77,26 @@ xproc::sys::FileDescriptor memory_file(const std::uint8_t* data, std::size_t siz
   return fd;
 }
 
+// A channel lock word naming an owner that the library must consider alive (this process's own
+// id: another thread of ours could hold it; the local-owner id) makes even try_send wait for its
+// release, which this single-threaded harness never does: such words are freed before the
+// channel is used (the same rule as channel_region_fuzz.cc).
+void free_live_locks(std::span<std::byte> body, const xproc::sync::Participant& self) {
+  namespace detail = xproc::channel::detail;
+  if (body.size() < sizeof(detail::ChannelHeader)) return;
+  const std::size_t offsets[] = {
+      offsetof(detail::ChannelHeader, producer) + offsetof(detail::ProducerLine, lock),
+      offsetof(detail::ChannelHeader, consumer) + offsetof(detail::ConsumerLine, lock),
+      offsetof(detail::ChannelHeader, reclaim) + offsetof(detail::ReclaimLine, lock)};
+  for (std::size_t offset : offsets) {
+    std::uint32_t word = 0;
+    std::memcpy(&word, body.data() + offset, sizeof word);
+    if (word == detail::kLocalOwner || word == self.id().pack()) {
+      std::memset(body.data() + offset, 0, sizeof word);
+    }
+  }
+}
+
 void touch(const shm::Segment& segment) {
   const shm::SegmentInfo& info = segment.info();
   std::span<std::byte> body = segment.body();
@@ -90,6 +112,7 @@ void touch(const shm::Segment& segment) {
     (void)creator;  // any id from the file: alive, dead or invalid_argument
   }
   if (segment.kind() == shm::SegmentKind::channel) {
+    free_live_locks(body, segment.self());
     auto endpoint = xproc::channel::Endpoint::open(body, &segment.self());
     if (endpoint) {
       std::byte buffer[64];
@@ -137,6 +160,16 @@ void fuzz_named(const std::uint8_t* data, std::size_t size) {
       if (segment.error() != errc::not_found) check_open_error(segment.error());
     } else {
       touch(*segment);
+      // The same bytes: where inspect() accepted them too, it read the same header facts.
+      // (inspect() may refuse what open() accepts: it reads every participant slot, open()
+      // only the slots it attaches through; an impossible generation in another slot is
+      // corrupt_segment for inspect() only.)
+      if (report && (report->info.kind != segment->info().kind ||
+                     report->info.body_size != segment->info().body_size ||
+                     report->info.total_size != segment->info().total_size ||
+                     report->info.participant_capacity != segment->info().participant_capacity)) {
+        std::abort();
+      }
     }
   }  // may unlink the name itself (the unlink-when-last-detaches flag)
   (void)::unlink(path.c_str());
