@@ -199,6 +199,14 @@ bool valid_segment_name(std::string_view name) noexcept {
   return true;
 }
 
+// The magic spells "XPROCSEG" in memory (little-endian), as docs/layout/segment.md says.
+static_assert([] {
+  constexpr char kSpelling[] = "XPROCSEG";
+  std::uint64_t value = 0;
+  for (int i = 7; i >= 0; --i) value = value << 8 | static_cast<unsigned char>(kSpelling[i]);
+  return value;
+}() == SegmentHeader::kMagic);
+
 namespace detail {
 
 std::string shm_name(std::string_view name) {

@@ -20,8 +20,10 @@
 // Thread- and process-safety: every Endpoint member may be called concurrently from any thread of
 // any process that opened the region, except in a channel formatted with spsc = true, where at
 // most one thread sends and one thread receives at a time (not checked).
-// Blocking: send/reserve/receive/peek (and _until/_for) block; try_* never park but may wait a
-// few microseconds for a lock held by a running peer (or a dead one, until its death is seen).
+// Blocking: send/reserve/receive/peek (and _until/_for) block; try_* never park but wait for a
+// reserve/claim lock held by a peer: a few microseconds for a running one, until its death is
+// seen for a dead one. A live peer that holds a lock without end (hostile, or stopped) stalls
+// try_* as long, as it would stall every other user of the channel (docs/design/fuzzing.md).
 // Waits spin briefly, then park on the channel's EventCounts (not_empty, not_full); a notifier
 // makes a futex call only when somebody parks.
 //

@@ -50,7 +50,7 @@ inline constexpr std::uint32_t kKnownFlags = kFlagUnlinkWhenLastDetaches | kFlag
 //   88  lock_region        kLockRegion
 //   96  reserved[32]       0
 struct SegmentHeader {
-  static constexpr std::uint64_t kMagic = 0x4745534f43525058;  // "XPROCSEG" in memory order
+  static constexpr std::uint64_t kMagic = 0x474553434f525058;  // "XPROCSEG" in memory order
   static constexpr std::uint32_t kLayoutVersion = 1;
 
   // `ready` bit table:
