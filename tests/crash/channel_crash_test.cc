@@ -135,7 +135,7 @@ TEST(ChannelCrash, WithRedeliveryADeadConsumersMessageGoesToTheNextConsumer) {
 // dies before committing. Measured from the producer's death (reaped) to the consumer receiving
 // the next message, which another producer sends right after the death.
 TEST(ChannelCrash, ConsumerParkedOnADeadProducersRecordRecoversWithinMilliseconds) {
-  const long trials = xproc::test::scaled(30);
+  const long trials = xproc::test::scaled(200);
   std::vector<double> recovery_us;
   for (long trial = 0; trial < trials; ++trial) {
     Registry registry;
@@ -284,7 +284,7 @@ int run_consumer(const Registry& registry, const SharedRegion& region, TrialStat
 }
 
 TEST(ChannelCrash, RandomKillsOfProducersAndConsumersLoseNothingTheyDidNotHold) {
-  const long trials = xproc::test::scaled(40);
+  const long trials = xproc::test::scaled(300);
   std::mt19937 random(12345);
   std::vector<double> recovery_us;
   std::uint64_t producer_died = 0, consumer_died = 0, takeovers = 0;
