@@ -33,8 +33,8 @@
 #include <vector>
 
 #include "xproc/channel/channel.h"
+#include "xproc/sync/barrier.h"
 #include "xproc/sys/file.h"
-#include "xproc/sys/futex.h"
 #include "xproc/sys/memory.h"
 
 namespace {
@@ -51,19 +51,16 @@ struct Options {
 
 // What the processes share besides the channel (anonymous MAP_SHARED memory, zero-filled).
 struct Control {
-  std::atomic<std::uint32_t> ready;  // children that opened the channel (futex word)
-  std::atomic<std::uint32_t> go;     // 1: start (futex word)
+  // Parent, receiver and sender meet here once both children have opened the channel.
+  sync::Barrier start{sync::Scope::process, 3};
   std::atomic<std::uint32_t> sender_done;
-  std::atomic<std::int64_t> start_ns;  // written by the parent before go
-  std::atomic<std::int64_t> end_ns;    // the receiver's last message
+  std::atomic<std::int64_t> end_ns;  // the receiver's last message
   std::atomic<std::uint64_t> received;
   std::atomic<std::uint32_t> receiver_ok;
   std::atomic<std::uint32_t> sender_ok;
   char receiver_failure[256];
   char sender_failure[256];
 };
-
-constexpr auto kShared = sys::FutexScope::process_shared;
 
 std::int64_t now_ns() {
   return std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now().time_since_epoch())
@@ -82,17 +79,9 @@ Result<channel::Channel> join(const Options& options, const channel::Channel& in
   return channel::Channel::adopt(std::move(*fd));
 }
 
-// Announces this child and waits for the parent's start signal (bounded).
+// Waits (bounded) until the other child and the parent are ready too.
 bool ready_set_go(Control& control, Clock::time_point deadline) {
-  // release: nothing to publish but the count; pairs with the parent's acquire load.
-  control.ready.fetch_add(1, std::memory_order_release);
-  (void)sys::futex_wake(control.ready, 1, kShared);
-  // acquire: pairs with the parent's release store of go (start_ns before it).
-  while (control.go.load(std::memory_order_acquire) == 0) {
-    if (Clock::now() >= deadline) return false;
-    (void)sys::futex_wait(control.go, 0, kShared, deadline);
-  }
-  return true;
+  return control.start.arrive_and_wait_until(deadline).has_value();
 }
 
 std::string describe(std::error_code error) {
@@ -307,20 +296,9 @@ int main(int argc, char** argv) {
       }),
   };
   bool started = pids[0] > 0 && pids[1] > 0;
-  // acquire: pairs with the children's release increments of ready.
-  for (std::uint32_t r = 0; started && (r = control.ready.load(std::memory_order_acquire)) < 2;) {
-    if (Clock::now() >= deadline) {
-      started = false;
-      break;
-    }
-    (void)sys::futex_wait(control.ready, r, kShared, deadline);
-  }
-  if (started) {
-    control.start_ns.store(now_ns(), std::memory_order_relaxed);  // published by go below
-    // release: start_ns before go; pairs with the children's acquire load of go.
-    control.go.store(1, std::memory_order_release);
-    (void)sys::futex_wake(control.go, 2, kShared);
-  } else {
+  if (started) started = control.start.arrive_and_wait_until(deadline).has_value();
+  const std::int64_t start_ns = now_ns();
+  if (!started) {
     for (pid_t pid : pids)
       if (pid > 0) kill(pid, SIGKILL);
   }
@@ -335,9 +313,8 @@ int main(int argc, char** argv) {
 
   // After wait4: the children's relaxed stores are visible (process exit orders them).
   const std::uint64_t received = control.received.load(std::memory_order_relaxed);
-  const double seconds = static_cast<double>(control.end_ns.load(std::memory_order_relaxed) -
-                                             control.start_ns.load(std::memory_order_relaxed)) /
-                         1e9;
+  const double seconds =
+      static_cast<double>(control.end_ns.load(std::memory_order_relaxed) - start_ns) / 1e9;
   long voluntary = 0;
   long involuntary = 0;
   for (const Reaped& r : reaped) {
