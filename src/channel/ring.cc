@@ -297,7 +297,10 @@ void commit(const Ring& ring, std::uint64_t position) noexcept {
   control_at(ring, position)
       .store(make_control(RecordState::committed, position, ring.self_id),
              std::memory_order_release);
-  // C3
+  // C3 notify_all, not notify_one: a wake-up is not tied to this record. A consumer woken for it
+  // may find an earlier record still reserved at the head and park again, which would strand
+  // this one with the other consumers asleep; a ReadinessFd waker must see every commit too.
+  // EventCount makes it a fence and a load when nobody is parked.
   ring.header->not_empty.event.notify_all();
 }
 
