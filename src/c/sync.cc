@@ -38,6 +38,9 @@ int to_errno(std::error_code error) noexcept {
         return ENOENT;
       case errc::already_exists:
         return EEXIST;
+      case errc::already_returned:
+        return EALREADY;
+      case errc::bad_descriptor:
       case errc::wrong_kind:
       case errc::invalid_argument:
       case errc::corrupt_state:  // a peer scribbled on shared state: refused, never UB

@@ -47,6 +47,10 @@ class ErrorCategory final : public std::error_category {
         return "an object of that name exists already";
       case errc::wrong_kind:
         return "the object is not of the kind asked for";
+      case errc::bad_descriptor:
+        return "a bulk descriptor its issuer never issued (forged, foreign or out of range)";
+      case errc::already_returned:
+        return "a loan or transfer completed a second time";
     }
     return "unknown xproc error " + std::to_string(value);
   }

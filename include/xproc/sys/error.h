@@ -31,6 +31,9 @@ enum class errc : int {
   not_found,          // no object (segment, endpoint) of that name exists
   already_exists,     // an object of that name exists already
   wrong_kind,         // an object of that name exists, but it is not of the kind asked for
+  bad_descriptor,     // a bulk descriptor (loan, transfer) its issuer never issued: forged, foreign
+                      // or out of range (descriptors are untrusted input)
+  already_returned,   // a loan returned, or a transfer completed, a second time
 };
 
 const std::error_category& error_category() noexcept;
