@@ -1,0 +1,432 @@
+// Pool loans: the state-word protocol (every step one CAS) and the waiting loop.
+//
+// Steps, and what a survivor sees after a death at each (docs/decisions/0040-pool.md):
+//   L1) loan: find a free word (rotating hint), CAS free(g) -> loaned(g+1, me). Before: nothing
+//       changed. After: loaned by a dead owner -> recover() frees it (CAS loaned -> free).
+//   L2) write the payload in place (exclusive: nobody else writes a loaned buffer).
+//   P1) post: (LoanChannel) store the record position; CAS loaned(g, me) -> posted(g, me),
+//       release. Before: as L1. After: posted; only a descriptor (or LoanChannel's reclaim of a
+//       lost record) leads back to it.
+//   A1) accept: validate the descriptor; CAS posted(g) -> held(g, consumer), acquire. Before: still
+//       posted. After: held by a dead owner -> recover() frees it.
+//   G1) give back (Loan or Held destroyed): CAS loaned/held(g, me) -> free(g), release; then
+//       notify `returned`. Dying between the CAS and the notify only delays a parked loaner until
+//       its next periodic wake (kPeerCheckPeriod).
+//   R1) recover: for a loaned/held word whose owner is dead (participant table), CAS it -> free(g)
+//       (the CAS fails if the owner moved on: it was alive after all). LoanChannel's variant also
+//       frees posted words whose record position is below the channel's reclaim position.
+#include <algorithm>
+#include <cstring>
+#include <utility>
+
+#include "pool_internal.h"
+#include "xproc/channel/endpoint.h"
+#include "xproc/sync/detail/spin.h"
+
+namespace xproc::bulk {
+namespace {
+
+using detail::BufferState;
+using detail::PoolRef;
+
+constexpr std::uint32_t kLoanSpinRounds = 8;  // a few microseconds before the reclaim and park
+
+std::error_code code(errc e) noexcept {
+  return make_error_code(e);
+}
+
+// Frees `word` (loaned or held by this handle) and wakes loaners. {} or already_returned.
+std::error_code give_back_word(detail::PoolHeader* header, std::atomic<std::uint64_t>* word,
+                               std::uint64_t expected) noexcept {
+  const std::uint64_t free_word =
+      detail::make_word(BufferState::free, detail::word_generation(expected), detail::kNoOwner);
+  // release (G1): our reads and writes of the buffer happen-before the next loaner's acquire CAS
+  // in L1. relaxed on failure: nothing is read through a word that is not ours.
+  std::uint64_t seen = expected;
+  if (!word->compare_exchange_strong(seen, free_word, std::memory_order_release,
+                                     std::memory_order_relaxed)) {
+    return code(errc::already_returned);
+  }
+  header->wait.returned.notify_all();
+  return {};
+}
+
+// Whether `owner` (a packed id from a state word) is known dead. Ids without a generation
+// (kLocalOwner, no Participant) and unknown answers are alive: never reclaim a live holder.
+class LivenessCache {
+ public:
+  explicit LivenessCache(const PoolRef& ref) noexcept : ref_(ref) {}
+
+  bool dead(std::uint32_t owner) noexcept {
+    if (owner == ref_.self_owner || ref_.self == nullptr || !ref_.self->attached()) return false;
+    const sync::ParticipantId id = sync::ParticipantId::unpack(owner);
+    if (!id.valid()) return false;
+    for (std::uint32_t i = 0; i < used_; ++i) {
+      if (owners_[i] == owner) return dead_[i];
+    }
+    Result<bool> alive = ref_.self->is_alive(id);
+    const bool is_dead = alive.has_value() && !*alive;
+    if (used_ < kEntries) {
+      owners_[used_] = owner;
+      dead_[used_] = is_dead;
+      ++used_;
+    }
+    return is_dead;
+  }
+
+ private:
+  static constexpr std::uint32_t kEntries = 32;
+  const PoolRef& ref_;
+  std::uint32_t owners_[kEntries] = {};
+  bool dead_[kEntries] = {};
+  std::uint32_t used_ = 0;
+};
+
+std::byte* buffer_address(const PoolRef& ref, std::uint32_t size_class,
+                          std::uint32_t index) noexcept {
+  const PoolRef::Class& entry = ref.classes[size_class];
+  return ref.base + entry.data_offset + entry.stride * index;
+}
+
+// L1 over one class: one pass from the rotating hint. true: `loan` filled.
+bool try_class(const PoolRef& ref, std::uint32_t size_class, detail::PoolHeader*& header_out,
+               std::atomic<std::uint64_t>*& word_out, std::uint64_t& expected_out,
+               std::uint32_t& index_out) noexcept {
+  const PoolRef::Class& entry = ref.classes[size_class];
+  // relaxed: the hint only spreads loaners over the class; any value is correct.
+  const std::uint32_t start =
+      ref.header->hints.hint[size_class].fetch_add(1, std::memory_order_relaxed) % entry.count;
+  std::uint32_t index = start;
+  for (std::uint32_t step = 0; step < entry.count; ++step) {
+    std::atomic<std::uint64_t>& word = ref.states[entry.first + index];
+    // relaxed: a probe; the CAS below decides (and acquires).
+    std::uint64_t seen = word.load(std::memory_order_relaxed);
+    while (detail::is_free(seen)) {
+      const std::uint64_t mine =
+          detail::make_word(BufferState::loaned, detail::word_generation(seen) + 1, ref.self_owner);
+      // acquire (L1): pairs with the release CAS of the last giver-back (G1) or reclaimer (R1):
+      // their accesses to the buffer happen-before our writes.
+      if (word.compare_exchange_weak(seen, mine, std::memory_order_acquire,
+                                     std::memory_order_relaxed)) {
+        header_out = ref.header;
+        word_out = &word;
+        expected_out = mine;
+        index_out = index;
+        return true;
+      }
+    }
+    if (++index == entry.count) index = 0;
+  }
+  return false;
+}
+
+}  // namespace
+
+// --- handles
+
+Loan::Loan(Loan&& other) noexcept
+    : header_(std::exchange(other.header_, nullptr)),
+      word_(std::exchange(other.word_, nullptr)),
+      position_(other.position_),
+      data_(other.data_),
+      size_(other.size_),
+      capacity_(other.capacity_),
+      expected_(other.expected_),
+      tag_(other.tag_),
+      class_(other.class_),
+      index_(other.index_) {}
+
+Loan& Loan::operator=(Loan&& other) noexcept {
+  if (this != &other) {
+    (void)give_back();
+    header_ = std::exchange(other.header_, nullptr);
+    word_ = std::exchange(other.word_, nullptr);
+    position_ = other.position_;
+    data_ = other.data_;
+    size_ = other.size_;
+    capacity_ = other.capacity_;
+    expected_ = other.expected_;
+    tag_ = other.tag_;
+    class_ = other.class_;
+    index_ = other.index_;
+  }
+  return *this;
+}
+
+Loan::~Loan() {
+  (void)give_back();
+}
+
+std::error_code Loan::resize(std::size_t size) noexcept {
+  if (word_ == nullptr || size > capacity_) return code(errc::invalid_argument);
+  size_ = size;
+  return {};
+}
+
+std::error_code Loan::give_back() noexcept {
+  if (word_ == nullptr) return code(errc::invalid_argument);
+  std::atomic<std::uint64_t>* word = std::exchange(word_, nullptr);
+  return give_back_word(header_, word, expected_);
+}
+
+Held::Held(Held&& other) noexcept
+    : header_(std::exchange(other.header_, nullptr)),
+      word_(std::exchange(other.word_, nullptr)),
+      data_(other.data_),
+      size_(other.size_),
+      expected_(other.expected_) {}
+
+Held& Held::operator=(Held&& other) noexcept {
+  if (this != &other) {
+    (void)give_back();
+    header_ = std::exchange(other.header_, nullptr);
+    word_ = std::exchange(other.word_, nullptr);
+    data_ = other.data_;
+    size_ = other.size_;
+    expected_ = other.expected_;
+  }
+  return *this;
+}
+
+Held::~Held() {
+  (void)give_back();
+}
+
+std::error_code Held::give_back() noexcept {
+  if (word_ == nullptr) return code(errc::invalid_argument);
+  std::atomic<std::uint64_t>* word = std::exchange(word_, nullptr);
+  return give_back_word(header_, word, expected_);
+}
+
+// --- loaning
+
+Result<Loan> PoolView::loan(std::size_t size) const noexcept {
+  const sync::Deadline forever = sync::Deadline::max();
+  return loan_with(size, &forever, nullptr, nullptr);
+}
+
+Result<Loan> PoolView::try_loan(std::size_t size) const noexcept {
+  return loan_with(size, nullptr, nullptr, nullptr);
+}
+
+Result<Loan> PoolView::loan_until(std::size_t size, sync::Deadline deadline) const noexcept {
+  return loan_with(size, &deadline, nullptr, nullptr);
+}
+
+Result<Loan> PoolView::loan_with(std::size_t size, const sync::Deadline* deadline,
+                                 ReclaimHook reclaim, const void* context) const noexcept {
+  if (ref_.header == nullptr) return code(errc::invalid_argument);
+  std::uint32_t fitting = 0;
+  while (fitting < ref_.class_count && ref_.classes[fitting].buffer_size < size) ++fitting;
+  if (fitting == ref_.class_count) return code(errc::message_too_large);
+  Loan loan;
+  auto attempt = [&]() noexcept {
+    for (std::uint32_t c = fitting; c < ref_.class_count; ++c) {
+      std::uint32_t index = 0;
+      if (try_class(ref_, c, loan.header_, loan.word_, loan.expected_, index)) {
+        loan.index_ = index;
+        loan.class_ = c;
+        return true;
+      }
+    }
+    return false;
+  };
+  auto finish = [&]() noexcept -> Loan {
+    loan.tag_ = ref_.tag;
+    loan.data_ = buffer_address(ref_, loan.class_, loan.index_);
+    loan.size_ = size;
+    loan.capacity_ = ref_.classes[loan.class_].buffer_size;
+    loan.position_ = &ref_.positions[ref_.classes[loan.class_].first + loan.index_];
+    // relaxed: a statistic.
+    ref_.header->counters.loans_total.fetch_add(1, std::memory_order_relaxed);
+    return std::move(loan);
+  };
+  if (attempt()) return finish();
+  if (deadline == nullptr) return code(errc::would_block);
+  sync::EventCount& returned = ref_.header->wait.returned;
+  sync::Deadline next_check{};  // the first wait reclaims at once
+  for (;;) {
+    if (sync::detail::spin_until(attempt, kLoanSpinRounds)) return finish();
+    const sync::Deadline now = sync::Clock::now();
+    if (now >= next_check) {
+      // Never wait for the dead: free what dead participants hold (or, for LoanChannel, what
+      // its channel lost) before parking, and again every period while parked.
+      if (reclaim != nullptr) {
+        if (std::error_code error = reclaim(context)) return error;
+      } else {
+        (void)recover();
+      }
+      next_check = now + channel::kPeerCheckPeriod;
+      if (attempt()) return finish();
+    }
+    if (now >= *deadline) return code(errc::timed_out);
+    const sync::EventCount::Key key = returned.prepare_wait();
+    if (attempt()) {
+      returned.cancel_wait();
+      return finish();
+    }
+    (void)returned.wait_until(key, std::min(*deadline, next_check));
+  }
+}
+
+// --- handing over
+
+Result<Descriptor> PoolView::post(Loan&& loan) const noexcept {
+  return post_impl(std::move(loan), nullptr);
+}
+
+Result<Descriptor> PoolView::post_at(Loan&& loan, std::uint64_t position) const noexcept {
+  return post_impl(std::move(loan), &position);
+}
+
+Result<Descriptor> PoolView::post_impl(Loan&& loan, const std::uint64_t* position) const noexcept {
+  if (loan.word_ == nullptr || loan.header_ != ref_.header || ref_.header == nullptr) {
+    return code(errc::invalid_argument);
+  }
+  if (position != nullptr) {
+    // relaxed: published by the release CAS below (P1); read after an acquire load of the word.
+    loan.position_->store(*position, std::memory_order_relaxed);
+  }
+  const std::uint32_t generation = detail::word_generation(loan.expected_);
+  const std::uint64_t posted =
+      detail::make_word(BufferState::posted, generation, detail::word_owner(loan.expected_));
+  std::atomic<std::uint64_t>* word = std::exchange(loan.word_, nullptr);
+  std::uint64_t seen = loan.expected_;
+  // release (P1): publishes the payload and the position word; pairs with the acquire CAS of
+  // accept() (A1) and the acquire load of a LoanChannel reclaimer (R1).
+  if (!word->compare_exchange_strong(seen, posted, std::memory_order_release,
+                                     std::memory_order_relaxed)) {
+    return code(errc::already_returned);  // reclaimed from a view that looked dead
+  }
+  Descriptor descriptor;
+  descriptor.pool_tag = ref_.tag;
+  descriptor.size_class = loan.class_;
+  descriptor.index = loan.index_;
+  descriptor.generation = generation;
+  descriptor.length = loan.size_;
+  descriptor.check = detail::descriptor_check(descriptor);
+  return descriptor;
+}
+
+Result<Held> PoolView::accept(const Descriptor& descriptor) const noexcept {
+  return accept_impl(descriptor, false);
+}
+
+Result<Held> PoolView::accept_redelivered(const Descriptor& descriptor) const noexcept {
+  return accept_impl(descriptor, true);
+}
+
+Result<Held> PoolView::accept(std::span<const std::byte> bytes) const noexcept {
+  if (bytes.size() != sizeof(Descriptor)) return code(errc::bad_descriptor);
+  Descriptor descriptor;
+  std::memcpy(&descriptor, bytes.data(), sizeof descriptor);
+  return accept_impl(descriptor, false);
+}
+
+Result<Held> PoolView::accept_impl(const Descriptor& descriptor,
+                                   bool take_over_dead) const noexcept {
+  if (ref_.header == nullptr) return code(errc::invalid_argument);
+  // Untrusted input: every field is checked against the validated local copy before use.
+  if (descriptor.pool_tag != ref_.tag || descriptor.reserved != 0 ||
+      descriptor.check != detail::descriptor_check(descriptor) ||
+      descriptor.size_class >= ref_.class_count ||
+      descriptor.index >= ref_.classes[descriptor.size_class].count ||
+      descriptor.generation > detail::kGenerationMask ||
+      descriptor.length > ref_.classes[descriptor.size_class].buffer_size) {
+    return code(errc::bad_descriptor);
+  }
+  const PoolRef::Class& entry = ref_.classes[descriptor.size_class];
+  std::atomic<std::uint64_t>& word = ref_.states[entry.first + descriptor.index];
+  // relaxed: a probe; the CAS below acquires.
+  std::uint64_t seen = word.load(std::memory_order_relaxed);
+  for (;;) {
+    if (!detail::word_valid(seen)) return code(errc::corrupt_segment);
+    const std::uint32_t current = detail::word_generation(seen);
+    if (current != descriptor.generation) {
+      // Behind the buffer's generation (on the 24-bit ring): issued, and returned since.
+      const std::uint32_t behind = (current - descriptor.generation) & detail::kGenerationMask;
+      return code(behind < (1u << 23) ? errc::already_returned : errc::bad_descriptor);
+    }
+    const BufferState state = detail::word_state(seen);
+    if (state == BufferState::free) return code(errc::already_returned);
+    if (state == BufferState::loaned) return code(errc::bad_descriptor);  // not issued yet
+    if (state == BufferState::held) {
+      if (!take_over_dead) return code(errc::already_returned);
+      LivenessCache liveness(ref_);
+      if (!liveness.dead(detail::word_owner(seen))) return code(errc::already_returned);
+    }
+    const std::uint64_t mine =
+        detail::make_word(BufferState::held, descriptor.generation, ref_.self_owner);
+    // acquire (A1): pairs with the release CAS of post() (P1): the payload is visible.
+    if (word.compare_exchange_weak(seen, mine, std::memory_order_acquire,
+                                   std::memory_order_relaxed)) {
+      Held held;
+      held.header_ = ref_.header;
+      held.word_ = &word;
+      held.data_ = buffer_address(ref_, descriptor.size_class, descriptor.index);
+      held.size_ = static_cast<std::size_t>(descriptor.length);
+      held.expected_ = mine;
+      return held;
+    }
+  }
+}
+
+// --- recovery
+
+Result<std::uint32_t> PoolView::recover() const noexcept {
+  return recover_impl(nullptr);
+}
+
+Result<std::uint32_t> PoolView::recover_posted_below(std::uint64_t limit) const noexcept {
+  return recover_impl(&limit);
+}
+
+Result<std::uint32_t> PoolView::recover_impl(const std::uint64_t* posted_limit) const noexcept {
+  if (ref_.header == nullptr) return code(errc::invalid_argument);
+  LivenessCache liveness(ref_);
+  std::uint32_t freed_dead = 0;
+  std::uint32_t freed_posted = 0;
+  bool corrupt = false;
+  for (std::uint32_t i = 0; i < ref_.total; ++i) {
+    std::atomic<std::uint64_t>& word = ref_.states[i];
+    // acquire: pairs with post()'s release CAS (P1): the position word read below is the one
+    // stored for this generation's record.
+    const std::uint64_t seen = word.load(std::memory_order_acquire);
+    if (!detail::word_valid(seen)) {
+      corrupt = true;
+      continue;
+    }
+    const BufferState state = detail::word_state(seen);
+    bool reclaim = false;
+    bool lost_record = false;
+    if (state == BufferState::loaned || state == BufferState::held) {
+      reclaim = liveness.dead(detail::word_owner(seen));
+    } else if (state == BufferState::posted && posted_limit != nullptr) {
+      // relaxed: ordered by the acquire load of the word above; a newer cycle's value fails
+      // the CAS below (the generation moved).
+      const std::uint64_t position = ref_.positions[i].load(std::memory_order_relaxed);
+      reclaim = lost_record = position < *posted_limit;
+    }
+    if (!reclaim) continue;
+    std::uint64_t expected = seen;
+    const std::uint64_t free_word =
+        detail::make_word(BufferState::free, detail::word_generation(seen), detail::kNoOwner);
+    // acq_rel (R1): acquire orders the dead owner's accesses before the next loaner's; release
+    // hands the buffer to it (its acquire CAS in L1). Fails if the word moved: nothing to do.
+    if (word.compare_exchange_strong(expected, free_word, std::memory_order_acq_rel,
+                                     std::memory_order_relaxed)) {
+      ++(lost_record ? freed_posted : freed_dead);
+    }
+  }
+  detail::CounterLine& counters = ref_.header->counters;
+  // relaxed: statistics only.
+  if (freed_dead != 0) counters.reclaimed_dead.fetch_add(freed_dead, std::memory_order_relaxed);
+  if (freed_posted != 0) {
+    counters.reclaimed_posted.fetch_add(freed_posted, std::memory_order_relaxed);
+  }
+  if (freed_dead + freed_posted != 0) ref_.header->wait.returned.notify_all();
+  if (corrupt) return code(errc::corrupt_segment);
+  return freed_dead + freed_posted;
+}
+
+}  // namespace xproc::bulk

@@ -1,0 +1,97 @@
+#pragma once
+// Helpers for the pool and loan-channel tests: a formatted pool in anonymous MAP_SHARED memory,
+// a participant table on a memfd (fork children attach themselves), payloads that carry
+// (producer, sequence) and a checksum.
+
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <span>
+#include <stdexcept>
+#include <system_error>
+
+#include "xproc/bulk/pool.h"
+#include "xproc/sync/participant_table.h"
+#include "xproc/sys/file.h"
+#include "xproc/sys/memory.h"
+
+namespace xproc::bulk::test {
+
+struct SharedPool {
+  explicit SharedPool(const PoolConfig& config)
+      : mapping(sys::SharedMapping::anonymous(region_size_for(config)).value()) {
+    std::error_code error = format(bytes(), config);
+    if (error) throw std::system_error(error);
+  }
+  std::span<std::byte> bytes() const {
+    return {static_cast<std::byte*>(mapping.data()), mapping.size()};
+  }
+  sys::SharedMapping mapping;
+};
+
+struct Registry {
+  explicit Registry(std::uint32_t capacity = 64)
+      : file(sys::create_memory_file("pool_test_registry",
+                                     sync::ParticipantTable::size_for(capacity))
+                 .value()),
+        mapping(sys::SharedMapping::of_file(file.get(), sync::ParticipantTable::size_for(capacity))
+                    .value()),
+        table(sync::ParticipantTable::create(mapping.data(), mapping.size(), capacity).value()) {}
+  Result<sync::Participant> attach() const { return sync::Participant::attach(*table, file.get()); }
+
+  sys::FileDescriptor file;
+  sys::SharedMapping mapping;
+  sync::ParticipantTable* table;
+};
+
+inline PoolConfig small_pool(std::uint32_t count = 4) {
+  PoolConfig config;
+  config.classes = {{256, count}, {4096, count}, {65536, count}};
+  return config;
+}
+
+// Payload: [producer u32][sequence u32][checksum u32][filler]; sizes below 12 carry one byte
+// derived from (producer, sequence) per byte and no header.
+inline std::uint8_t fill_byte(std::uint32_t producer, std::uint32_t sequence, std::size_t i) {
+  return static_cast<std::uint8_t>(producer * 131u + sequence * 7u + i * 13u + (i >> 8));
+}
+
+inline void write_payload(std::span<std::byte> out, std::uint32_t producer,
+                          std::uint32_t sequence) {
+  std::uint32_t checksum = 0;
+  for (std::size_t i = 0; i < out.size(); ++i) {
+    const std::uint8_t b = fill_byte(producer, sequence, i);
+    out[i] = static_cast<std::byte>(b);
+    if (i >= 12) checksum = checksum * 31u + b;
+  }
+  if (out.size() >= 12) {
+    std::memcpy(out.data(), &producer, 4);
+    std::memcpy(out.data() + 4, &sequence, 4);
+    std::memcpy(out.data() + 8, &checksum, 4);
+  }
+}
+
+// True when `in` is exactly what write_payload(producer, sequence) wrote; for payloads of 12
+// bytes and more, the producer and sequence are read from the payload itself.
+inline bool check_payload(std::span<const std::byte> in, std::uint32_t& producer,
+                          std::uint32_t& sequence) {
+  if (in.size() >= 12) {
+    std::memcpy(&producer, in.data(), 4);
+    std::memcpy(&sequence, in.data() + 4, 4);
+    std::uint32_t stored = 0;
+    std::memcpy(&stored, in.data() + 8, 4);
+    std::uint32_t checksum = 0;
+    for (std::size_t i = 12; i < in.size(); ++i) {
+      const std::uint8_t b = fill_byte(producer, sequence, i);
+      if (in[i] != static_cast<std::byte>(b)) return false;
+      checksum = checksum * 31u + b;
+    }
+    return checksum == stored;
+  }
+  for (std::size_t i = 0; i < in.size(); ++i) {
+    if (in[i] != static_cast<std::byte>(fill_byte(producer, sequence, i))) return false;
+  }
+  return true;
+}
+
+}  // namespace xproc::bulk::test
