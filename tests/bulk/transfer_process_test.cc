@@ -1,0 +1,294 @@
+// bulk::TransferEndpoint across processes: byte-exact pulls and pushes between forked children,
+// several producer processes to several consumer processes (each transfer completed exactly
+// once), and the permission-denied path (a reader that dropped to another uid).
+
+#include <signal.h>
+#include <sys/prctl.h>
+#include <unistd.h>
+
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <cstring>
+#include <deque>
+#include <thread>
+#include <vector>
+
+#include "child_process.h"
+#include "xproc/bulk/transfer.h"
+#include "xproc/sys/error.h"
+#include "xproc/sys/file.h"
+#include "xproc/sys/memory.h"
+
+namespace xproc::bulk {
+namespace {
+
+using namespace std::chrono_literals;
+
+std::vector<std::byte> pattern(std::size_t size, std::uint64_t seed) {
+  std::vector<std::byte> bytes(size);
+  std::uint64_t state = seed * 0x9E3779B97F4A7C15ull + 1;
+  std::size_t i = 0;
+  for (; i + 8 <= size; i += 8) {
+    state ^= state << 13;
+    state ^= state >> 7;
+    state ^= state << 17;
+    std::memcpy(bytes.data() + i, &state, 8);
+  }
+  for (; i < size; ++i) bytes[i] = static_cast<std::byte>(i * 31 + seed);
+  return bytes;
+}
+
+shm::Segment make_segment(std::uint32_t slots) {
+  shm::SegmentOptions options;
+  options.participant_capacity = 16;
+  TransferTableOptions table{slots};
+  return shm::Segment::create_anonymous(shm::SegmentKind::raw, transfer_table_size(table, 16),
+                                        options, transfer_table_init(table, 16))
+      .value();
+}
+
+// A fork child's own attachment to the parent's segment.
+shm::Segment join(const shm::Segment& parent) {
+  return shm::Segment::adopt(sys::reopen(parent.fd()).value(), shm::SegmentKind::raw).value();
+}
+
+// Descriptors posted by index, in MAP_SHARED memory.
+struct Mailbox {
+  static constexpr std::size_t kCapacity = 1024;
+  std::atomic<std::uint32_t> ready[kCapacity];
+  Descriptor descriptors[kCapacity];
+  std::atomic<std::uint32_t> pulled[kCapacity];  // successful pulls per descriptor
+  std::atomic<std::uint32_t> bad;                // corrupt bytes or unexpected errors seen
+  std::atomic<std::uint32_t> done;               // descriptors pulled so far
+
+  void post(std::size_t index, const Descriptor& descriptor) {
+    descriptors[index] = descriptor;
+    ready[index].store(1, std::memory_order_release);
+  }
+  // Waits (bounded) for descriptor `index`.
+  bool take(std::size_t index, Descriptor& out, sync::Deadline deadline) {
+    while (ready[index].load(std::memory_order_acquire) == 0) {
+      if (sync::Clock::now() > deadline) return false;
+      std::this_thread::yield();
+    }
+    out = descriptors[index];
+    return true;
+  }
+};
+
+class Shared {
+ public:
+  Shared() : mapping_(sys::SharedMapping::anonymous(sizeof(Mailbox)).value()) {
+    mailbox_ = new (mapping_.data()) Mailbox();
+  }
+  Mailbox* operator->() const { return mailbox_; }
+
+ private:
+  sys::SharedMapping mapping_;
+  Mailbox* mailbox_;
+};
+
+TEST(TransferProcess, ChildSourcesArePulledByteExactFrom1BTo64MiB) {
+  shm::Segment segment = make_segment(16);
+  TransferEndpoint endpoint = TransferEndpoint::open(segment).value();
+  Shared shared;
+  std::vector<std::size_t> sizes = {
+      1, 100, 4096, 65536, std::size_t{1} << 20, std::size_t{16} << 20, std::size_t{64} << 20};
+  if (test::test_scale() >= 4) sizes.push_back(std::size_t{256} << 20);
+  test::Child sender = test::Child::start([&] {
+    shm::Segment mine = join(segment);
+    TransferEndpoint own = TransferEndpoint::open(mine).value();
+    for (std::size_t i = 0; i < sizes.size(); ++i) {
+      std::vector<std::byte> source = pattern(sizes[i], i);
+      Result<Transfer> transfer = own.register_source(source);
+      if (!transfer) return 10;
+      shared->post(i, transfer->descriptor());
+      if (transfer->wait_for(60s)) return 20 + static_cast<int>(i);
+      if (transfer->transferred() != sizes[i]) return 40;
+    }
+    return 0;
+  });
+  for (std::size_t i = 0; i < sizes.size(); ++i) {
+    Descriptor descriptor;
+    ASSERT_TRUE(shared->take(i, descriptor, sync::Clock::now() + 60s));
+    EXPECT_TRUE(endpoint.permitted(sync::ParticipantId::unpack(descriptor.owner)));
+    std::vector<std::byte> target(sizes[i]);
+    Result<std::size_t> pulled = endpoint.pull(descriptor, target);
+    ASSERT_TRUE(pulled) << pulled.error().message();
+    ASSERT_EQ(*pulled, sizes[i]);
+    EXPECT_TRUE(target == pattern(sizes[i], i)) << sizes[i];
+  }
+  EXPECT_TRUE(sender.wait(60s).ok());
+}
+
+TEST(TransferProcess, PushFillsAChildsRegisteredDestination) {
+  shm::Segment segment = make_segment(16);
+  TransferEndpoint endpoint = TransferEndpoint::open(segment).value();
+  Shared shared;
+  constexpr std::size_t kSize = std::size_t{3} << 20;
+  test::Child receiver = test::Child::start([&] {
+    shm::Segment mine = join(segment);
+    TransferEndpoint own = TransferEndpoint::open(mine).value();
+    std::vector<std::byte> destination(kSize);
+    Result<Transfer> transfer = own.register_destination(destination);
+    if (!transfer) return 10;
+    shared->post(0, transfer->descriptor());
+    if (transfer->wait_for(60s)) return 11;
+    if (transfer->transferred() != kSize - 5) return 12;
+    return std::memcmp(destination.data(), pattern(kSize - 5, 77).data(), kSize - 5) == 0 ? 0 : 13;
+  });
+  Descriptor descriptor;
+  ASSERT_TRUE(shared->take(0, descriptor, sync::Clock::now() + 60s));
+  std::vector<std::byte> source = pattern(kSize - 5, 77);
+  EXPECT_EQ(endpoint.push(descriptor, source).value(), kSize - 5);
+  EXPECT_EQ(endpoint.push(descriptor, source).error(), errc::already_returned);
+  EXPECT_TRUE(receiver.wait(60s).ok());
+}
+
+TEST(TransferProcess, ProducersToConsumersCompleteEachTransferExactlyOnce) {
+  constexpr int kProducers = 3;
+  constexpr int kConsumers = 3;
+  constexpr std::size_t kInFlight = 8;
+  const auto per_producer = static_cast<std::size_t>(std::min<long>(test::scaled(60), 300));
+  const std::size_t total = kProducers * per_producer;
+  shm::Segment segment = make_segment(64);
+  Shared shared;
+  std::vector<test::Child> children;
+  for (int p = 0; p < kProducers; ++p) {
+    children.push_back(test::Child::start([&, p] {
+      shm::Segment mine = join(segment);
+      TransferEndpoint own = TransferEndpoint::open(mine).value();
+      std::deque<std::pair<std::vector<std::byte>, Transfer>> flying;
+      for (std::size_t k = 0; k < per_producer; ++k) {
+        const std::size_t index = static_cast<std::size_t>(p) * per_producer + k;
+        std::vector<std::byte> source = pattern(1 + (index * 7919) % (256 * 1024), index);
+        // Scattered: the source as up to 5 ranges.
+        std::vector<iovec> ranges;
+        for (std::size_t at = 0; at < source.size();) {
+          std::size_t length = std::max<std::size_t>(1, source.size() / 5);
+          length = std::min(length, source.size() - at);
+          ranges.push_back(iovec{source.data() + at, length});
+          at += length;
+        }
+        Result<Transfer> transfer = own.register_source(ranges);
+        if (!transfer) return 10;
+        shared->post(index, transfer->descriptor());
+        flying.emplace_back(std::move(source), std::move(*transfer));
+        if (flying.size() >= kInFlight) {
+          if (flying.front().second.wait_for(60s)) return 11;
+          flying.pop_front();
+        }
+      }
+      for (auto& entry : flying) {
+        if (entry.second.wait_for(60s)) return 12;
+      }
+      return 0;
+    }));
+  }
+  for (int c = 0; c < kConsumers; ++c) {
+    children.push_back(test::Child::start([&, c] {
+      shm::Segment mine = join(segment);
+      TransferEndpoint own = TransferEndpoint::open(mine).value();
+      std::vector<std::byte> target(256 * 1024);
+      const sync::Deadline deadline = sync::Clock::now() + 120s;
+      // Each consumer walks the descriptors from its own offset and tries every one it finds
+      // unpulled: consumers race for the same transfers all the time.
+      std::size_t cursor = static_cast<std::size_t>(c) * 17;
+      while (shared->done.load(std::memory_order_acquire) < total) {
+        if (sync::Clock::now() > deadline) return 20;
+        cursor = (cursor + 1) % total;
+        if (shared->ready[cursor].load(std::memory_order_acquire) == 0 ||
+            shared->pulled[cursor].load(std::memory_order_relaxed) != 0) {
+          continue;
+        }
+        const Descriptor descriptor = shared->descriptors[cursor];
+        Result<std::size_t> result = own.pull(descriptor, target);
+        if (result) {
+          const std::size_t expected_size = 1 + (cursor * 7919) % (256 * 1024);
+          if (*result != expected_size ||
+              std::memcmp(target.data(), pattern(expected_size, cursor).data(), expected_size) !=
+                  0) {
+            shared->bad.fetch_add(1);
+          }
+          shared->pulled[cursor].fetch_add(1, std::memory_order_relaxed);
+          shared->done.fetch_add(1, std::memory_order_release);
+        } else if (result.error() != errc::already_returned) {
+          shared->bad.fetch_add(1);
+        }
+      }
+      return 0;
+    }));
+  }
+  for (test::Child& child : children) {
+    test::ChildStatus status = child.wait(180s);
+    EXPECT_TRUE(status.ok()) << status.exit_code << " signal " << status.term_signal;
+  }
+  EXPECT_EQ(shared->bad.load(), 0u);
+  EXPECT_EQ(shared->done.load(), total);
+  for (std::size_t i = 0; i < total; ++i) ASSERT_EQ(shared->pulled[i].load(), 1u) << i;
+}
+
+TEST(TransferProcess, ReaderOfAnotherUidIsDeniedWithAReasonAndTheOwnerLearnsWhy) {
+  if (geteuid() != 0) GTEST_SKIP() << "needs root to start a reader with another uid";
+  shm::Segment segment = make_segment(16);
+  TransferEndpoint endpoint = TransferEndpoint::open(segment).value();
+  Shared shared;
+  std::vector<std::byte> source = pattern(100000, 5);
+  Transfer transfer = endpoint.register_source(source).value();
+  shared->post(0, transfer.descriptor());
+  test::Child reader = test::Child::start([&] {
+    // Attach first (as root: reopening our memfd needs it), then drop to nobody.
+    shm::Segment mine = join(segment);
+    TransferEndpoint own = TransferEndpoint::open(mine).value();
+    if (setgid(65534) != 0 || setuid(65534) != 0) return 2;
+    Descriptor descriptor;
+    if (!shared->take(0, descriptor, sync::Clock::now() + 30s)) return 3;
+    ProbeResult probe = own.probe(sync::ParticipantId::unpack(descriptor.owner));
+    if (probe.error != errc::permission_denied) return 4;
+    if (probe.reason.find("euid") == std::string::npos) return 5;
+    std::vector<std::byte> target(100000);
+    Result<std::size_t> pulled = own.pull(descriptor, target);
+    return !pulled && pulled.error() == errc::permission_denied ? 0 : 6;
+  });
+  test::ChildStatus status = reader.wait(30s);
+  EXPECT_TRUE(status.ok()) << status.exit_code;
+  // The owner's handle reports why, so a front end can fall back to another path.
+  EXPECT_EQ(transfer.wait_for(5s), errc::permission_denied);
+}
+
+TEST(TransferProcess, NonDumpableOwnerIsNotPermittedToAnUnprivilegedPeer) {
+  if (geteuid() != 0) GTEST_SKIP() << "needs root to drop both sides to another uid";
+  shm::Segment segment = make_segment(16);
+  Shared shared;
+  test::Child owner = test::Child::start([&] {
+    shm::Segment mine = join(segment);
+    TransferEndpoint own = TransferEndpoint::open(mine).value();
+    if (setgid(65534) != 0 || setuid(65534) != 0) return 2;
+    if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0) return 3;
+    std::vector<std::byte> source = pattern(4096, 6);
+    Result<Transfer> transfer = own.register_source(source);
+    if (!transfer) return 4;
+    shared->post(0, transfer->descriptor());
+    return transfer->wait_for(30s) == errc::permission_denied ? 0 : 5;
+  });
+  test::Child reader = test::Child::start([&] {
+    shm::Segment mine = join(segment);
+    TransferEndpoint own = TransferEndpoint::open(mine).value();
+    if (setgid(65534) != 0 || setuid(65534) != 0) return 2;
+    if (prctl(PR_SET_DUMPABLE, 1, 0, 0, 0) != 0) return 3;
+    Descriptor descriptor;
+    if (!shared->take(0, descriptor, sync::Clock::now() + 30s)) return 4;
+    if (own.permitted(sync::ParticipantId::unpack(descriptor.owner))) return 5;
+    std::vector<std::byte> target(4096);
+    Result<std::size_t> pulled = own.pull(descriptor, target);
+    return !pulled && pulled.error() == errc::permission_denied ? 0 : 6;
+  });
+  test::ChildStatus reader_status = reader.wait(30s);
+  EXPECT_TRUE(reader_status.ok()) << reader_status.exit_code;
+  test::ChildStatus owner_status = owner.wait(30s);
+  EXPECT_TRUE(owner_status.ok()) << owner_status.exit_code;
+}
+
+}  // namespace
+}  // namespace xproc::bulk
