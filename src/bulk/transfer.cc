@@ -305,6 +305,10 @@ void Transfer::finish(std::uint64_t word, std::error_code result) noexcept {
   result_ = result;
   finished_ = true;
   // Step 7 (retire): the slot becomes reusable; keep the final value for late double pulls.
+  // Only a final state is retired: a slot holding something impossible (corrupt) is left alone,
+  // so nothing a live claimer may still use is ever handed to a new registration.
+  const SlotState state = state_valid(word) ? state_of(word) : SlotState::free;
+  if (state != SlotState::complete && state != SlotState::failed) return;
   // release: our reads of the slot happen before a new registration (its acquire CAS) reuses it.
   const std::uint64_t retired =
       make_state(state_generation(word), SlotState::retired, state_value(word));

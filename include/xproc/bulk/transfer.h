@@ -4,14 +4,13 @@
 // pulls the bytes straight into its own buffer with process_vm_readv (or, in push mode, writes
 // into ranges the other side registered with process_vm_writev); the registering side waits on
 // its Transfer handle until the copy is done, so it knows when the memory may be reused.
-// Layout: bulk/transfer_layout.h, docs/layout/transfer.md. Why:
-// docs/decisions/0041-cross-memory.md.
+// Layout: bulk/transfer_layout.h, docs/layout/transfer.md.
+// Why this shape: docs/decisions/0041-cross-memory.md.
 //
 // Setup: one table per group of processes, in the body of a segment they share:
-//   body size:   transfer_table_size(options, participant_capacity)
-//   create:      shm::Segment::create(name, SegmentKind::raw, size, seg_options,
-//                                     transfer_table_init(options,
-//                                     seg_options.participant_capacity))
+//   body size:   transfer_table_size(options, capacity)   (capacity: participant slots)
+//   create:      shm::Segment::create(name, SegmentKind::raw, size, segment_options,
+//                                     transfer_table_init(options, capacity))
 //   every member: TransferEndpoint::open(segment)
 // Protocol of one transfer (pull mode; push mode swaps who registers):
 //   sender:   Transfer t = endpoint.register_source(ranges); send t.descriptor(); t.wait_until(d)
@@ -43,7 +42,8 @@
 // Deaths (numbered as the protocol in docs/layout/transfer.md):
 //   owner dies while registering or while open: its slot reads registering/open with a dead
 //     owner; the next registration that finds no free slot reclaims it (one CAS). A pull of its
-//     descriptor finds the owner dead and fails with peer_dead.
+//     descriptor finds the owner dead and fails with peer_dead (bad_descriptor once the slot has
+//     been taken over: the descriptor then names a registration that is gone).
 //   owner dies while claimed: the claimer's copy fails (ESRCH, or the pidfd reads exited after the
 //     copy: data discarded) -> failed(peer_dead); the slot is reclaimable.
 //   claimer dies while claimed: the owner's wait sees the claimer dead within one period, moves
