@@ -72,6 +72,45 @@ bool abandoned(const EndpointState& endpoint, const TransferSlot& slot, std::uin
 
 }  // namespace
 
+namespace detail {
+
+Result<std::shared_ptr<const sys::FileDescriptor>> EndpointState::owner_pidfd(std::uint32_t owner,
+                                                                              pid_t pid) {
+  {
+    std::lock_guard lock(pidfd_mutex);
+    for (CachedPidfd& entry : pidfds) {
+      if (entry.owner == owner && entry.pid == pid) {
+        entry.last_use = ++pidfd_clock;
+        return entry.fd;
+      }
+    }
+  }
+  // pid safety (sys/cross_memory.h): the pidfd first, then the owner's liveness, so the pidfd is
+  // the owner's process (a reused pid needs the owner reaped, and a reaped owner reads dead).
+  Result<sys::FileDescriptor> opened = sys::pidfd_open(pid);
+  if (!opened) return opened.error();
+  Result<bool> owner_alive = alive(owner);
+  if (!owner_alive) return owner_alive.error();
+  if (!*owner_alive) return make_error_code(errc::peer_dead);
+  auto fd = std::make_shared<const sys::FileDescriptor>(std::move(*opened));
+  std::lock_guard lock(pidfd_mutex);
+  if (pidfds.size() >= kPidfdCacheSize) {
+    auto oldest = std::min_element(pidfds.begin(), pidfds.end(), [](const auto& a, const auto& b) {
+      return a.last_use < b.last_use;
+    });
+    pidfds.erase(oldest);
+  }
+  pidfds.push_back(CachedPidfd{owner, pid, ++pidfd_clock, fd});
+  return fd;
+}
+
+void EndpointState::forget_pidfd(std::uint32_t owner) noexcept {
+  std::lock_guard lock(pidfd_mutex);
+  std::erase_if(pidfds, [owner](const CachedPidfd& entry) { return entry.owner == owner; });
+}
+
+}  // namespace detail
+
 Result<Transfer> TransferEndpoint::register_source(std::span<const iovec> ranges) {
   return register_ranges(ranges, Direction::source);
 }
@@ -251,20 +290,21 @@ Result<std::size_t> TransferEndpoint::copy(const Descriptor& descriptor,
       remote_total != descriptor.total_length) {
     return finish(errc::corrupt_segment, 0);
   }
-  // pid safety (sys/cross_memory.h): pidfd first, then the owner's liveness, so the pidfd is the
-  // owner's; after the copy, a pidfd that has not exited proves the pid named the owner all along.
-  Result<sys::FileDescriptor> pidfd = sys::pidfd_open(pid);
+  // pid safety (sys/cross_memory.h): a pidfd known to be the owner's process (owner_pidfd());
+  // after the copy, a pidfd that has not exited proves the pid named the owner all along.
+  Result<std::shared_ptr<const sys::FileDescriptor>> pidfd =
+      endpoint.owner_pidfd(descriptor.owner, pid);
   if (!pidfd) return finish(pidfd.error(), 0);
-  Result<bool> owner_alive = endpoint.alive(descriptor.owner);
-  if (!owner_alive) return finish(owner_alive.error(), 0);
-  if (!*owner_alive) return finish(errc::peer_dead, 0);
   const std::span<const iovec> remote_ranges(remote, range_count);
   sys::CrossMemoryResult moved = direction == Direction::source
                                      ? sys::read_from(pid, local, remote_ranges)
                                      : sys::write_to(pid, local, remote_ranges);
-  Result<bool> exited = sys::pidfd_exited(pidfd->get());
+  Result<bool> exited = sys::pidfd_exited((*pidfd)->get());
   if (!exited) return finish(exited.error(), 0);
-  if (*exited) return finish(errc::peer_dead, 0);  // the bytes may be a successor's: discard
+  if (*exited) {
+    endpoint.forget_pidfd(descriptor.owner);
+    return finish(errc::peer_dead, 0);  // the bytes may be a successor's: discard
+  }
   if (moved.error) {
     // A fault in a dying owner's memory is its death, not a lie.
     Result<bool> still_alive = endpoint.alive(descriptor.owner);

@@ -3,14 +3,20 @@
 // address when the endpoint object moves), and helpers shared by
 // transfer.cc (register/pull/push/completion) and transfer_table.cc (format/open/probe).
 
+#include <sys/types.h>
+
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
+#include <memory>
+#include <mutex>
 #include <system_error>
+#include <vector>
 
 #include "xproc/bulk/transfer.h"
 #include "xproc/bulk/transfer_layout.h"
 #include "xproc/shm/segment.h"
+#include "xproc/sys/file.h"
 
 namespace xproc::bulk::detail {
 
@@ -23,6 +29,27 @@ struct EndpointState {
   std::uint64_t slots_offset = 0;
   std::atomic<std::uint32_t> next_slot{0};  // where this process's next registration looks first
   TransferEndpointOptions options;
+
+  // pidfds of owners this process copied from, keyed by (owner id, pid): opening and closing a
+  // pidfd costs more than a small copy. An entry is made only after the owner was seen alive in
+  // the participant table with the pidfd already open (so the pidfd is the owner's process), and
+  // dropped once it reads exited. Ids are unique per attachment, so a hit names the same process.
+  struct CachedPidfd {
+    std::uint32_t owner = 0;
+    pid_t pid = 0;
+    std::uint64_t last_use = 0;
+    std::shared_ptr<const sys::FileDescriptor> fd;
+  };
+  static constexpr std::size_t kPidfdCacheSize = 32;
+  std::mutex pidfd_mutex;
+  std::vector<CachedPidfd> pidfds;  // guarded by pidfd_mutex
+  std::uint64_t pidfd_clock = 0;    // guarded by pidfd_mutex
+
+  // A pidfd for the live owner `owner` at `pid` (see above). errc::peer_dead when the owner is
+  // dead or the pid gone; corrupt_segment for an impossible owner id.
+  Result<std::shared_ptr<const sys::FileDescriptor>> owner_pidfd(std::uint32_t owner, pid_t pid);
+  // Forgets the pidfd of `owner` (it read exited).
+  void forget_pidfd(std::uint32_t owner) noexcept;
 
   // Whether this process may use the endpoint: false in a fork child (the segment's attachment
   // is detached there).

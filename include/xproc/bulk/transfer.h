@@ -52,9 +52,11 @@
 // pid safety: the copy goes by pid; the claimer opens a pidfd, then checks the owner is alive in
 //   the participant table (so the pidfd is the owner's: a reused pid needs the owner reaped, and a
 //   reaped owner reads dead), copies, then checks the pidfd has not exited (so the pid still named
-//   the owner throughout the copy). Members trust the pid a member publishes (they share the
-//   segment); a member that lies about its pid can only make others read memory they could read
-//   anyway, into their own buffers.
+//   the owner throughout the copy). Each endpoint keeps the pidfds of up to 32 recent owners
+//   (opening and closing one costs more than a small copy); ids are unique per attachment, so a
+//   cached pidfd of (owner id, pid) is that owner's process for good. Members trust the pid a
+//   member publishes (they share the segment); a member that lies about its pid can only make
+//   others read memory they could read anyway, into their own buffers.
 // fork(): a child's copy of an endpoint is unusable (every call returns invalid_argument): the
 //   child is not a participant of the segment until it opens it again; open a new endpoint then.
 //   A child's copy of a Transfer handle does nothing on destruction (the parent's handle owns it).
