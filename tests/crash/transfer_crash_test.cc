@@ -208,6 +208,30 @@ TEST(TransferCrash, OwnerKilledBeforeThePullIsPeerDeadReapedOrZombie) {
   }
 }
 
+TEST(TransferCrash, OwnerKilledAfterAPullIsPeerDeadThroughTheCachedPidfd) {
+  shm::Segment segment = make_segment(8);
+  TransferEndpoint endpoint = TransferEndpoint::open(segment).value();
+  SharedBoard first;
+  SharedBoard second;
+  test::Child owner = test::Child::start([&]() -> int {
+    shm::Segment mine = join(segment);
+    TransferEndpoint own = TransferEndpoint::open(mine).value();
+    std::vector<std::byte> source = pattern(1 << 16, 5);
+    Transfer one = own.register_source(source).value();
+    Transfer two = own.register_source(source).value();
+    second->descriptor = two.descriptor();
+    first->descriptor = one.descriptor();
+    first->posted.store(1, std::memory_order_release);
+    if (one.wait_for(30s)) return 1;
+    die();
+  });
+  ASSERT_TRUE(await_flag(first->posted, 30s));
+  std::vector<std::byte> target(1 << 16);
+  ASSERT_EQ(endpoint.pull(first->descriptor, target).value(), target.size());  // caches the pidfd
+  EXPECT_TRUE(owner.wait(30s).signaled);
+  EXPECT_EQ(endpoint.pull(second->descriptor, target).error(), errc::peer_dead);
+}
+
 TEST(TransferCrash, OwnerKilledDuringLargePullsGivesTheClaimerAnErrorNeverAHang) {
   const long trials = test::scaled(10);
   std::mt19937 random(77);
