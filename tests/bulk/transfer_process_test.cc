@@ -91,7 +91,7 @@ class Shared {
   Mailbox* mailbox_;
 };
 
-TEST(TransferProcess, ChildSourcesArePulledByteExactFrom1BTo64MiB) {
+TEST(TransferProcess, ChildSourcesArePulledByteExactFrom1BTo64MiBOr256MiBAtScale4) {
   shm::Segment segment = make_segment(16);
   TransferEndpoint endpoint = TransferEndpoint::open(segment).value();
   Shared shared;
