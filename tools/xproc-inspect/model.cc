@@ -70,46 +70,7 @@ SegmentEntry gather(std::string_view name) {
 
 std::string error_name(std::error_code error) {
   if (error.category() == xproc::error_category()) {
-    switch (static_cast<errc>(error.value())) {
-      case errc::ok:
-        return "ok";
-      case errc::owner_died:
-        return "owner_died";
-      case errc::not_recoverable:
-        return "not_recoverable";
-      case errc::timed_out:
-        return "timed_out";
-      case errc::would_block:
-        return "would_block";
-      case errc::deadlock:
-        return "deadlock";
-      case errc::not_owner:
-        return "not_owner";
-      case errc::peer_dead:
-        return "peer_dead";
-      case errc::invalid_argument:
-        return "invalid_argument";
-      case errc::limit_reached:
-        return "limit_reached";
-      case errc::corrupt_state:
-        return "corrupt_state";
-      case errc::permission_denied:
-        return "permission_denied";
-      case errc::not_supported:
-        return "not_supported";
-      case errc::message_too_large:
-        return "message_too_large";
-      case errc::layout_mismatch:
-        return "layout_mismatch";
-      case errc::corrupt_segment:
-        return "corrupt_segment";
-      case errc::not_found:
-        return "not_found";
-      case errc::already_exists:
-        return "already_exists";
-      case errc::wrong_kind:
-        return "wrong_kind";
-    }
+    if (const char* name = errc_name(static_cast<errc>(error.value()))) return name;
     return "xproc_error_" + std::to_string(error.value());
   }
   if (error.category() == std::generic_category() || error.category() == std::system_category()) {

@@ -38,6 +38,10 @@ enum class errc : int {
 
 const std::error_category& error_category() noexcept;
 
+// The enumerator's own name ("peer_dead"), for machine-readable output; nullptr for a value
+// that is no enumerator.
+const char* errc_name(errc e) noexcept;
+
 inline std::error_code make_error_code(errc e) noexcept {
   return {static_cast<int>(e), error_category()};
 }
