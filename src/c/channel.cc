@@ -254,6 +254,14 @@ int xproc_channel_unlink(const char* name) {
   });
 }
 
+int xproc_channel_declare(xproc_channel_t* channel, int roles) {
+  constexpr int kKnown = XPROC_CHANNEL_SENDER | XPROC_CHANNEL_RECEIVER;
+  if (channel == nullptr || roles == 0 || (roles & ~kKnown) != 0) return EINVAL;
+  if ((roles & XPROC_CHANNEL_SENDER) != 0) channel->channel->declare_producer();
+  if ((roles & XPROC_CHANNEL_RECEIVER) != 0) channel->channel->declare_consumer();
+  return 0;
+}
+
 int xproc_channel_send(xproc_channel_t* channel, const void* data, size_t size) {
   return send_impl(channel, data, size, &kForever);
 }

@@ -5,6 +5,14 @@
 
 namespace xproc::channel {
 
+namespace {
+// The role table has an entry per participant slot of the segment's table.
+ChannelConfig with_roles(ChannelConfig config, const shm::SegmentOptions& options) noexcept {
+  config.role_slots = options.participant_capacity;
+  return config;
+}
+}  // namespace
+
 Result<Channel> Channel::wrap(Result<shm::Segment> segment) {
   if (!segment) return segment.error();
   Channel channel;
@@ -15,8 +23,9 @@ Result<Channel> Channel::wrap(Result<shm::Segment> segment) {
   return channel;
 }
 
-Result<Channel> Channel::create(std::string_view name, const ChannelConfig& config,
+Result<Channel> Channel::create(std::string_view name, const ChannelConfig& requested,
                                 const shm::SegmentOptions& options) {
+  const ChannelConfig config = with_roles(requested, options);
   const std::size_t size = region_size_for(config);
   if (size == 0) return make_error_code(errc::invalid_argument);
   return wrap(
@@ -28,8 +37,9 @@ Result<Channel> Channel::open(std::string_view name, const shm::SegmentOptions& 
   return wrap(shm::Segment::open(name, shm::SegmentKind::channel, options));
 }
 
-Result<Channel> Channel::create_anonymous(const ChannelConfig& config,
+Result<Channel> Channel::create_anonymous(const ChannelConfig& requested,
                                           const shm::SegmentOptions& options) {
+  const ChannelConfig config = with_roles(requested, options);
   const std::size_t size = region_size_for(config);
   if (size == 0) return make_error_code(errc::invalid_argument);
   return wrap(shm::Segment::create_anonymous(

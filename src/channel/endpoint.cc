@@ -37,6 +37,7 @@ bool config_valid(const ChannelConfig& config) noexcept {
     return false;
   }
   if (config.max_message > capacity) return false;
+  if (config.role_slots > detail::kMaxRoleSlots) return false;
   if (detail::record_length(config.max_message) + detail::kRecordHeader > capacity) return false;
   return config.start_position % detail::kRecordAlign == 0;
 }
@@ -53,11 +54,16 @@ bool is(std::error_code error, errc e) noexcept {
 detail::ReserveOutcome reserve_wait(const Ring& ring, std::size_t size,
                                     const sync::Deadline* deadline) noexcept {
   if (size > ring.max_message) return {errc_code(errc::message_too_large), 0};
+  detail::register_role(ring, detail::Role::producer);
   const auto size32 = static_cast<std::uint32_t>(size);
   bool check_liveness = false;
   for (;;) {
     detail::ReserveOutcome outcome = detail::try_reserve(ring, size32, check_liveness);
     if (!is(outcome.error, errc::would_block) || deadline == nullptr) return outcome;
+    // Still full after a period: if every consumer is dead, nobody will ever make room.
+    if (check_liveness && detail::peer_state(ring, detail::Role::consumer) == PeerState::all_dead) {
+      return {errc_code(errc::peer_dead), 0};
+    }
     check_liveness = false;
     if (sync::Clock::now() >= *deadline) return {errc_code(errc::timed_out), 0};
     if (spin_then_yield([&] { return detail::space_ready(ring, size32); })) {
@@ -81,11 +87,22 @@ detail::ReserveOutcome reserve_wait(const Ring& ring, std::size_t size,
 // Claims the next message of at most `limit` bytes, waiting until `deadline` (null: try once).
 detail::ClaimOutcome claim_wait(const Ring& ring, std::uint64_t limit,
                                 const sync::Deadline* deadline) noexcept {
+  detail::register_role(ring, detail::Role::consumer);
   bool check_liveness = false;
   std::uint32_t checked_owner = 0;
+  sync::Clock::duration idle_period = kPeerCheckPeriod;  // doubles while nothing arrives
   for (;;) {
     detail::ClaimOutcome outcome = detail::try_claim(ring, limit, check_liveness);
     if (!is(outcome.error, errc::would_block) || deadline == nullptr) return outcome;
+    if (check_liveness && outcome.pending_owner == 0 &&
+        detail::peer_state(ring, detail::Role::producer) == PeerState::all_dead) {
+      // End of stream: no producer lives to commit anything. One more claim, now that their
+      // deaths are seen (a record committed just before the last death, or one left reserved,
+      // which this claim aborts and skips).
+      outcome = detail::try_claim(ring, limit, true);
+      if (!is(outcome.error, errc::would_block)) return outcome;
+      if (outcome.pending_owner == 0) return {errc_code(errc::peer_dead), 0, 0, 0};
+    }
     check_liveness = false;
     if (sync::Clock::now() >= *deadline) return {errc_code(errc::timed_out), 0, 0, 0};
     if (spin_then_yield([&] { return detail::data_ready(ring); })) {
@@ -121,6 +138,13 @@ detail::ClaimOutcome claim_wait(const Ring& ring, std::uint64_t limit,
     if (peer) {
       waited = event.wait_until(key, std::min(*deadline, sync::Clock::now() + kPeerCheckPeriod));
       if (is(waited, errc::timed_out)) check_liveness = true;
+    } else if (detail::roles_registered(ring, detail::Role::producer)) {
+      // Somebody has sent: wake now and then to see whether any producer still lives.
+      waited = event.wait_until(key, std::min(*deadline, sync::Clock::now() + idle_period));
+      if (is(waited, errc::timed_out)) {
+        check_liveness = true;
+        idle_period = std::min<sync::Clock::duration>(idle_period * 2, kIdlePeerCheckPeriod);
+      }
     } else if (*deadline == sync::Deadline::max()) {
       waited = event.wait(key);
     } else {
@@ -136,7 +160,7 @@ const sync::Deadline kForever = sync::Deadline::max();
 
 std::size_t region_size_for(const ChannelConfig& config) noexcept {
   if (!config_valid(config)) return 0;
-  return detail::kDataOffset + config.capacity_bytes;
+  return detail::kDataOffset + config.capacity_bytes + detail::role_table_bytes(config.role_slots);
 }
 
 std::error_code format(std::span<std::byte> region, const ChannelConfig& config) {
@@ -154,6 +178,7 @@ std::error_code format(std::span<std::byte> region, const ChannelConfig& config)
   identity.capacity = config.capacity_bytes;
   identity.max_message = config.max_message;
   identity.start_position = config.start_position;
+  identity.role_slots = config.role_slots;
   const std::uint64_t start = config.start_position;
   // relaxed: nobody uses the region before the magic's release store below.
   header->producer.tail.store(start, std::memory_order_relaxed);
@@ -188,6 +213,7 @@ Result<Endpoint> Endpoint::open(std::span<std::byte> region,
   config.capacity_bytes = identity.capacity;
   config.max_message = identity.max_message;
   config.start_position = identity.start_position;
+  config.role_slots = identity.role_slots;
   if (!config_valid(config) || region.size() < region_size_for(config)) {
     return errc_code(errc::corrupt_segment);
   }
@@ -202,6 +228,11 @@ Result<Endpoint> Endpoint::open(std::span<std::byte> region,
   ring.self = self;
   if (self != nullptr && self->attached()) ring.self_id = self->id().pack();
   if (self != nullptr && !self->attached()) ring.self = nullptr;
+  if (ring.self != nullptr && config.role_slots != 0) {
+    // A participant that cannot register would let peers conclude that nobody is left.
+    if (self->id().slot >= config.role_slots) return errc_code(errc::invalid_argument);
+    ring.role_slots = config.role_slots;
+  }
   return endpoint;
 }
 
@@ -437,6 +468,27 @@ std::error_code Endpoint::release(Message& message) const noexcept {
 std::error_code Endpoint::recover() const noexcept {
   if (ring_.header == nullptr) return errc_code(errc::invalid_argument);
   return detail::sweep(ring_, true);
+}
+
+std::uint64_t Endpoint::reclaim_position() const noexcept {
+  if (ring_.header == nullptr) return 0;
+  // acquire: pairs with the sweep's CAS that advanced it; the states of the records behind it
+  // (consumed, aborted, padding) were final before it moved.
+  return ring_.header->reclaim.reclaim.load(std::memory_order_acquire);
+}
+
+void Endpoint::declare_producer() const noexcept {
+  if (ring_.header != nullptr) detail::register_role(ring_, detail::Role::producer);
+}
+void Endpoint::declare_consumer() const noexcept {
+  if (ring_.header != nullptr) detail::register_role(ring_, detail::Role::consumer);
+}
+
+PeerState Endpoint::producers() const noexcept {
+  return detail::peer_state(ring_, detail::Role::producer);
+}
+PeerState Endpoint::consumers() const noexcept {
+  return detail::peer_state(ring_, detail::Role::consumer);
 }
 
 Statistics Endpoint::statistics() const noexcept {

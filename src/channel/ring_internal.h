@@ -73,4 +73,11 @@ bool space_ready(const Ring& ring, std::uint32_t size) noexcept;
 // producer_died; consumers then skip it) and return 0.
 std::uint32_t head_pending_owner(const Ring& ring, bool abort_dead) noexcept;
 
+// The role table (roles.cc). register_role: records this participant as a producer / consumer
+// of the channel (a load when it is already; nothing without a role table). roles_registered:
+// somebody ever registered in that role (a hint). peer_state: by the liveness of every entry.
+void register_role(const Ring& ring, Role role) noexcept;
+bool roles_registered(const Ring& ring, Role role) noexcept;
+PeerState peer_state(const Ring& ring, Role role) noexcept;
+
 }  // namespace xproc::channel::detail

@@ -167,6 +167,28 @@ TEST(ChannelC, AnonymousChannelIsAdoptedThroughItsDescriptor) {
   EXPECT_EQ(xproc_channel_close(nullptr), 0);
 }
 
+TEST(ChannelC, ReceiverSeesEOwnerDeadAfterTheLastSenderExitedAndDeclareChecksRoles) {
+  Handle creator;
+  ASSERT_EQ(xproc_channel_create_anonymous(4096, 256, 0, &creator.channel), 0);
+  const int fd = xproc_channel_fd(creator.channel);
+  EXPECT_EQ(xproc_channel_declare(nullptr, XPROC_CHANNEL_SENDER), EINVAL);
+  EXPECT_EQ(xproc_channel_declare(creator.channel, 0), EINVAL);
+  EXPECT_EQ(xproc_channel_declare(creator.channel, 0x4), EINVAL);
+  EXPECT_EQ(xproc_channel_declare(creator.channel, XPROC_CHANNEL_RECEIVER), 0);
+  Child child = Child::start([&]() -> int {
+    xproc_channel_t* adopted = nullptr;
+    if (xproc_channel_adopt(fd, &adopted) != 0) return 1;
+    if (xproc_channel_declare(adopted, XPROC_CHANNEL_SENDER) != 0) return 2;
+    if (send_text(adopted, "last words") != 0) return 3;
+    return xproc_channel_close(adopted) == 0 ? 0 : 4;
+  });
+  EXPECT_TRUE(child.wait(10s).ok());
+  EXPECT_EQ(receive_text(creator.channel), "last words");  // delivered before the end
+  char buffer[16];
+  std::size_t len = 0;
+  EXPECT_EQ(xproc_channel_receive(creator.channel, buffer, sizeof(buffer), &len), EOWNERDEAD);
+}
+
 TEST(ChannelC, SendAndReceiveReportFullEmptyTimeoutsAndSizes) {
   Handle h;
   ASSERT_EQ(xproc_channel_create_anonymous(256, 64, 0, &h.channel), 0);

@@ -216,6 +216,8 @@ TEST(ChannelCrash, ConsumerKilledHoldingTheClaimLockIsTakenOver) {
 
 // Random instants: 2 producer and 2 consumer processes; one of them is SIGKILLed after a random
 // delay. Consumers record a message (exchange on a per-message flag) before they release it.
+// The channel has a role table: no survivor may be told peer_dead while a peer on the other
+// side lives (consumers see end of stream only once both producers are finished or killed).
 constexpr std::uint32_t kProducers = 2;
 constexpr std::uint32_t kConsumers = 2;
 constexpr std::uint32_t kPerProducer = 3000;
@@ -230,6 +232,8 @@ struct TrialState {
   std::atomic<std::uint32_t> stop;
   std::atomic<std::int64_t> last_progress_ns;  // steady clock of the latest receive
   std::atomic<std::uint64_t> received;
+  std::array<std::atomic<std::uint8_t>, kProducers> producer_gone;  // finished, or killed
+  std::atomic<std::uint32_t> early_end;  // peer_dead seen while a producer could still send
 };
 
 std::int64_t now_ns() {
@@ -241,6 +245,7 @@ int run_producer(const Registry& registry, const SharedRegion& region, TrialStat
                  std::uint32_t producer) {
   sync::Participant self = registry.attach().value();
   Endpoint endpoint = Endpoint::open(region.bytes(), &self).value();
+  endpoint.declare_producer();  // a producer from the start, not from its first send
   state.ready.fetch_add(1);
   for (std::uint32_t s = 0; s < kPerProducer; ++s) {
     std::vector<std::byte> m =
@@ -254,6 +259,7 @@ int run_producer(const Registry& registry, const SharedRegion& region, TrialStat
       return 4;
     }
   }
+  state.producer_gone[producer].store(1);
   return 0;
 }
 
@@ -261,11 +267,22 @@ int run_consumer(const Registry& registry, const SharedRegion& region, TrialStat
   sync::Participant self = registry.attach().value();
   Endpoint endpoint = Endpoint::open(region.bytes(), &self).value();
   std::array<std::uint32_t, kProducers> next{};
+  endpoint.declare_consumer();  // a consumer from the start: a kill of the other one is no end
   state.ready.fetch_add(1);
+  // Every producer has declared itself once everyone is ready: a producer that finishes before
+  // the other one started must not look like the end of the stream.
+  while (state.ready.load() < kProducers + kConsumers) std::this_thread::yield();
   while (state.stop.load() == 0) {
     Result<Message> message = endpoint.peek_until(sync::Clock::now() + 10ms);
     if (!message) {
-      if (message.error() != code(errc::timed_out)) state.errors.fetch_add(1);
+      if (message.error() == code(errc::peer_dead)) {
+        // End of stream: right only once no producer can send any more.
+        for (const std::atomic<std::uint8_t>& gone : state.producer_gone) {
+          if (gone.load() == 0) state.early_end.fetch_add(1);
+        }
+      } else if (message.error() != code(errc::timed_out)) {
+        state.errors.fetch_add(1);
+      }
       continue;
     }
     test::Decoded d = test::check_message(message->data());
@@ -290,7 +307,9 @@ TEST(ChannelCrash, RandomKillsOfProducersAndConsumersLoseNothingTheyDidNotHold) 
   std::uint64_t producer_died = 0, consumer_died = 0, takeovers = 0;
   for (long trial = 0; trial < trials; ++trial) {
     Registry registry;
-    SharedRegion region(small_config(8192, 128));
+    ChannelConfig config = small_config(8192, 128);
+    config.role_slots = registry.table->capacity();
+    SharedRegion region(config);
     xproc::test::SharedObject<TrialState> state;
     sync::Participant me = registry.attach().value();
     Endpoint channel = Endpoint::open(region.bytes(), &me).value();
@@ -309,6 +328,7 @@ TEST(ChannelCrash, RandomKillsOfProducersAndConsumersLoseNothingTheyDidNotHold) 
     const auto kill_at = sync::Clock::now() + delay;
     while (sync::Clock::now() < kill_at) {
     }
+    if (victim < kProducers) state->producer_gone[victim].store(1);  // before its death
     children[victim].kill(SIGKILL);
     const std::int64_t killed_ns = now_ns();
     const xproc::test::ChildStatus victim_status = children[victim].wait(10s);
@@ -342,6 +362,7 @@ TEST(ChannelCrash, RandomKillsOfProducersAndConsumersLoseNothingTheyDidNotHold) 
     EXPECT_EQ(state->duplicates.load(), 0u) << "trial " << trial;
     EXPECT_EQ(state->reordered.load(), 0u) << "trial " << trial;
     EXPECT_EQ(state->errors.load(), 0u) << "trial " << trial;
+    EXPECT_EQ(state->early_end.load(), 0u) << "trial " << trial;
     for (std::uint32_t p = 0; p < kProducers; ++p) {
       std::uint32_t delivered = 0;
       std::uint32_t prefix = 0;

@@ -6,7 +6,8 @@
 // 64-byte aligned heap buffer, so ASan sees every out-of-bounds access). When Endpoint::open
 // accepts the region, each op byte drives one try_* call (never a blocking one): try_send,
 // try_send_batch, try_reserve + commit/abandon, try_receive (span, vector, string),
-// try_receive_batch, try_peek + release/drop, recover, statistics, and a reservation and a
+// try_receive_batch, try_peek + release/drop, recover, statistics and the role table's
+// producers()/consumers(), and a reservation and a
 // message held across later ops (committed/released by a later op, or dropped at the end), and
 // writes of a peer into the region between ops (after open validated it).
 // Must never crash, hang or read out of bounds; every error must be one of the documented codes.
@@ -198,7 +199,10 @@ void run_op(const channel::Endpoint& endpoint, std::uint8_t op, std::vector<std:
       if (held.reservation.active()) check(endpoint.commit(held.reservation));
       if (held.message.active()) check(endpoint.release(held.message));
       const channel::Statistics statistics = endpoint.statistics();
-      volatile std::uint64_t sink = statistics.depth_bytes + statistics.depth_messages;
+      // The role table's entries are untrusted ids: each is validated, then asked for liveness.
+      volatile std::uint64_t sink = statistics.depth_bytes + statistics.depth_messages +
+                                    static_cast<std::uint64_t>(endpoint.producers()) +
+                                    static_cast<std::uint64_t>(endpoint.consumers());
       (void)sink;
       break;
     }

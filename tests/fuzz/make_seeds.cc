@@ -185,6 +185,7 @@ void channel_seeds(const std::filesystem::path& dir, const xproc::sync::Particip
       {"wrap-padding", {256, 64, false, false, 256 - 32}, 3, 1, 0, 0},
       {"wrap-2e32", {256, 64, false, false, wrap}, 4, 2, 1, 1},
       {"large", {1024, 512, false, false, 0}, 6, 2, 1, 1},
+      {"roles", {512, 64, false, false, 0, 8}, 4, 2, 1, 0},
   };
   // Op scripts (see channel_region_fuzz.cc: low nibble = operation, high nibble = size / 9).
   const Bytes scripts[] = {

@@ -22,7 +22,9 @@
  *              that is not a channel of this layout, or a corrupt channel (a peer wrote bytes
  *              no correct writer produces: refused, never undefined behaviour)
  *   EACCES     permission denied (open/adopt)    ENOMEM / other OS errno: as the OS reports
- *   EOWNERDEAD a peer needed for the operation is dead
+ *   EOWNERDEAD a peer needed for the operation is dead: a blocking send/reserve on a full
+ *              channel whose receivers have all died, a blocking receive/peek on an empty channel
+ *              whose senders have all died (end of stream; everything they sent came first)
  * No C++ exception crosses this API; the send, receive, reserve and peek paths never allocate.
  * Interrupted waits are resumed, never EINTR.
  *
@@ -41,7 +43,10 @@
  * that dies between reserve and commit leaves a record that receivers skip (never delivered);
  * a receiver that dies between peek and release loses that message, or with
  * XPROC_CHANNEL_REDELIVERY it goes back to the queue for another receiver; lock holders that
- * die are replaced by the next waiter. Details: include/xproc/channel/endpoint.h.
+ * die are replaced by the next waiter. A process is a sender from its first send/reserve (or
+ * xproc_channel_declare) and a receiver from its first receive/peek; when every process on the
+ * other side has died, blocking calls answer EOWNERDEAD instead of waiting for good.
+ * Details: include/xproc/channel/endpoint.h and docs/decisions/0034-channel-roles.md.
  * fork(): a handle inherited by a fork child is detached (it never detects dead peers); the
  * child opens the channel again (xproc_channel_open, or xproc_channel_adopt of the fd).
  *
@@ -67,6 +72,10 @@ extern "C" {
 #define XPROC_CHANNEL_OPEN_EXISTING 0x4 /* create: if the name exists, open it instead */
 
 #define XPROC_CHANNEL_NAME_MAX 200 /* longest accepted name (bytes) */
+
+/* ---- roles of xproc_channel_declare (may be or-ed) --------------------------------------- */
+#define XPROC_CHANNEL_SENDER 0x1
+#define XPROC_CHANNEL_RECEIVER 0x2
 
 /* ---- types ------------------------------------------------------------------------------- */
 
@@ -141,6 +150,10 @@ int xproc_channel_close(xproc_channel_t* channel);
 /* Removes the name; open handles keep working. ENOENT, EINVAL (bad name, not a channel),
  * EACCES, or an OS errno. */
 int xproc_channel_unlink(const char* name);
+/* Counts this process as a sender and/or receiver from now on, before its first message (peers
+ * then do not take the end of the others for the end of the stream). EINVAL: NULL channel, or
+ * roles not a nonzero combination of XPROC_CHANNEL_SENDER / XPROC_CHANNEL_RECEIVER. */
+int xproc_channel_declare(xproc_channel_t* channel, int roles);
 
 /* ---- sending -------------------------------------------------------------------------------- */
 

@@ -48,6 +48,20 @@
 //     always at a record boundary).
 //   * a parked waiter is never the only one who could see a death: a waiter that waits on a
 //     specific peer wakes every kPeerCheckPeriod to check it.
+//   * every consumer dead: a blocking send/reserve (with or without deadline) on a channel that
+//     stays full returns errc::peer_dead once every process that has received on the channel is
+//     dead (like a pipe's EPIPE), checked every kPeerCheckPeriod. A message that fits is still
+//     queued, for a consumer that comes later; try_* answer would_block.
+//   * every producer dead: a blocking receive/peek on an empty channel returns errc::peer_dead
+//     once every process that has sent on the channel is dead (end of stream, like a pipe's EOF),
+//     after everything they committed has been received. An idle receiver looks at growing
+//     intervals (kPeerCheckPeriod doubling up to kIdlePeerCheckPeriod); while nobody has ever sent,
+//     it sleeps with no timer at all. try_* answer would_block. A later sender revives the stream.
+//   Roles: a process becomes a producer at its first send/reserve (try_* included) or
+//   declare_producer(), a consumer at its first receive/peek or declare_consumer(), and stays one
+//   while it lives (the role table, layout.h). Needs
+//   ChannelConfig::role_slots (Channel sets it) and a `self`; otherwise PeerState::untracked and
+//   never peer_dead for this reason.
 // fork(): an Endpoint copied into a fork child points at the same mapping (if it is MAP_SHARED)
 // but its `self` Participant is detached in the child (participant_table.h): such an Endpoint
 // never declares a peer dead and still names the parent in the records it writes. Open a new
@@ -55,7 +69,7 @@
 // Failures: errc::invalid_argument (bad config/region), layout_mismatch (not a channel of this
 // layout: magic, version, signature), corrupt_segment (sizes or a record no correct writer
 // produces: every length and index read from the region is checked before use),
-// message_too_large, would_block, timed_out.
+// message_too_large, would_block, timed_out, peer_dead (every peer on the other side is dead).
 
 #include <chrono>
 #include <cstddef>
@@ -79,6 +93,18 @@ struct ChannelConfig {
   bool spsc = false;        // one sender thread and one receiver thread at a time: no lock CAS
   bool redelivery = false;  // a dead consumer's claimed record goes back to the queue
   std::uint64_t start_position = 0;  // first position, a multiple of 16 (tests: wrap points)
+  // Entries per role in the role table (the capacity of the participant table the endpoints
+  // attach to; Channel sets it). 0: no role table: senders and receivers are never told that
+  // every peer on the other side is dead (errc::peer_dead), they wait for a new one.
+  std::uint32_t role_slots = 0;
+};
+
+// Who is on the other side, as the role table knows it (Endpoint::producers()/consumers()).
+enum class PeerState {
+  untracked,  // the channel has no role table, or this Endpoint has no Participant
+  none_yet,   // nobody has sent (producers) / received (consumers) on the channel yet
+  alive,      // at least one of them is alive (this process counts when it has that role)
+  all_dead,   // some did, and every one of them is dead
 };
 
 // Bytes of shared memory a channel with `config` needs (header + ring); 0 for an invalid config.
@@ -91,6 +117,8 @@ std::size_t region_size_for(const ChannelConfig& config) noexcept;
 
 // How long a waiter that waits on a specific peer parks before it checks the peer's liveness.
 inline constexpr std::chrono::milliseconds kPeerCheckPeriod{2};
+// The longest an idle receiver sleeps between checks that some producer still lives.
+inline constexpr std::chrono::milliseconds kIdlePeerCheckPeriod{128};
 
 struct Statistics {
   std::uint64_t depth_messages = 0;   // reserved or committed, not yet claimed or skipped
@@ -117,6 +145,10 @@ struct Ring {
   std::uint32_t max_message = 0;
   std::uint32_t flags = 0;
   std::uint32_t self_id = kLocalOwner;
+  // Entries per role of the role table after the ring; 0: roles untracked by this endpoint (no
+  // table, or no attached self). Small on purpose: Reservation and Message embed a Ring, and the
+  // C API reserves a fixed size for them.
+  std::uint32_t role_slots = 0;
   const sync::Participant* self = nullptr;
 
   bool spsc() const noexcept { return (flags & kFlagSpsc) != 0; }
@@ -139,6 +171,8 @@ class Reservation {
 
   std::span<std::byte> data() const noexcept { return data_; }
   bool active() const noexcept { return ring_.header != nullptr; }
+  // The record's position: unique in the channel's life, growing in reserve order.
+  std::uint64_t position() const noexcept { return position_; }
 
  private:
   friend class Endpoint;
@@ -160,6 +194,8 @@ class Message {
 
   std::span<const std::byte> data() const noexcept { return data_; }
   bool active() const noexcept { return ring_.header != nullptr; }
+  // The record's position (as Reservation::position() gave its producer).
+  std::uint64_t position() const noexcept { return position_; }
 
  private:
   friend class Endpoint;
@@ -182,7 +218,8 @@ class Endpoint {
   std::uint32_t max_message() const noexcept { return ring_.max_message; }
   std::uint32_t capacity() const noexcept { return ring_.capacity; }
 
-  // --- sending: {} or errc::message_too_large / would_block / timed_out / corrupt_segment.
+  // --- sending: {} or errc::message_too_large / would_block / timed_out / peer_dead /
+  // corrupt_segment.
   [[nodiscard]] std::error_code send(std::span<const std::byte> message) const noexcept;
   [[nodiscard]] std::error_code try_send(std::span<const std::byte> message) const noexcept;
   [[nodiscard]] std::error_code send_until(std::span<const std::byte> message,
@@ -206,7 +243,7 @@ class Endpoint {
   [[nodiscard]] std::error_code commit(Reservation& reservation) const noexcept;
 
   // --- receiving into a caller buffer: the message size, or errc::message_too_large (buffer too
-  // small; the message stays queued) / would_block / timed_out / corrupt_segment.
+  // small; the message stays queued) / would_block / timed_out / peer_dead / corrupt_segment.
   Result<std::size_t> receive(std::span<std::byte> buffer) const noexcept;
   Result<std::size_t> try_receive(std::span<std::byte> buffer) const noexcept;
   Result<std::size_t> receive_until(std::span<std::byte> buffer,
@@ -247,6 +284,23 @@ class Endpoint {
   [[nodiscard]] std::error_code recover() const noexcept;
 
   Statistics statistics() const noexcept;
+
+  // Every record at a position below this one is released, skipped or reclaimed for good: it
+  // will never be delivered (again). Grows; a snapshot (acquire: the record states behind it
+  // are final).
+  std::uint64_t reclaim_position() const noexcept;
+
+  // Takes the producer / consumer role now, before the first send / receive (which take it
+  // anyway): peers then count this process as a live producer / consumer from this call on
+  // (a receiver does not see end of stream while a producer that declared itself lives).
+  // Nothing happens without a role table.
+  void declare_producer() const noexcept;
+  void declare_consumer() const noexcept;
+
+  // The producers / consumers of the channel by the role table (one F_OFD_GETLK per entry
+  // looked at, up to the first live one).
+  PeerState producers() const noexcept;
+  PeerState consumers() const noexcept;
 
  private:
   template <class Rep, class Period>

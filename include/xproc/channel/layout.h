@@ -2,7 +2,7 @@
 // The wire format of a channel: the shared header and the record header that live in a region of
 // shared memory (docs/layout/channel.md draws it). Everything here is standard layout, fixed size,
 // pointer-free; positions are 64-bit byte counts that only grow (a record at position p lives at
-// ring offset p & (capacity - 1)).
+// ring offset p & (capacity - 1)). After the ring: the role table (below).
 //
 // Thread- and process-safety: these are plain layout types; the protocol that reads and writes
 // them is in src/channel/ring.cc (numbered steps there and in docs/decisions/0031-channel-ring.md).
@@ -14,11 +14,12 @@
 #include <type_traits>
 
 #include "xproc/sync/event_count.h"
+#include "xproc/sync/participant_table.h"
 
 namespace xproc::channel::detail {
 
 inline constexpr std::uint32_t kMagic = 0x48435058;  // "XPCH" in memory order
-inline constexpr std::uint32_t kLayoutVersion = 1;
+inline constexpr std::uint32_t kLayoutVersion = 2;   // 2: role table, Identity::role_slots
 inline constexpr std::size_t kLine = 128;  // two cache lines: no false sharing with the prefetcher
 inline constexpr std::size_t kAlign = 64;  // segment bodies are 64-byte aligned
 inline constexpr std::size_t kDataOffset = 1024;  // the ring starts here (64-byte aligned region)
@@ -94,7 +95,8 @@ struct alignas(kAlign) Identity {
   std::uint32_t capacity;            // +16 ring bytes, a power of two
   std::uint32_t max_message;         // +20 largest payload
   std::uint64_t start_position;      // +24 first position (tests start near wrap points)
-  std::uint8_t padding[kLine - 32];
+  std::uint32_t role_slots;          // +32 entries per role in the role table; 0: no role table
+  std::uint8_t padding[kLine - 36];
 };
 
 // Offset 128: the producers' line. lock: 0 or the packed id of the producer inside steps R1-R8
@@ -141,8 +143,24 @@ struct alignas(kAlign) CounterLine {
   std::atomic<std::uint64_t> consumer_died;   // claimed records of dead consumers, reclaimed
   std::atomic<std::uint64_t> redelivered;     // ... of which put back for another consumer
   std::atomic<std::uint64_t> lock_takeovers;  // locks taken from dead holders
-  std::uint8_t padding[kLine - 40];
+  // Role registrations ever (an entry of the role table taken by a new id): a hint that lets
+  // an idle consumer sleep without periodic checks while no producer has ever registered.
+  std::atomic<std::uint32_t> producer_registrations;
+  std::atomic<std::uint32_t> consumer_registrations;
+  std::uint8_t padding[kLine - 48];
 };
+
+// The role table follows the ring (at kDataOffset + capacity): role_slots words for producers,
+// then role_slots words for consumers. Entry i holds 0 or the packed ParticipantId of the latest
+// participant of table slot i that sent (producers) or received (consumers) on this channel; an
+// entry left by a dead participant reads dead (its slot's generation moved on or its lock is
+// free), so the table answers "is any producer / consumer of this channel alive?" with the
+// participant table's one liveness test. Written only by the participant of that slot.
+enum class Role : std::uint32_t { producer = 0, consumer = 1 };
+inline constexpr std::uint32_t kMaxRoleSlots = sync::ParticipantTable::kMaxCapacity;
+constexpr std::uint64_t role_table_bytes(std::uint32_t role_slots) noexcept {
+  return std::uint64_t{role_slots} * 2 * sizeof(std::uint32_t);
+}
 
 struct ChannelHeader {
   Identity identity;
