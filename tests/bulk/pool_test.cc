@@ -3,6 +3,8 @@
 // double return, layout validation, and a multi-thread hand-off stress checking every payload.
 #include "xproc/bulk/pool.h"
 
+#include <unistd.h>
+
 #include <gtest/gtest.h>
 
 #include <atomic>
@@ -11,6 +13,7 @@
 #include <deque>
 #include <mutex>
 #include <random>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -303,6 +306,25 @@ TEST(PoolRecover, NothingIsReclaimedWithoutLivenessAndCorruptWordsAreReported) {
   EXPECT_EQ(pool.recover().error(), code(errc::corrupt_segment));
   EXPECT_EQ(pool.statistics().corrupt, 1u);
   EXPECT_EQ(pool.statistics().free, 1u);
+}
+
+TEST(PoolSegment, NamedAndAnonymousPoolsShareBuffersWithTheirOpeners) {
+  Pool anonymous = Pool::create_anonymous(small_pool()).value();
+  Pool adopted = Pool::adopt(sys::reopen(anonymous.segment().fd()).value()).value();
+  Loan loan = anonymous->try_loan(100).value();
+  test::write_payload(loan.data(), 1, 1);
+  Descriptor descriptor = anonymous->post(std::move(loan)).value();
+  Held held = adopted->accept(descriptor).value();
+  std::uint32_t producer = 0;
+  std::uint32_t sequence = 0;
+  EXPECT_TRUE(test::check_payload(held.data(), producer, sequence));
+  const std::string name = "pool_test." + std::to_string(::getpid());
+  Pool created = Pool::create(name, small_pool()).value();
+  Pool opened = Pool::open(name).value();
+  ASSERT_FALSE(created.segment().unlink());
+  EXPECT_EQ(opened->tag(), created->tag());
+  EXPECT_EQ(Pool::open(name).error(), code(errc::not_found));
+  EXPECT_EQ(Pool::create_anonymous(PoolConfig{}).error(), code(errc::invalid_argument));
 }
 
 // Producers loan, fill and post; consumers accept, check and give back; descriptors travel
