@@ -132,8 +132,7 @@ struct PoolStatistics {
 };
 
 namespace detail {
-struct PoolHeader;  // pool_layout.h (src/bulk): the wire format
-struct PoolRef;
+struct PoolHeader;  // src/bulk/pool_internal.h: the wire format (docs/layout/pool.md)
 // The process-local view: validated values and pointers (copied into handles).
 struct PoolRef {
   PoolHeader* header = nullptr;
