@@ -180,6 +180,27 @@ TEST(LoanChannelCrash, ConsumerKilledHoldingABufferIsReclaimed) {
   EXPECT_EQ(channel.statistics().pool.reclaimed_dead, 1u);
 }
 
+TEST(LoanChannelCrash, LoanOnAPoolQueuedForDeadConsumersIsPeerDead) {
+  LoanChannelConfig config = crash_config();
+  config.pool.classes = {{256, 3}};
+  LoanChannel channel = LoanChannel::create_anonymous(config).value();
+  xproc::test::Child consumer = xproc::test::Child::start([&]() -> int {
+    LoanChannel mine = adopt_in_child(channel);
+    return mine.try_receive().error() == code(errc::would_block) ? 0 : 1;  // a consumer, then gone
+  });
+  EXPECT_TRUE(consumer.wait(10s).ok());
+  for (int i = 0; i < 3; ++i) ASSERT_FALSE(channel.send(channel.loan(10).value()));
+  EXPECT_EQ(channel.statistics().pool.posted, 3u);
+  EXPECT_EQ(channel.try_loan(10).error(), code(errc::would_block));  // try never says peer_dead
+  EXPECT_EQ(channel.loan_for(10, 5s).error(), code(errc::peer_dead));
+  EXPECT_EQ(channel.loan(10).error(), code(errc::peer_dead));
+  // A consumer that comes later revives the channel: the queued buffers are delivered.
+  Held held = channel.receive_for(5s).value();
+  EXPECT_EQ(held.size(), 10u);
+  ASSERT_FALSE(held.give_back());
+  EXPECT_TRUE(channel.try_loan(10));
+}
+
 struct Tally {
   std::atomic<std::uint32_t> progress;  // messages sent by the producer
   std::atomic<std::uint32_t> seen[64];
