@@ -207,16 +207,15 @@ ProbeResult TransferEndpoint::probe(sync::ParticipantId peer) const {
     result.reason = "the peer's record changed while it was read (the peer left)";
     return result;
   }
-  Result<sys::FileDescriptor> pidfd = sys::pidfd_open(pid);
+  // The same pid-safe path as a copy: a pidfd known to be the peer's process, read, then check
+  // that the pidfd has not exited.
+  Result<std::shared_ptr<const sys::FileDescriptor>> pidfd = state_->owner_pidfd(peer.pack(), pid);
   if (!pidfd) {
     result.error = pidfd.error();
-    result.reason = "pidfd_open(" + std::to_string(pid) + "): " + pidfd.error().message();
-    return result;
-  }
-  Result<bool> alive = state_->alive(peer.pack());
-  if (!alive || !*alive) {
-    result.error = alive ? std::error_code(errc::peer_dead) : alive.error();
-    result.reason = "the peer is not alive in the participant table";
+    result.reason =
+        pidfd.error() == errc::peer_dead
+            ? "the peer is not alive (participant table or pid " + std::to_string(pid) + ")"
+            : "pidfd_open(" + std::to_string(pid) + "): " + pidfd.error().message();
     return result;
   }
   std::uint64_t word = 0;
@@ -225,7 +224,8 @@ ProbeResult TransferEndpoint::probe(sync::ParticipantId peer) const {
   void* remote_word = reinterpret_cast<void*>(address);  // NOLINT(performance-no-int-to-ptr)
   const iovec remote[] = {iovec{remote_word, sizeof(word)}};
   sys::CrossMemoryResult read = sys::read_from(pid, local, remote);
-  Result<bool> exited = sys::pidfd_exited(pidfd->get());
+  Result<bool> exited = sys::pidfd_exited((*pidfd)->get());
+  if (exited && *exited) state_->forget_pidfd(peer.pack());
   if (!exited || *exited) {
     result.error = exited ? std::error_code(errc::peer_dead) : exited.error();
     result.reason = "the peer exited during the probe";
