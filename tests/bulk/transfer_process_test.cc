@@ -40,6 +40,16 @@ std::vector<std::byte> pattern(std::size_t size, std::uint64_t seed) {
   return bytes;
 }
 
+// Under Yama ptrace_scope 1 (usual on desktops) a process may read a sibling only after the
+// sibling allowed it (PR_SET_PTRACER): every test endpoint allows it; without Yama nothing changes.
+TransferEndpoint open_endpoint(const shm::Segment& segment,
+                               std::chrono::milliseconds liveness_period = 10ms) {
+  TransferEndpointOptions options;
+  options.allow_any_reader = true;
+  options.liveness_period = liveness_period;
+  return TransferEndpoint::open(segment, options).value();
+}
+
 shm::Segment make_segment(std::uint32_t slots) {
   shm::SegmentOptions options;
   options.participant_capacity = 16;
@@ -93,14 +103,14 @@ class Shared {
 
 TEST(TransferProcess, ChildSourcesArePulledByteExactFrom1BTo64MiBOr256MiBAtScale4) {
   shm::Segment segment = make_segment(16);
-  TransferEndpoint endpoint = TransferEndpoint::open(segment).value();
+  TransferEndpoint endpoint = open_endpoint(segment);
   Shared shared;
   std::vector<std::size_t> sizes = {
       1, 100, 4096, 65536, std::size_t{1} << 20, std::size_t{16} << 20, std::size_t{64} << 20};
   if (test::test_scale() >= 4) sizes.push_back(std::size_t{256} << 20);
   test::Child sender = test::Child::start([&] {
     shm::Segment mine = join(segment);
-    TransferEndpoint own = TransferEndpoint::open(mine).value();
+    TransferEndpoint own = open_endpoint(mine);
     for (std::size_t i = 0; i < sizes.size(); ++i) {
       std::vector<std::byte> source = pattern(sizes[i], i);
       Result<Transfer> transfer = own.register_source(source);
@@ -126,12 +136,12 @@ TEST(TransferProcess, ChildSourcesArePulledByteExactFrom1BTo64MiBOr256MiBAtScale
 
 TEST(TransferProcess, PushFillsAChildsRegisteredDestination) {
   shm::Segment segment = make_segment(16);
-  TransferEndpoint endpoint = TransferEndpoint::open(segment).value();
+  TransferEndpoint endpoint = open_endpoint(segment);
   Shared shared;
   constexpr std::size_t kSize = std::size_t{3} << 20;
   test::Child receiver = test::Child::start([&] {
     shm::Segment mine = join(segment);
-    TransferEndpoint own = TransferEndpoint::open(mine).value();
+    TransferEndpoint own = open_endpoint(mine);
     std::vector<std::byte> destination(kSize);
     Result<Transfer> transfer = own.register_destination(destination);
     if (!transfer) return 10;
@@ -160,7 +170,7 @@ TEST(TransferProcess, ProducersToConsumersCompleteEachTransferExactlyOnce) {
   for (int p = 0; p < kProducers; ++p) {
     children.push_back(test::Child::start([&, p] {
       shm::Segment mine = join(segment);
-      TransferEndpoint own = TransferEndpoint::open(mine).value();
+      TransferEndpoint own = open_endpoint(mine);
       std::deque<std::pair<std::vector<std::byte>, Transfer>> flying;
       for (std::size_t k = 0; k < per_producer; ++k) {
         const std::size_t index = static_cast<std::size_t>(p) * per_producer + k;
@@ -191,7 +201,7 @@ TEST(TransferProcess, ProducersToConsumersCompleteEachTransferExactlyOnce) {
   for (int c = 0; c < kConsumers; ++c) {
     children.push_back(test::Child::start([&, c] {
       shm::Segment mine = join(segment);
-      TransferEndpoint own = TransferEndpoint::open(mine).value();
+      TransferEndpoint own = open_endpoint(mine);
       std::vector<std::byte> target(256 * 1024);
       const sync::Deadline deadline = sync::Clock::now() + 120s;
       // Each consumer walks the descriptors from its own offset and tries every one it finds
@@ -239,7 +249,7 @@ TEST(TransferProcess, ProducersToConsumersCompleteEachTransferExactlyOnce) {
 TEST(TransferProcess, ReaderOfAnotherUidIsDeniedWithAReasonAndTheOwnerLearnsWhy) {
   if (geteuid() != 0) GTEST_SKIP() << "needs root to start a reader with another uid";
   shm::Segment segment = make_segment(16);
-  TransferEndpoint endpoint = TransferEndpoint::open(segment).value();
+  TransferEndpoint endpoint = open_endpoint(segment);
   Shared shared;
   std::vector<std::byte> source = pattern(100000, 5);
   Transfer transfer = endpoint.register_source(source).value();
@@ -247,7 +257,7 @@ TEST(TransferProcess, ReaderOfAnotherUidIsDeniedWithAReasonAndTheOwnerLearnsWhy)
   test::Child reader = test::Child::start([&] {
     // Attach first (as root: reopening our memfd needs it), then drop to nobody.
     shm::Segment mine = join(segment);
-    TransferEndpoint own = TransferEndpoint::open(mine).value();
+    TransferEndpoint own = open_endpoint(mine);
     if (setgid(65534) != 0 || setuid(65534) != 0) return 2;
     Descriptor descriptor;
     if (!shared->take(0, descriptor, sync::Clock::now() + 30s)) return 3;
@@ -270,7 +280,7 @@ TEST(TransferProcess, NonDumpableOwnerIsNotPermittedToAnUnprivilegedPeer) {
   Shared shared;
   test::Child owner = test::Child::start([&] {
     shm::Segment mine = join(segment);
-    TransferEndpoint own = TransferEndpoint::open(mine).value();
+    TransferEndpoint own = open_endpoint(mine);
     if (setgid(65534) != 0 || setuid(65534) != 0) return 2;
     if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0) return 3;
     std::vector<std::byte> source = pattern(4096, 6);
@@ -281,7 +291,7 @@ TEST(TransferProcess, NonDumpableOwnerIsNotPermittedToAnUnprivilegedPeer) {
   });
   test::Child reader = test::Child::start([&] {
     shm::Segment mine = join(segment);
-    TransferEndpoint own = TransferEndpoint::open(mine).value();
+    TransferEndpoint own = open_endpoint(mine);
     if (setgid(65534) != 0 || setuid(65534) != 0) return 2;
     if (prctl(PR_SET_DUMPABLE, 1, 0, 0, 0) != 0) return 3;
     Descriptor descriptor;

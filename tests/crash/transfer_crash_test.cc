@@ -44,6 +44,16 @@ std::vector<std::byte> pattern(std::size_t size, std::uint64_t seed) {
   return bytes;
 }
 
+// Under Yama ptrace_scope 1 (usual on desktops) a process may read a sibling only after the
+// sibling allowed it (PR_SET_PTRACER): every test endpoint allows it; without Yama nothing changes.
+TransferEndpoint open_endpoint(const shm::Segment& segment,
+                               std::chrono::milliseconds liveness_period = 10ms) {
+  TransferEndpointOptions options;
+  options.allow_any_reader = true;
+  options.liveness_period = liveness_period;
+  return TransferEndpoint::open(segment, options).value();
+}
+
 shm::Segment make_segment(std::uint32_t slots) {
   shm::SegmentOptions options;
   options.participant_capacity = 16;
@@ -93,9 +103,7 @@ bool await_flag(const std::atomic<std::uint32_t>& flag, std::chrono::seconds lim
 
 TEST(TransferCrash, ClaimerKilledAfterItsClaimCompletesTheHandleWithPeerDeadWithinAPeriod) {
   shm::Segment segment = make_segment(8);
-  TransferEndpointOptions options;
-  options.liveness_period = 5ms;
-  TransferEndpoint endpoint = TransferEndpoint::open(segment, options).value();
+  TransferEndpoint endpoint = open_endpoint(segment, 5ms);
   std::vector<std::byte> source = pattern(1 << 20, 1);
   Transfer transfer = endpoint.register_source(source).value();
   const Descriptor descriptor = transfer.descriptor();
@@ -126,9 +134,7 @@ TEST(TransferCrash, ClaimerKilledAfterItsClaimCompletesTheHandleWithPeerDeadWith
 
 TEST(TransferCrash, ClaimerKilledAtRandomInstantsOfLargePullsNeverHangsTheOwner) {
   shm::Segment segment = make_segment(8);
-  TransferEndpointOptions options;
-  options.liveness_period = 5ms;
-  TransferEndpoint endpoint = TransferEndpoint::open(segment, options).value();
+  TransferEndpoint endpoint = open_endpoint(segment, 5ms);
   std::vector<std::byte> source = pattern(std::size_t{16} << 20, 2);
   std::mt19937 random(2024);
   SharedBoard board;
@@ -140,7 +146,7 @@ TEST(TransferCrash, ClaimerKilledAtRandomInstantsOfLargePullsNeverHangsTheOwner)
     board->started.store(0);
     test::Child claimer = test::Child::start([&] {
       shm::Segment mine = join(segment);
-      TransferEndpoint own = TransferEndpoint::open(mine).value();
+      TransferEndpoint own = open_endpoint(mine);
       std::vector<std::byte> target(source.size());
       std::memset(target.data(), 0, target.size());  // fault the pages in before the pull
       board->started.store(1, std::memory_order_release);
@@ -176,11 +182,11 @@ TEST(TransferCrash, ClaimerKilledAtRandomInstantsOfLargePullsNeverHangsTheOwner)
 TEST(TransferCrash, OwnerKilledBeforeThePullIsPeerDeadReapedOrZombie) {
   for (bool reap : {true, false}) {
     shm::Segment segment = make_segment(8);
-    TransferEndpoint endpoint = TransferEndpoint::open(segment).value();
+    TransferEndpoint endpoint = open_endpoint(segment);
     SharedBoard board;
     test::Child owner = test::Child::start([&]() -> int {
       shm::Segment mine = join(segment);
-      TransferEndpoint own = TransferEndpoint::open(mine).value();
+      TransferEndpoint own = open_endpoint(mine);
       std::vector<std::byte> source = pattern(1 << 20, 3);
       Transfer transfer = own.register_source(source).value();
       board->descriptor = transfer.descriptor();
@@ -210,12 +216,12 @@ TEST(TransferCrash, OwnerKilledBeforeThePullIsPeerDeadReapedOrZombie) {
 
 TEST(TransferCrash, OwnerKilledAfterAPullIsPeerDeadThroughTheCachedPidfd) {
   shm::Segment segment = make_segment(8);
-  TransferEndpoint endpoint = TransferEndpoint::open(segment).value();
+  TransferEndpoint endpoint = open_endpoint(segment);
   SharedBoard first;
   SharedBoard second;
   test::Child owner = test::Child::start([&]() -> int {
     shm::Segment mine = join(segment);
-    TransferEndpoint own = TransferEndpoint::open(mine).value();
+    TransferEndpoint own = open_endpoint(mine);
     std::vector<std::byte> source = pattern(1 << 16, 5);
     Transfer one = own.register_source(source).value();
     Transfer two = own.register_source(source).value();
@@ -240,11 +246,11 @@ TEST(TransferCrash, OwnerKilledDuringLargePullsGivesTheClaimerAnErrorNeverAHang)
   std::vector<std::byte> expected = pattern(kSize, 4);
   for (long trial = 0; trial < trials; ++trial) {
     shm::Segment segment = make_segment(8);
-    TransferEndpoint endpoint = TransferEndpoint::open(segment).value();
+    TransferEndpoint endpoint = open_endpoint(segment);
     SharedBoard board;
     test::Child owner = test::Child::start([&] {
       shm::Segment mine = join(segment);
-      TransferEndpoint own = TransferEndpoint::open(mine).value();
+      TransferEndpoint own = open_endpoint(mine);
       Transfer transfer = own.register_source(expected).value();
       board->descriptor = transfer.descriptor();
       board->posted.store(1, std::memory_order_release);
@@ -276,11 +282,11 @@ TEST(TransferCrash, OwnerKilledDuringLargePullsGivesTheClaimerAnErrorNeverAHang)
 
 TEST(TransferCrash, SlotsOfADeadOwnerInEveryStateAreTakenOver) {
   shm::Segment segment = make_segment(4);
-  TransferEndpoint endpoint = TransferEndpoint::open(segment).value();
+  TransferEndpoint endpoint = open_endpoint(segment);
   SharedBoard board;
   test::Child owner = test::Child::start([&] {
     shm::Segment mine = join(segment);
-    TransferEndpoint own = TransferEndpoint::open(mine).value();
+    TransferEndpoint own = open_endpoint(mine);
     static std::vector<std::byte> source(4096);
     // open, complete (not yet retired), registering (forged by hand), and open again.
     std::vector<Transfer> transfers;
