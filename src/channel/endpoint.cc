@@ -238,41 +238,20 @@ Result<Endpoint> Endpoint::open(std::span<std::byte> region,
 
 // ---- Reservation / Message handles ----
 
-Reservation::Reservation(Reservation&& other) noexcept
-    : ring_(other.ring_), position_(other.position_), data_(other.data_) {
-  other.ring_.header = nullptr;
-}
-Reservation& Reservation::operator=(Reservation&& other) noexcept {
-  if (this != &other) {
-    if (active()) detail::abandon(ring_, position_);
-    ring_ = other.ring_;
-    position_ = other.position_;
-    data_ = other.data_;
-    other.ring_.header = nullptr;
+namespace detail {
+template <bool kWritable>
+void RecordHandle<kWritable>::finish() noexcept {
+  if (!active()) return;
+  if constexpr (kWritable) {
+    abandon(ring_, position_);
+  } else {
+    release(ring_, position_);
   }
-  return *this;
+  ring_.header = nullptr;
 }
-Reservation::~Reservation() {
-  if (active()) detail::abandon(ring_, position_);
-}
-
-Message::Message(Message&& other) noexcept
-    : ring_(other.ring_), position_(other.position_), data_(other.data_) {
-  other.ring_.header = nullptr;
-}
-Message& Message::operator=(Message&& other) noexcept {
-  if (this != &other) {
-    if (active()) detail::release(ring_, position_);
-    ring_ = other.ring_;
-    position_ = other.position_;
-    data_ = other.data_;
-    other.ring_.header = nullptr;
-  }
-  return *this;
-}
-Message::~Message() {
-  if (active()) detail::release(ring_, position_);
-}
+template class RecordHandle<true>;
+template class RecordHandle<false>;
+}  // namespace detail
 
 // ---- sending ----
 
@@ -320,18 +299,15 @@ Result<Reservation> Endpoint::reserve(std::size_t size) const noexcept {
 }
 Result<Reservation> Endpoint::reserve_until(std::size_t size,
                                             sync::Deadline deadline) const noexcept {
-  if (ring_.header == nullptr) return errc_code(errc::invalid_argument);
-  detail::ReserveOutcome outcome = reserve_wait(ring_, size, &deadline);
-  if (outcome.error) return outcome.error;
-  Reservation reservation;
-  reservation.ring_ = ring_;
-  reservation.position_ = outcome.position;
-  reservation.data_ = {detail::payload_at(ring_, outcome.position), size};
-  return reservation;
+  return reserve_impl(size, &deadline);
 }
 Result<Reservation> Endpoint::try_reserve(std::size_t size) const noexcept {
+  return reserve_impl(size, nullptr);
+}
+Result<Reservation> Endpoint::reserve_impl(std::size_t size,
+                                           const sync::Deadline* deadline) const noexcept {
   if (ring_.header == nullptr) return errc_code(errc::invalid_argument);
-  detail::ReserveOutcome outcome = reserve_wait(ring_, size, nullptr);
+  detail::ReserveOutcome outcome = reserve_wait(ring_, size, deadline);
   if (outcome.error) return outcome.error;
   Reservation reservation;
   reservation.ring_ = ring_;

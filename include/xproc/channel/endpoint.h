@@ -77,6 +77,7 @@
 #include <span>
 #include <string>
 #include <system_error>
+#include <type_traits>
 #include <vector>
 
 #include "xproc/channel/layout.h"
@@ -158,50 +159,60 @@ struct Ring {
 class Endpoint;
 class ReadinessFd;
 
-// A record reserved for writing in place: fill data(), then Endpoint::commit(). Destroying it
-// uncommitted abandons it (never delivered; counted in Statistics::abandoned).
-class Reservation {
+namespace detail {
+// A hold on one record, finished exactly once: by the Endpoint call that completes it (commit,
+// release), or else by the destructor (kWritable: abandon; otherwise: release). Move-only.
+template <bool kWritable>
+class RecordHandle {
  public:
-  Reservation() noexcept = default;
-  Reservation(Reservation&& other) noexcept;
-  Reservation& operator=(Reservation&& other) noexcept;
-  Reservation(const Reservation&) = delete;
-  Reservation& operator=(const Reservation&) = delete;
-  ~Reservation();
+  using Byte = std::conditional_t<kWritable, std::byte, const std::byte>;
 
-  std::span<std::byte> data() const noexcept { return data_; }
+  RecordHandle() noexcept = default;
+  RecordHandle(RecordHandle&& other) noexcept
+      : ring_(other.ring_), position_(other.position_), data_(other.data_) {
+    other.ring_.header = nullptr;
+  }
+  RecordHandle& operator=(RecordHandle&& other) noexcept {
+    if (this != &other) {
+      finish();
+      ring_ = other.ring_;
+      position_ = other.position_;
+      data_ = other.data_;
+      other.ring_.header = nullptr;
+    }
+    return *this;
+  }
+  RecordHandle(const RecordHandle&) = delete;
+  RecordHandle& operator=(const RecordHandle&) = delete;
+  ~RecordHandle() { finish(); }
+
+  std::span<Byte> data() const noexcept { return data_; }
   bool active() const noexcept { return ring_.header != nullptr; }
-  // The record's position: unique in the channel's life, growing in reserve order.
+  // The record's position: unique in the channel's life, growing in reserve order (a Message
+  // has the position its Reservation had).
   std::uint64_t position() const noexcept { return position_; }
 
- private:
-  friend class Endpoint;
-  detail::Ring ring_{};
+ protected:
+  void finish() noexcept;  // abandon / release when active (endpoint.cc)
+
+  Ring ring_{};
   std::uint64_t position_ = 0;
-  std::span<std::byte> data_{};
+  std::span<Byte> data_{};
+};
+extern template class RecordHandle<true>;
+extern template class RecordHandle<false>;
+}  // namespace detail
+
+// A record reserved for writing in place: fill data(), then Endpoint::commit(). Destroying it
+// uncommitted abandons it (never delivered; counted in Statistics::abandoned).
+class Reservation : public detail::RecordHandle<true> {
+  friend class Endpoint;
 };
 
 // A record claimed for reading in place: read data(), then Endpoint::release(). Destroying it
 // unreleased releases it.
-class Message {
- public:
-  Message() noexcept = default;
-  Message(Message&& other) noexcept;
-  Message& operator=(Message&& other) noexcept;
-  Message(const Message&) = delete;
-  Message& operator=(const Message&) = delete;
-  ~Message();
-
-  std::span<const std::byte> data() const noexcept { return data_; }
-  bool active() const noexcept { return ring_.header != nullptr; }
-  // The record's position (as Reservation::position() gave its producer).
-  std::uint64_t position() const noexcept { return position_; }
-
- private:
+class Message : public detail::RecordHandle<false> {
   friend class Endpoint;
-  detail::Ring ring_{};
-  std::uint64_t position_ = 0;
-  std::span<const std::byte> data_{};
 };
 
 class Endpoint {
@@ -310,6 +321,7 @@ class Endpoint {
   template <class Container>
   std::error_code receive_container(Container& out, const sync::Deadline* deadline,
                                     bool wait) const;
+  Result<Reservation> reserve_impl(std::size_t size, const sync::Deadline* deadline) const noexcept;
   Result<Message> peek_impl(const sync::Deadline* deadline) const noexcept;
 
   friend class ReadinessFd;  // its waker reads the ring's wait hints (readiness.h)
