@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "child_process.h"
+#include "xproc/bulk/transfer_layout.h"
 #include "xproc/sys/error.h"
 
 namespace xproc::bulk {
@@ -324,6 +325,67 @@ TEST_F(TransferTest, MovedEndpointKeepsItsTransfersWorking) {
   EXPECT_FALSE(transfer.wait_for(5s));
   Transfer other = std::move(transfer);
   EXPECT_FALSE(other.poll());
+}
+
+detail::TransferSlot& slot_of(const shm::Segment& segment, std::uint32_t index) {
+  auto* header = reinterpret_cast<const detail::TableHeader*>(segment.body().data());
+  return reinterpret_cast<detail::TransferSlot*>(segment.body().data() +
+                                                 header->slots_offset)[index];
+}
+
+TEST_F(TransferTest, CorruptSlotsAreReportedNeverFollowed) {
+  std::vector<std::byte> source = pattern(4096, 11);
+  std::vector<std::byte> target(4096);
+  {
+    // A range count past the inline maximum: the claimer fails the transfer, reads nothing.
+    Transfer transfer = endpoint_.register_source(source).value();
+    slot_of(segment_, transfer.descriptor().slot).range_count.store(kMaxTransferRanges + 1);
+    EXPECT_EQ(endpoint_.pull(transfer.descriptor(), target).error(), errc::corrupt_segment);
+    EXPECT_EQ(transfer.wait_for(5s), errc::corrupt_segment);
+  }
+  {
+    // Ranges that do not add up to the registered total.
+    Transfer transfer = endpoint_.register_source(source).value();
+    slot_of(segment_, transfer.descriptor().slot).ranges[0].length.store(~std::uint64_t{0});
+    EXPECT_EQ(endpoint_.pull(transfer.descriptor(), target).error(), errc::corrupt_segment);
+    EXPECT_EQ(transfer.wait_for(5s), errc::corrupt_segment);
+  }
+  {
+    // A range the owner never mapped (a lying owner): bad_descriptor, reported to both sides.
+    Transfer transfer = endpoint_.register_source(source).value();
+    slot_of(segment_, transfer.descriptor().slot).ranges[0].address.store(8);
+    EXPECT_EQ(endpoint_.pull(transfer.descriptor(), target).error(), errc::bad_descriptor);
+    EXPECT_EQ(transfer.wait_for(5s), errc::bad_descriptor);
+  }
+  {
+    // An impossible state: refused by the claimer and reported by the owner's handle.
+    Transfer transfer = endpoint_.register_source(source).value();
+    detail::TransferSlot& slot = slot_of(segment_, transfer.descriptor().slot);
+    const std::uint64_t open = slot.state.load();
+    slot.state.store(open | std::uint64_t{0xf} << 32);
+    EXPECT_EQ(endpoint_.pull(transfer.descriptor(), target).error(), errc::corrupt_segment);
+    EXPECT_EQ(transfer.poll(), errc::corrupt_segment);
+    slot.state.store(open);  // repaired, so the slot can be used again
+  }
+}
+
+TEST(TransferTable, OpenRefusesAnotherLayoutVersionOrSignature) {
+  shm::SegmentOptions options;
+  options.participant_capacity = 8;
+  TransferTableOptions table{4};
+  for (int field = 0; field < 3; ++field) {
+    shm::Segment segment =
+        shm::Segment::create_anonymous(shm::SegmentKind::raw, transfer_table_size(table, 8),
+                                       options, transfer_table_init(table, 8))
+            .value();
+    auto* header = reinterpret_cast<detail::TableHeader*>(segment.body().data());
+    if (field == 0) header->layout_version += 1;
+    if (field == 1) header->signature ^= 1;
+    if (field == 2) header->slot_count = 1000;  // more slots than the body holds
+    EXPECT_EQ(TransferEndpoint::open(segment).error(),
+              field == 2 ? errc::corrupt_segment : errc::layout_mismatch)
+        << field;
+  }
 }
 
 TEST(TransferTable, OpenRefusesASegmentWithoutATable) {
