@@ -25,10 +25,11 @@ std::error_code decode_error(std::uint32_t value) noexcept {
   if ((value & kSystemErrorBit) != 0) {
     return {static_cast<int>(value & ~kSystemErrorBit), std::system_category()};
   }
-  if (value == 0 || value > static_cast<std::uint32_t>(errc::already_returned)) {
+  const auto code = static_cast<errc>(value);
+  if (value == 0 || value > 0xffff || errc_name(code) == nullptr) {
     return errc::corrupt_segment;  // no claimer writes this
   }
-  return static_cast<errc>(value);
+  return code;
 }
 
 }  // namespace detail
