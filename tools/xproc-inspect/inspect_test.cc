@@ -429,11 +429,13 @@ TEST_F(Inspect, FlagsAChannelLockWhoseOwnerDied) {
   test::Child consumer = test::Child::start([&] {
     Result<channel::Channel> mine = channel::Channel::open(chan);
     if (!mine) return 1;
+    (*mine)->declare_consumer();
     opened.put();
     never.get(30000);
     return 0;
   });
   ASSERT_EQ(opened.get(), 1);
+  (*channel)->declare_producer();
   // The consumer's id: the participant that is not us.
   Result<shm::SegmentReport> report = shm::inspect(chan);
   ASSERT_TRUE(report);
@@ -464,7 +466,14 @@ TEST_F(Inspect, FlagsAChannelLockWhoseOwnerDied) {
   EXPECT_EQ(locks.items[1]["owner"]["slot"].number, consumer_id.slot);
   EXPECT_EQ(locks.items[1]["owner"]["generation"].number, consumer_id.generation);
   EXPECT_FALSE(locks.items[1]["owner"]["alive"].flag);
+  const Json& roles = detail.json["channel"]["roles"];
+  EXPECT_EQ(roles["producers"]["alive"].number, 1);
+  EXPECT_EQ(roles["producers"]["dead"].number, 0);
+  EXPECT_EQ(roles["consumers"]["alive"].number, 0);
+  EXPECT_EQ(roles["consumers"]["dead"].number, 1);
   ToolRun text = run_tool(chan);
+  EXPECT_NE(text.out.find("producers 1 alive 0 dead, consumers 0 alive 1 dead"), std::string::npos)
+      << text.out;
   EXPECT_NE(text.out.find("claim   lock held by"), std::string::npos) << text.out;
   EXPECT_NE(text.out.find("DEAD"), std::string::npos) << text.out;
   header->consumer.lock.store(0, std::memory_order_relaxed);

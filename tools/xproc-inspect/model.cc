@@ -19,6 +19,23 @@ LockOwner::State owner_state(const shm::Segment& segment, std::uint32_t word) {
   return *alive ? LockOwner::State::alive : LockOwner::State::dead;
 }
 
+// Counts the live and dead ids of one role's entries (layout.h, the role table).
+RoleCount count_role(const shm::Segment& segment, const std::atomic<std::uint32_t>* entries,
+                     std::uint32_t slots) {
+  RoleCount count;
+  for (std::uint32_t slot = 0; slot < slots; ++slot) {
+    // relaxed: a snapshot of who took the role; liveness comes from the kernel's lock state.
+    const std::uint32_t id = entries[slot].load(std::memory_order_relaxed);
+    if (id == 0) continue;
+    if (owner_state(segment, id) == LockOwner::State::alive) {
+      ++count.alive;
+    } else {
+      ++count.dead;
+    }
+  }
+  return count;
+}
+
 ChannelView read_channel(const shm::Segment& segment) {
   ChannelView view;
   // The channel starts at body offset 0 (channel::Channel's placement). Opened without a
@@ -43,6 +60,15 @@ ChannelView read_channel(const shm::Segment& segment) {
   view.locks = {LockOwner{"reserve", reserve, owner_state(segment, reserve)},
                 LockOwner{"claim", claim, owner_state(segment, claim)},
                 LockOwner{"sweep", sweep, owner_state(segment, sweep)}};
+  // Endpoint::open checked role_slots (at most 4096) and that the region holds the table.
+  const std::uint32_t slots = header.identity.role_slots;
+  if (slots != 0) {
+    view.roles_tracked = true;
+    const auto* entries = reinterpret_cast<const std::atomic<std::uint32_t>*>(
+        segment.body().data() + channel::detail::kDataOffset + view.capacity);
+    view.producers = count_role(segment, entries, slots);
+    view.consumers = count_role(segment, entries + slots, slots);
+  }
   return view;
 }
 

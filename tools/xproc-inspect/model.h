@@ -36,6 +36,12 @@ struct LockOwner {
   State state = State::free;
 };
 
+// Entries of one role in a channel's role table (docs/decisions/0034-channel-roles.md).
+struct RoleCount {
+  std::uint32_t alive = 0;
+  std::uint32_t dead = 0;  // dead or detached, or an id no participant of the segment has
+};
+
 struct ChannelView {
   std::error_code error;  // the channel layout's validation failed (layout_mismatch, ...)
   std::uint32_t capacity = 0;
@@ -43,6 +49,9 @@ struct ChannelView {
   std::uint32_t flags = 0;  // channel::detail::kFlag*
   channel::Statistics statistics;
   std::vector<LockOwner> locks;
+  bool roles_tracked = false;  // the channel has a role table
+  RoleCount producers;         // processes that have sent (or declared themselves producers)
+  RoleCount consumers;         // ... received (or declared themselves consumers)
 };
 
 struct SegmentEntry {

@@ -60,6 +60,19 @@ void write_channel(JsonWriter& json, const ChannelView& c) {
     json.end_object();
   }
   json.end_array();
+  if (c.roles_tracked) {
+    json.key("roles");
+    json.begin_object();
+    for (const auto& [role, count] :
+         {std::pair{"producers", c.producers}, std::pair{"consumers", c.consumers}}) {
+      json.key(role);
+      json.begin_object();
+      json.field("alive", count.alive);
+      json.field("dead", count.dead);
+      json.end_object();
+    }
+    json.end_object();
+  }
   json.end_object();
 }
 

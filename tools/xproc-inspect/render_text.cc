@@ -49,6 +49,8 @@ std::string channel_summary(const SegmentEntry& entry) {
   for (const LockOwner& owner : c.locks) {
     if (owner.state == LockOwner::State::dead) text += ", " + std::string(owner.lock) + " DEAD";
   }
+  if (c.producers.alive == 0 && c.producers.dead != 0) text += ", producers ALL DEAD";
+  if (c.consumers.alive == 0 && c.consumers.dead != 0) text += ", consumers ALL DEAD";
   return text;
 }
 
@@ -138,6 +140,11 @@ void render_detail_text(const SegmentEntry& entry, std::string& out) {
       text << "  dead peers  producer_died " << s.producer_died << ", consumer_died "
            << s.consumer_died << ", redelivered " << s.redelivered << ", lock_takeovers "
            << s.lock_takeovers << "\n";
+      if (c.roles_tracked) {
+        text << "  roles       producers " << c.producers.alive << " alive " << c.producers.dead
+             << " dead, consumers " << c.consumers.alive << " alive " << c.consumers.dead
+             << " dead\n";
+      }
       for (const LockOwner& owner : c.locks) {
         text << "  " << std::left << std::setw(7) << owner.lock << " lock " << owner_text(owner)
              << "\n";
