@@ -29,7 +29,10 @@ namespace {
 using detail::BufferState;
 using detail::PoolRef;
 
-constexpr std::uint32_t kLoanSpinRounds = 8;  // a few microseconds before the reclaim and park
+constexpr std::uint32_t kLoanSpinRounds = 12;  // a few microseconds before the reclaim and park
+// Then yield a few times: with more runnable processes than CPUs the consumer that will give a
+// buffer back may need this CPU (as the channel's waits do, src/channel/endpoint.cc).
+constexpr std::uint32_t kLoanYieldRounds = 4;
 
 std::error_code code(errc e) noexcept {
   return make_error_code(e);
@@ -246,7 +249,10 @@ Result<Loan> PoolView::loan_with(std::size_t size, const sync::Deadline* deadlin
   sync::EventCount& returned = ref_.header->wait.returned;
   sync::Deadline next_check{};  // the first wait reclaims at once
   for (;;) {
-    if (sync::detail::spin_until(attempt, kLoanSpinRounds)) return finish();
+    if (sync::detail::spin_until(attempt, kLoanSpinRounds) ||
+        sync::detail::yield_until(attempt, kLoanYieldRounds)) {
+      return finish();
+    }
     const sync::Deadline now = sync::Clock::now();
     if (now >= next_check) {
       // Never wait for the dead: free what dead participants hold (or, for LoanChannel, what
