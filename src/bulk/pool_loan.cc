@@ -38,6 +38,13 @@ std::error_code code(errc e) noexcept {
   return make_error_code(e);
 }
 
+// The owner this process writes into state words: its participant id, or kLocalOwner without
+// one, and in a fork child whose copy of `self` is detached (the child must never be taken for
+// its parent, who may die while the child still writes).
+std::uint32_t current_owner(const PoolRef& ref) noexcept {
+  return ref.self != nullptr && ref.self->attached() ? ref.self_owner : detail::kLocalOwner;
+}
+
 // Frees `word` (loaned or held by this handle) and wakes loaners. {} or already_returned.
 std::error_code give_back_word(detail::PoolHeader* header, std::atomic<std::uint64_t>* word,
                                std::uint64_t expected) noexcept {
@@ -61,7 +68,7 @@ class LivenessCache {
   explicit LivenessCache(const PoolRef& ref) noexcept : ref_(ref) {}
 
   bool dead(std::uint32_t owner) noexcept {
-    if (owner == ref_.self_owner || ref_.self == nullptr || !ref_.self->attached()) return false;
+    if (ref_.self == nullptr || !ref_.self->attached() || owner == ref_.self_owner) return false;
     const sync::ParticipantId id = sync::ParticipantId::unpack(owner);
     if (!id.valid()) return false;
     for (std::uint32_t i = 0; i < used_; ++i) {
@@ -96,6 +103,7 @@ bool try_class(const PoolRef& ref, std::uint32_t size_class, detail::PoolHeader*
                std::atomic<std::uint64_t>*& word_out, std::uint64_t& expected_out,
                std::uint32_t& index_out) noexcept {
   const PoolRef::Class& entry = ref.classes[size_class];
+  const std::uint32_t owner = current_owner(ref);
   // relaxed: the hint only spreads loaners over the class; any value is correct.
   const std::uint32_t start =
       ref.header->hints.hint[size_class].fetch_add(1, std::memory_order_relaxed) % entry.count;
@@ -106,7 +114,7 @@ bool try_class(const PoolRef& ref, std::uint32_t size_class, detail::PoolHeader*
     std::uint64_t seen = word.load(std::memory_order_relaxed);
     while (detail::is_free(seen)) {
       const std::uint64_t mine =
-          detail::make_word(BufferState::loaned, detail::word_generation(seen) + 1, ref.self_owner);
+          detail::make_word(BufferState::loaned, detail::word_generation(seen) + 1, owner);
       // acquire (L1): pairs with the release CAS of the last giver-back (G1) or reclaimer (R1):
       // their accesses to the buffer happen-before our writes.
       if (word.compare_exchange_weak(seen, mine, std::memory_order_acquire,
@@ -362,7 +370,7 @@ Result<Held> PoolView::accept_impl(const Descriptor& descriptor,
       if (!liveness.dead(detail::word_owner(seen))) return code(errc::already_returned);
     }
     const std::uint64_t mine =
-        detail::make_word(BufferState::held, descriptor.generation, ref_.self_owner);
+        detail::make_word(BufferState::held, descriptor.generation, current_owner(ref_));
     // acquire (A1): pairs with the release CAS of post() (P1): the payload is visible.
     if (word.compare_exchange_weak(seen, mine, std::memory_order_acquire,
                                    std::memory_order_relaxed)) {

@@ -9,6 +9,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <cstring>
 #include <thread>
 
 #include "child_process.h"
@@ -116,6 +117,23 @@ TEST(PoolProcess, BlockedLoanerGetsTheBufferOfAHolderThatDies) {
   ASSERT_TRUE(loan.has_value()) << loan.error().message();
   EXPECT_TRUE(holder.wait(10s).signaled);
   EXPECT_EQ(pool.statistics().reclaimed_dead, 1u);
+}
+
+TEST(PoolProcess, AForkChildUsingItsParentsViewIsNeverTakenForTheParent) {
+  Registry registry;
+  PoolConfig config;
+  config.classes = {{64, 1}};
+  SharedPool region(config);
+  sync::Participant me = registry.attach().value();
+  PoolView pool = PoolView::open(region.bytes(), &me).value();
+  xproc::test::Child child = xproc::test::Child::start([&]() -> int {
+    Result<Loan> loan = pool.try_loan(1);  // the inherited view: `me` is detached here
+    if (!loan) return 1;
+    std::uint64_t word = 0;
+    std::memcpy(&word, region.bytes().data() + 1024, sizeof word);  // buffer 0's state word
+    return (word & 0xffffffffu) == 0xfff ? 0 : 2;                   // no owner, not the parent's id
+  });
+  EXPECT_TRUE(child.wait(10s).ok());
 }
 
 }  // namespace

@@ -32,8 +32,9 @@
 // length above the buffer size), already_returned (given back already, or a stale generation);
 // open: layout_mismatch (magic, version, signature), corrupt_segment (sizes or offsets no
 // format() writes), invalid_argument (region too small or misaligned). A state word holding a
-// value no correct writer stores is treated as not-ours (bad_descriptor for accept, skipped by
-// loans, counted as corrupt by statistics()), never UB. Descriptors are untrusted input: any
+// value no correct writer stores is never used: accept() returns corrupt_segment, loans skip
+// it, recover() skips it and returns corrupt_segment after its pass, statistics() counts it;
+// never UB. Descriptors are untrusted input: any
 // bytes are safe to accept().
 //
 // Deaths (a participant SIGKILLed at any instant; liveness only from the participant table that
@@ -52,8 +53,9 @@
 //   * dies giving back (before the CAS: held/loaned by a dead owner, freed by recover(); after
 //     it: free). A death never leaves a word half-written.
 // fork(): a view copied into a fork child refers to the same mapping but its `self` is detached
-// in the child: loans made through it are recorded with no owner (never reclaimed if the child
-// dies) and it declares nobody dead. Open a new view with the child's own Participant.
+// in the child: loans and accepts made through it are recorded with no owner (never taken for
+// the parent's, never reclaimed if the child dies) and it declares nobody dead. Open a new view
+// with the child's own Participant.
 
 #include <array>
 #include <atomic>
