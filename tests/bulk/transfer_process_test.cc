@@ -246,6 +246,27 @@ TEST(TransferProcess, ProducersToConsumersCompleteEachTransferExactlyOnce) {
   for (std::size_t i = 0; i < total; ++i) ASSERT_EQ(shared->pulled[i].load(), 1u) << i;
 }
 
+TEST(TransferProcess, ForkChildsCopiesOfEndpointAndHandleDoNothing) {
+  shm::Segment segment = make_segment(16);
+  TransferEndpoint endpoint = open_endpoint(segment);
+  std::vector<std::byte> source = pattern(5000, 9);
+  Transfer transfer = endpoint.register_source(source).value();
+  test::Child child = test::Child::start([&] {
+    std::vector<std::byte> target(5000);
+    // Not a participant here: the inherited endpoint refuses to act.
+    if (endpoint.pull(transfer.descriptor(), target).error() != errc::invalid_argument) return 1;
+    if (endpoint.register_source(source).error() != errc::invalid_argument) return 2;
+    if (transfer.poll() != errc::invalid_argument) return 3;
+    { Transfer dropped = std::move(transfer); }  // must not withdraw the parent's transfer
+    return 0;
+  });
+  EXPECT_TRUE(child.wait(30s).ok());
+  std::vector<std::byte> target(5000);
+  EXPECT_EQ(endpoint.pull(transfer.descriptor(), target).value(), 5000u);
+  EXPECT_FALSE(transfer.wait_for(5s));
+  EXPECT_TRUE(target == source);
+}
+
 TEST(TransferProcess, ReaderOfAnotherUidIsDeniedWithAReasonAndTheOwnerLearnsWhy) {
   if (geteuid() != 0) GTEST_SKIP() << "needs root to start a reader with another uid";
   shm::Segment segment = make_segment(16);
