@@ -71,6 +71,39 @@ TEST(PoolOpen, RefusesForeignAndCorruptRegions) {
   }
 }
 
+// Random bytes written over the header (a hostile or broken peer): open either refuses the
+// region or returns a view whose every buffer lies inside it.
+TEST(PoolOpen, MutatedHeadersAreRefusedOrStayInsideTheRegion) {
+  SharedPool pool(small_pool());
+  std::vector<std::byte> pristine(pool.bytes().begin(), pool.bytes().begin() + 1024);
+  std::mt19937_64 random(99);
+  const long rounds = xproc::test::scaled(20000);
+  long opened = 0;
+  for (long round = 0; round < rounds; ++round) {
+    std::memcpy(pool.bytes().data(), pristine.data(), pristine.size());
+    const int flips = 1 + static_cast<int>(random() % 4);
+    for (int i = 0; i < flips; ++i) {
+      const std::size_t at = 4 + random() % (1024 - 4);  // keep the magic: reach the checks
+      pool.bytes()[at] = static_cast<std::byte>(random());
+    }
+    Result<PoolView> view = PoolView::open(pool.bytes());
+    if (!view) {
+      ASSERT_TRUE(view.error() == code(errc::layout_mismatch) ||
+                  view.error() == code(errc::corrupt_segment))
+          << view.error().message();
+      continue;
+    }
+    ++opened;
+    for (std::uint32_t c = 0; c < view->class_count(); ++c) {
+      Result<Loan> loan = view->try_loan(view->size_class(c).buffer_size);
+      if (!loan) continue;
+      ASSERT_GE(loan->data().data(), pool.bytes().data());
+      ASSERT_LE(loan->data().data() + loan->capacity(), pool.bytes().data() + pool.bytes().size());
+    }
+  }
+  EXPECT_GT(opened, 0);  // flips in padding and hints keep the pool valid
+}
+
 TEST(PoolLoan, TakesTheSmallestFittingClassThenLargerOnesWhenItIsEmpty) {
   SharedPool region(small_pool(2));
   PoolView pool = PoolView::open(region.bytes()).value();
