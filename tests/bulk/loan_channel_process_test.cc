@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <thread>
 #include <vector>
 
 #include "child_process.h"
@@ -26,6 +27,7 @@ struct Tally {
   std::atomic<std::uint32_t> seen[kMaxMessages];
   std::atomic<std::uint32_t> received;
   std::atomic<std::uint32_t> bad;
+  std::atomic<std::uint32_t> producers_started;  // producers that have sent their first message
 };
 
 LoanChannelConfig mixed_config() {
@@ -62,6 +64,7 @@ TEST(LoanChannelProcess, ProducersAndConsumersDeliverEveryPayloadOnceAndIntact) 
         if (!loan) return 10;
         test::write_payload(loan->data(), p, s);
         if (mine.send_for(std::move(*loan), 20s)) return 11;
+        if (s == 0) tally->producers_started.fetch_add(1);
       }
       return 0;
     }));
@@ -72,8 +75,14 @@ TEST(LoanChannelProcess, ProducersAndConsumersDeliverEveryPayloadOnceAndIntact) 
       while (tally->received.load() < total) {
         Result<Held> held = mine.receive_for(20ms);
         if (!held) {
-          // peer_dead: every producer exited and the channel is drained (end of stream).
-          if (held.error() == make_error_code(errc::peer_dead)) break;
+          // peer_dead: every producer known to the channel exited and the channel is drained;
+          // the end of the stream once every producer has started (a producer that has not
+          // sent yet is not known to the channel).
+          if (held.error() == make_error_code(errc::peer_dead)) {
+            if (tally->producers_started.load() == kProducers) break;
+            std::this_thread::yield();
+            continue;
+          }
           if (held.error() != make_error_code(errc::timed_out)) return 12;
           continue;
         }
