@@ -21,9 +21,12 @@
 // Thread- and process-safety: any thread of any member may register, pull, push and probe
 // concurrently. A Transfer handle is a value owned by one thread at a time (like any object).
 // Blocking: only Transfer::wait/wait_until and the destructor of a claimed-but-unfinished
-// Transfer block, and only while the claimer is alive: the owner checks the claimer's liveness
-// every `liveness_period`, so a dead claimer is noticed within one period. pull/push never wait
-// for anyone: they copy (page faults only) and return.
+// Transfer block. Once claimed, only while the claimer is alive: the owner checks the claimer's
+// liveness every `liveness_period`, so a dead claimer is noticed within one period. While still
+// open (no counterpart has claimed it: the descriptor may sit in a channel, or be lost with a
+// dead consumer) nobody is known to wait for, so wait_until lasts until its deadline (give one);
+// the destructor withdraws an open transfer at once. pull/push never wait for anyone: they copy
+// (page faults only) and return. A parked owner costs the claimer a futex wake; poll() does not.
 // Failures (Result / std::error_code of xproc::errc):
 //   register_*:  invalid_argument (no ranges, a zero-length total, an address range that wraps, a
 //                fork child's endpoint), limit_reached (more than kMaxTransferRanges ranges, or
