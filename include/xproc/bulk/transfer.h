@@ -41,7 +41,8 @@
 //                corrupt_segment (a slot holding values no correct member writes)
 //   wait:        {} complete; peer_dead (the claimer died mid-copy); timed_out; or the error the
 //                claimer hit (permission_denied, bad_descriptor, peer_dead) so the owner can fall
-//                back to another path
+//                back to another path; corrupt_segment (the slot holds what no member writes);
+//                invalid_argument (an empty handle, or a fork child's copy)
 // Deaths (numbered as the protocol in docs/layout/transfer.md):
 //   owner dies while registering or while open: its slot reads registering/open with a dead
 //     owner; the next registration that finds no free slot reclaims it (one CAS). A pull of its
