@@ -2,6 +2,7 @@
 #include "xproc/channel/endpoint.h"
 
 #include <algorithm>
+#include <array>
 #include <bit>
 #include <cstring>
 #include <new>
@@ -155,6 +156,8 @@ detail::ClaimOutcome claim_wait(const Ring& ring, std::uint64_t limit,
 }
 
 const sync::Deadline kForever = sync::Deadline::max();
+// Batch calls take the reserve / claim lock once per this many messages.
+constexpr std::size_t kBatchChunk = 64;
 
 }  // namespace
 
@@ -282,14 +285,35 @@ std::error_code Endpoint::send_until(std::span<const std::byte> message,
 
 Result<std::size_t> Endpoint::try_send_batch(
     std::span<const std::span<const std::byte>> messages) const noexcept {
+  if (ring_.header == nullptr) return errc_code(errc::invalid_argument);
+  detail::register_role(ring_, detail::Role::producer);
   std::size_t sent = 0;
-  for (std::span<const std::byte> message : messages) {
-    std::error_code error = send_impl(ring_, message, nullptr);
+  while (sent < messages.size()) {
+    // One reserve-lock acquisition per chunk; copies and commits happen after it is released.
+    const std::size_t count = std::min(kBatchChunk, messages.size() - sent);
+    std::array<std::uint32_t, kBatchChunk> sizes;
+    std::array<std::uint64_t, kBatchChunk> positions;
+    for (std::size_t i = 0; i < count; ++i) {
+      const std::size_t size = messages[sent + i].size();
+      // Larger than max_message: try_reserve_batch stops there with message_too_large.
+      sizes[i] = static_cast<std::uint32_t>(std::min<std::size_t>(size, ring_.max_message + 1u));
+    }
+    std::error_code error;
+    const std::size_t reserved = detail::try_reserve_batch(
+        ring_, std::span(sizes.data(), count), std::span(positions.data(), count), error);
+    for (std::size_t i = 0; i < reserved; ++i) {
+      const std::span<const std::byte> message = messages[sent + i];
+      if (!message.empty()) {
+        std::memcpy(detail::payload_at(ring_, positions[i]), message.data(), message.size());
+      }
+      detail::commit_quietly(ring_, positions[i]);
+    }
+    if (reserved != 0) detail::notify_committed(ring_);
+    sent += reserved;
     if (error) {
       if (sent == 0) return error;
       break;
     }
-    ++sent;
   }
   return sent;
 }
@@ -399,14 +423,35 @@ std::error_code Endpoint::try_receive(std::string& out) const {
 }
 
 Result<std::size_t> Endpoint::try_receive_batch(std::span<std::vector<std::byte>> out) const {
+  if (ring_.header == nullptr) return errc_code(errc::invalid_argument);
+  detail::register_role(ring_, detail::Role::consumer);
   std::size_t received = 0;
-  for (std::vector<std::byte>& message : out) {
-    std::error_code error = try_receive(message);
+  while (received < out.size()) {
+    // One claim-lock acquisition per chunk; copies and releases happen after it is released.
+    const std::size_t count = std::min(kBatchChunk, out.size() - received);
+    std::array<detail::ClaimOutcome, kBatchChunk> claims;
+    std::error_code error;
+    const std::size_t claimed =
+        detail::try_claim_batch(ring_, std::span(claims.data(), count), error);
+    for (std::size_t i = 0; i < claimed; ++i) {
+      std::vector<std::byte>& message = out[received + i];
+      try {
+        message.resize(claims[i].size);
+      } catch (...) {
+        // This one and the rest go back in the queue: nothing lost.
+        for (std::size_t j = i; j < claimed; ++j) detail::unclaim(ring_, claims[j].position);
+        throw;
+      }
+      if (claims[i].size != 0) {
+        std::memcpy(message.data(), detail::payload_at(ring_, claims[i].position), claims[i].size);
+      }
+      detail::release(ring_, claims[i].position);
+    }
+    received += claimed;
     if (error) {
       if (received == 0) return error;
       break;
     }
-    ++received;
   }
   return received;
 }

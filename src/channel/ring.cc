@@ -226,17 +226,13 @@ bool owner_alive(const Ring& ring, std::uint32_t owner) noexcept {
   return *alive;
 }
 
-ReserveOutcome try_reserve(const Ring& ring, std::uint32_t size, bool check_liveness) noexcept {
+namespace {
+// R2-R7, by the holder of the reserve lock (or the single producer).
+ReserveOutcome reserve_locked(const Ring& ring, std::uint32_t size, bool check_liveness) noexcept {
   ProducerLine& producer = ring.header->producer;
-  const bool spsc = ring.spsc();
-  // R1
-  if (!spsc && lock(ring, producer.lock)) repair_tail(ring);
   // R2 relaxed: tail is written only by the lock holder (or the single producer).
   std::uint64_t position = producer.tail.load(std::memory_order_relaxed);
-  if (!aligned(position)) {
-    if (!spsc) unlock(producer.lock);
-    return {make_error_code(errc::corrupt_segment), 0};
-  }
+  if (!aligned(position)) return {make_error_code(errc::corrupt_segment), 0};
   const std::uint64_t length = record_length(size);
   const std::uint64_t offset = position & ring.mask;
   const std::uint64_t pad = offset + length > ring.capacity ? ring.capacity - offset : 0;
@@ -253,10 +249,7 @@ ReserveOutcome try_reserve(const Ring& ring, std::uint32_t size, bool check_live
     if (!fits()) {
       std::error_code swept = sweep(ring, check_liveness);
       reclaim = ring.header->reclaim.reclaim.load(std::memory_order_acquire);
-      if (!fits()) {
-        if (!spsc) unlock(producer.lock);
-        return {swept ? swept : make_error_code(errc::would_block), 0};
-      }
+      if (!fits()) return {swept ? swept : make_error_code(errc::would_block), 0};
     }
     producer.reclaim_seen.store(reclaim, std::memory_order_relaxed);
   }
@@ -287,21 +280,59 @@ ReserveOutcome try_reserve(const Ring& ring, std::uint32_t size, bool check_live
   // relaxed: statistics; only the lock holder writes it, so load+store is exact.
   producer.reserve_count.store(producer.reserve_count.load(std::memory_order_relaxed) + 1,
                                std::memory_order_relaxed);
-  // R8
-  if (!spsc) unlock(producer.lock);
   return {{}, position};
+}
+}  // namespace
+
+ReserveOutcome try_reserve(const Ring& ring, std::uint32_t size, bool check_liveness) noexcept {
+  const bool spsc = ring.spsc();
+  // R1
+  if (!spsc && lock(ring, ring.header->producer.lock)) repair_tail(ring);
+  const ReserveOutcome outcome = reserve_locked(ring, size, check_liveness);
+  if (!spsc) unlock(ring.header->producer.lock);  // R8
+  return outcome;
+}
+
+std::size_t try_reserve_batch(const Ring& ring, std::span<const std::uint32_t> sizes,
+                              std::span<std::uint64_t> positions, std::error_code& error) noexcept {
+  const bool spsc = ring.spsc();
+  if (!spsc && lock(ring, ring.header->producer.lock)) repair_tail(ring);  // R1, once
+  std::size_t reserved = 0;
+  error = {};
+  for (; reserved < sizes.size() && reserved < positions.size(); ++reserved) {
+    if (sizes[reserved] > ring.max_message) {
+      error = make_error_code(errc::message_too_large);
+      break;
+    }
+    const ReserveOutcome outcome = reserve_locked(ring, sizes[reserved], false);
+    if (outcome.error) {
+      error = outcome.error;
+      break;
+    }
+    positions[reserved] = outcome.position;
+  }
+  if (!spsc) unlock(ring.header->producer.lock);  // R8, once
+  return reserved;
 }
 
 void commit(const Ring& ring, std::uint64_t position) noexcept {
-  // C2 release: publishes the payload; pairs with the acquire load of the control in try_claim().
-  control_at(ring, position)
-      .store(make_control(RecordState::committed, position, ring.self_id),
-             std::memory_order_release);
+  commit_quietly(ring, position);
   // C3 notify_all, not notify_one: a wake-up is not tied to this record. A consumer woken for it
   // may find an earlier record still reserved at the head and park again, which would strand
   // this one with the other consumers asleep; a ReadinessFd waker must see every commit too.
   // EventCount makes it a fence and a load when nobody is parked.
   ring.header->not_empty.event.notify_all();
+}
+
+void commit_quietly(const Ring& ring, std::uint64_t position) noexcept {
+  // C2 release: publishes the payload; pairs with the acquire load of the control in try_claim().
+  control_at(ring, position)
+      .store(make_control(RecordState::committed, position, ring.self_id),
+             std::memory_order_release);
+}
+
+void notify_committed(const Ring& ring) noexcept {
+  ring.header->not_empty.event.notify_all();  // as in commit()
 }
 
 void abandon(const Ring& ring, std::uint64_t position) noexcept {
@@ -312,10 +343,10 @@ void abandon(const Ring& ring, std::uint64_t position) noexcept {
   ring.header->not_empty.event.notify_all();  // a consumer may wait on this record
 }
 
-ClaimOutcome try_claim(const Ring& ring, std::uint64_t limit, bool check_liveness) noexcept {
+namespace {
+// K2-K4, by the holder of the claim lock (or the single consumer).
+ClaimOutcome claim_locked(const Ring& ring, std::uint64_t limit, bool check_liveness) noexcept {
   ConsumerLine& consumer = ring.header->consumer;
-  const bool spsc = ring.spsc();
-  if (!spsc) (void)lock(ring, consumer.lock);  // K1
   ClaimOutcome outcome;
   // relaxed: head is written only by the lock holder (or the single consumer).
   std::uint64_t head = consumer.head.load(std::memory_order_relaxed);
@@ -379,8 +410,33 @@ ClaimOutcome try_claim(const Ring& ring, std::uint64_t limit, bool check_livenes
     // release: as K4.
     consumer.head.store(head, std::memory_order_release);
   }
-  if (!spsc) unlock(consumer.lock);  // K5
   return outcome;
+}
+}  // namespace
+
+ClaimOutcome try_claim(const Ring& ring, std::uint64_t limit, bool check_liveness) noexcept {
+  const bool spsc = ring.spsc();
+  if (!spsc) (void)lock(ring, ring.header->consumer.lock);  // K1
+  const ClaimOutcome outcome = claim_locked(ring, limit, check_liveness);
+  if (!spsc) unlock(ring.header->consumer.lock);  // K5
+  return outcome;
+}
+
+std::size_t try_claim_batch(const Ring& ring, std::span<ClaimOutcome> out,
+                            std::error_code& error) noexcept {
+  const bool spsc = ring.spsc();
+  if (!spsc) (void)lock(ring, ring.header->consumer.lock);  // K1, once
+  std::size_t claimed = 0;
+  error = {};
+  for (; claimed < out.size(); ++claimed) {
+    out[claimed] = claim_locked(ring, ~std::uint64_t{0}, false);
+    if (out[claimed].error) {
+      error = out[claimed].error;
+      break;
+    }
+  }
+  if (!spsc) unlock(ring.header->consumer.lock);  // K5, once
+  return claimed;
 }
 
 void unclaim(const Ring& ring, std::uint64_t position) noexcept {

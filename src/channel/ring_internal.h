@@ -3,7 +3,9 @@
 // endpoint.cc. Private to src/channel. The numbered crash protocol is in ring.cc.
 
 #include <atomic>
+#include <cstddef>
 #include <cstdint>
+#include <span>
 #include <system_error>
 
 #include "xproc/channel/endpoint.h"
@@ -38,7 +40,15 @@ struct ReserveOutcome {
   std::uint64_t position = 0;
 };
 ReserveOutcome try_reserve(const Ring& ring, std::uint32_t size, bool check_liveness) noexcept;
+// Reserves records of sizes[i] in order under one acquisition of the reserve lock, until one
+// does not fit (error = would_block) or is too large (message_too_large); positions[i] receives
+// each position. The count reserved.
+std::size_t try_reserve_batch(const Ring& ring, std::span<const std::uint32_t> sizes,
+                              std::span<std::uint64_t> positions, std::error_code& error) noexcept;
 void commit(const Ring& ring, std::uint64_t position) noexcept;
+// commit() without the notify (C2 only); notify_committed() is C3, once for a batch.
+void commit_quietly(const Ring& ring, std::uint64_t position) noexcept;
+void notify_committed(const Ring& ring) noexcept;
 void abandon(const Ring& ring, std::uint64_t position) noexcept;
 
 // Outcome of a claim attempt.
@@ -51,6 +61,10 @@ struct ClaimOutcome {
 // Claims the next committed record if its size <= limit. check_liveness: a reserved record at the
 // head whose producer is dead is aborted and skipped (costs one F_OFD_GETLK).
 ClaimOutcome try_claim(const Ring& ring, std::uint64_t limit, bool check_liveness) noexcept;
+// Claims up to out.size() committed records in order under one acquisition of the claim lock;
+// stops at the first that is not ready (error: its would_block / corrupt_segment). The count.
+std::size_t try_claim_batch(const Ring& ring, std::span<ClaimOutcome> out,
+                            std::error_code& error) noexcept;
 // Puts a record this process claimed back in the queue (committed again, head moved back).
 void unclaim(const Ring& ring, std::uint64_t position) noexcept;
 // Marks a claimed record consumed, then sweeps.

@@ -332,6 +332,41 @@ TEST(Channel, BatchSendStopsWhenFullAndBatchReceiveTakesWhatIsReady) {
   EXPECT_EQ(channel.try_receive_batch(out).error(), code(errc::would_block));
 }
 
+TEST(Channel, BatchesLongerThanOneLockChunkKeepOrderAndContent) {
+  SharedRegion region(small_config(1u << 16, 64));
+  Endpoint channel = Endpoint::open(region.bytes()).value();
+  constexpr std::uint32_t kMessages = 300;  // several chunks of 64, and a partial one
+  std::vector<std::vector<std::byte>> messages;
+  for (std::uint32_t s = 0; s < kMessages; ++s) {
+    messages.push_back(test::make_message(0, s, test::message_size(0, s, 64)));
+  }
+  std::vector<std::span<const std::byte>> batch(messages.begin(), messages.end());
+  const std::size_t sent = channel.try_send_batch(batch).value();
+  ASSERT_GT(sent, 64u);  // the ring holds more than a chunk
+  std::vector<std::vector<std::byte>> out(kMessages);
+  ASSERT_EQ(channel.try_receive_batch(out).value(), sent);
+  for (std::size_t s = 0; s < sent; ++s) {
+    const test::Decoded d = test::check_message(out[s]);
+    ASSERT_TRUE(d.ok) << s;
+    EXPECT_EQ(d.sequence, s);
+  }
+  EXPECT_EQ(channel.try_receive_batch(out).error(), code(errc::would_block));
+  EXPECT_EQ(channel.statistics().depth_messages, 0u);
+}
+
+TEST(Channel, BatchSendStopsAtATooLargeMessageAndSendsTheOnesBefore) {
+  SharedRegion region(small_config(4096, 100));
+  Endpoint channel = Endpoint::open(region.bytes()).value();
+  const std::vector<std::byte> fits(100, std::byte{2});
+  const std::vector<std::byte> too_large(101, std::byte{3});
+  const std::vector<std::span<const std::byte>> batch = {fits, fits, too_large, fits};
+  EXPECT_EQ(channel.try_send_batch(batch).value(), 2u);
+  const std::vector<std::span<const std::byte>> starts_large = {too_large, fits};
+  EXPECT_EQ(channel.try_send_batch(starts_large).error(), code(errc::message_too_large));
+  EXPECT_EQ(channel.statistics().depth_messages, 2u);
+  EXPECT_EQ(channel.statistics().abandoned, 0u);  // refused before any reservation
+}
+
 TEST(Channel, BlockedReceiverWakesOnSendAndBlockedSenderWakesOnReceive) {
   SharedRegion region(small_config(1024, 100));
   Endpoint channel = Endpoint::open(region.bytes()).value();

@@ -241,8 +241,9 @@ class Endpoint {
       std::chrono::duration<Rep, Period> timeout) const noexcept {
     return send_until(message, to_deadline(timeout));
   }
-  // Sends messages in order until one cannot be sent without waiting; the count sent (all of
-  // them when it equals messages.size()), or the error of the first message when none was sent.
+  // Sends messages in order until one cannot be sent without waiting (or is too large); the
+  // count sent (all of them when it equals messages.size()), or the error of the first message
+  // when none was sent. Takes the reserve lock once per 64 messages, not once per message.
   Result<std::size_t> try_send_batch(
       std::span<const std::span<const std::byte>> messages) const noexcept;
 
@@ -276,8 +277,9 @@ class Endpoint {
                                               sync::Deadline deadline) const;
   [[nodiscard]] std::error_code receive_until(std::string& out, sync::Deadline deadline) const;
   [[nodiscard]] std::error_code try_receive(std::string& out) const;
-  // Receives up to out.size() messages that are ready now (one claim-lock acquisition each);
-  // the count received, or would_block when none was ready.
+  // Receives up to out.size() messages that are ready now (one claim-lock acquisition per 64
+  // messages); the count received, or would_block when none was ready. std::bad_alloc from a
+  // resize propagates after the messages not yet copied went back in the queue.
   Result<std::size_t> try_receive_batch(std::span<std::vector<std::byte>> out) const;
 
   // --- zero-copy receiving: peek, read data() in place, release().
