@@ -34,6 +34,9 @@
 //   K4) head = h + length; claim_count + 1.
 //   K5) unlock (release).
 //   A death after K3 holding the record: `claimed(dead)`; see Release.
+// Batches (try_reserve_batch, try_claim_batch): R1 once, R2-R7 per record, R8 once; K1 once,
+//   K2-K4 per record, K5 once. Every step leaves the same states as one record at a time, so a
+//   death inside a batch is recovered exactly as a death inside a single reserve or claim.
 // Release: L1) control = consumed (release: the payload reads happen before a producer reuses
 //   the bytes; pairs with the sweep's acquire). L2) sweep, lazily: when a producer is parked on
 //   not_full or reclaim lags capacity/4 behind (producers short of space sweep themselves in R3,
