@@ -325,7 +325,8 @@ Transfer::Transfer(Transfer&& other) noexcept
       descriptor_(other.descriptor_),
       finished_(other.finished_),
       result_(other.result_),
-      transferred_(other.transferred_) {}
+      transferred_(other.transferred_),
+      next_liveness_check_(other.next_liveness_check_) {}
 
 Transfer& Transfer::operator=(Transfer&& other) noexcept {
   if (this != &other) {
@@ -335,6 +336,7 @@ Transfer& Transfer::operator=(Transfer&& other) noexcept {
     finished_ = other.finished_;
     result_ = other.result_;
     transferred_ = other.transferred_;
+    next_liveness_check_ = other.next_liveness_check_;
   }
   return *this;
 }
@@ -377,6 +379,10 @@ std::error_code Transfer::check(bool check_liveness) noexcept {
         return errc::would_block;
       case SlotState::claimed: {
         if (!check_liveness) return errc::would_block;
+        // At most one liveness check (a system call) per period, however often we are polled.
+        const sync::Clock::time_point now = sync::Clock::now();
+        if (now < next_liveness_check_) return errc::would_block;
+        next_liveness_check_ = now + endpoint_->options.liveness_period;
         Result<bool> alive = endpoint_->alive(state_value(word));
         if (!alive) {
           finish(word, alive.error());

@@ -153,7 +153,8 @@ class Transfer {
   const Descriptor& descriptor() const noexcept { return descriptor_; }
 
   // One look, no wait: {} complete, errc::would_block still open or being copied, or the final
-  // error (see the file banner). Checks a claimer's liveness (one F_OFD_GETLK).
+  // error (see the file banner). Checks a claimer's liveness (one F_OFD_GETLK) at most once per
+  // liveness_period, so polling in a loop costs loads, not system calls.
   [[nodiscard]] std::error_code poll() noexcept;
   [[nodiscard]] std::error_code wait_until(sync::Deadline deadline) noexcept;
   template <class Rep, class Period>
@@ -175,6 +176,7 @@ class Transfer {
   bool finished_ = false;
   std::error_code result_;
   std::size_t transferred_ = 0;
+  sync::Clock::time_point next_liveness_check_{};  // rate limit of the claimer's liveness check
 };
 
 // This process's access to one table. Move-only (transfers keep working across a move); refers
