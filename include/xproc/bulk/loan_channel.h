@@ -9,6 +9,7 @@
 // consumer while consumers live (at-least-once with redelivery on), per producer thread in
 // order. The pool's: loan takes the smallest fitting class, a larger one when it is empty
 // (pool.h).
+// Lifetime: Loans and Helds point into the segment: destroy them before the LoanChannel.
 // Thread- and process-safety: every member may be called concurrently from any thread of any
 // process that created, opened or adopted the segment. Handles (Loan, Held) are move-only values.
 // Blocking: loan/send/receive (and _until/_for) block: loan while every fitting class is empty,
@@ -16,11 +17,12 @@
 // (pool: `returned` EventCount; channel: not_full / not_empty). try_* never park.
 // Failures: loan: message_too_large (size above the largest class), would_block, timed_out,
 // peer_dead (below); send: would_block, timed_out, peer_dead (the channel is full and every
-// consumer is dead), already_returned (the loan was reclaimed from this process: a detached
-// view), invalid_argument (an inactive or foreign loan); on any send error the loan stays with
-// the caller, untouched. receive: would_block, timed_out, peer_dead (empty and every producer
-// dead), bad_descriptor (a record that is no descriptor this pool issued: a hostile producer;
-// the record is consumed, call receive again), corrupt_segment. Segment errors as segment.h.
+// consumer is dead), already_returned (the buffer's word no longer names this loan: a peer
+// wrote it; the loan is then gone), invalid_argument (an inactive or foreign loan); on every other
+// send error the loan stays with the caller, untouched. receive: would_block, timed_out, peer_dead
+// (empty and every producer dead), bad_descriptor (a record that is no descriptor this pool issued:
+// a hostile producer; the record is consumed, call receive again), corrupt_segment. Segment errors
+// as segment.h.
 //
 // The protocol (numbered steps; what survivors see after a death at each):
 //   send:  S1) reserve a channel record (position p). S2) write the descriptor into it. S3) store
