@@ -15,6 +15,7 @@
 #include <string>
 #include <vector>
 
+#include "bulk_runner.h"
 #include "report.h"
 #include "runner.h"
 #include "transport.h"
@@ -26,7 +27,9 @@ struct Options {
   std::vector<Mode> modes{Mode::latency, Mode::stream, Mode::mpmc};
   std::vector<std::string> transports;  // empty: all
   std::vector<std::size_t> sizes;       // empty: the default set
-  int producers = 2, consumers = 2;     // mpmc
+  std::vector<std::size_t> bulk_sizes;  // bulk mode: --sizes when given, else its defaults
+  std::vector<int> bulk_consumers{1, 2};
+  int producers = 2, consumers = 2;  // mpmc
   int repetitions = 5;
   double duration = 0.25;  // target seconds per measured repetition
   double timeout = 0;      // per run; 0: derived from duration
@@ -37,15 +40,19 @@ struct Options {
 
 constexpr const char* kUsage = R"(usage: xproc-bench [options]
 Runs IPC transports side by side between processes; every message is verified.
-  --mode latency|stream|mpmc|all   what to measure (default all; a comma list also works)
+  --mode latency|stream|mpmc|bulk|all   what to measure (default all = latency,stream,mpmc;
+                                   a comma list also works; bulk: large payloads, GB/s)
   --transports a,b,c               rows to run (default all; --list shows them)
-  --sizes 8,64,1K,16K,64K          message sizes in bytes (K = 1024; default 8,64,1K,16K,64K)
+  --sizes 8,64,1K,16K,64K          message sizes in bytes (K = 1024; default 8,64,1K,16K,64K;
+                                   at most 1M except in bulk mode: M = 2^20, bulk default
+                                   64K,1M,16M,256M, multiples of 8 up to 1024M)
+  --bulk-consumers 1,2             bulk mode: consumer processes of each shape (default 1,2)
   --producers P --consumers C      processes of the mpmc mode (default 2 and 2)
   --repetitions N                  runs per row, the table shows medians (default 5)
   --duration S                     target seconds per run (default 0.25)
   --timeout S                      kill a run's processes after S seconds (default 20x duration, >= 10)
   --baseline NAME                  transport of the ratio column (default pipe)
-  --quick                          CI-sized: 64 B only, 1 repetition, short runs (a few seconds)
+  --quick                          CI-sized: 64 B only (bulk: 1M), 1 repetition, short runs
   --no-pin                         do not pin processes to CPUs
   --csv FILE  --json FILE  --png FILE   also write the results there (PNG needs gnuplot)
   --list                           list the transports and exit
@@ -76,7 +83,7 @@ std::size_t parse_size(const std::string& text) {
     value *= 1024 * 1024;
   else if (!suffix.empty() && suffix != "B")
     usage_error("bad size '" + text + "'");
-  if (value < 8 || value > (1u << 20)) usage_error("sizes must be 8 B .. 1 MiB: " + text);
+  if (value < 8 || value > (1u << 30)) usage_error("sizes must be 8 B .. 1 GiB: " + text);
   return static_cast<std::size_t>(value);
 }
 
@@ -109,6 +116,8 @@ Options parse(int argc, char** argv) {
           options.modes.push_back(Mode::stream);
         else if (m == "mpmc")
           options.modes.push_back(Mode::mpmc);
+        else if (m == "bulk")
+          options.modes.push_back(Mode::bulk);
         else
           usage_error("unknown mode '" + m + "'");
       }
@@ -117,6 +126,11 @@ Options parse(int argc, char** argv) {
     } else if (arg == "--sizes") {
       options.sizes.clear();
       for (const auto& s : split(value())) options.sizes.push_back(parse_size(s));
+      options.bulk_sizes = options.sizes;
+    } else if (arg == "--bulk-consumers") {
+      options.bulk_consumers.clear();
+      for (const auto& c : split(value()))
+        options.bulk_consumers.push_back(static_cast<int>(parse_number(c, "--bulk-consumers")));
     } else if (arg == "--producers") {
       options.producers = static_cast<int>(parse_number(value(), "--producers"));
     } else if (arg == "--consumers") {
@@ -154,8 +168,19 @@ Options parse(int argc, char** argv) {
     if (!explicit_repetitions) options.repetitions = 1;
     options.duration = std::min(options.duration, 0.02);
     if (options.sizes.empty()) options.sizes = {64};
+    if (options.bulk_sizes.empty()) options.bulk_sizes = {std::size_t{1} << 20};
   }
   if (options.sizes.empty()) options.sizes = {8, 64, 1024, 16384, 65536};
+  if (options.bulk_sizes.empty())
+    options.bulk_sizes = {std::size_t{64} << 10, std::size_t{1} << 20, std::size_t{16} << 20,
+                          std::size_t{256} << 20};
+  for (Mode mode : options.modes)
+    for (std::size_t size : mode == Mode::bulk ? options.bulk_sizes : options.sizes) {
+      if (mode != Mode::bulk && size > (1u << 20))
+        usage_error("sizes above 1 MiB are for --mode bulk only");
+      if (mode == Mode::bulk && size % 8 != 0)
+        usage_error("bulk sizes must be multiples of 8 bytes");
+    }
   if (options.timeout <= 0) options.timeout = std::max(10.0, 20 * options.duration);
   return options;
 }
@@ -263,17 +288,20 @@ int run(int argc, char** argv) {
   if (options.list) {
     for (const auto& t : all)
       std::printf("%-12s %s\n", t->name().c_str(), t->description().c_str());
+    for (const auto& line : bulk_transport_descriptions()) std::printf("%s\n", line.c_str());
     return 0;
   }
   std::vector<Transport*> chosen;
   if (options.transports.empty()) {
     for (const auto& t : all) chosen.push_back(t.get());
   } else {
+    const std::vector<std::string> bulk_names = bulk_transport_names();
     for (const auto& name : options.transports) {
       auto it =
           std::find_if(all.begin(), all.end(), [&](const auto& t) { return t->name() == name; });
-      if (it == all.end()) usage_error("unknown transport '" + name + "' (see --list)");
-      chosen.push_back(it->get());
+      bool bulk = std::find(bulk_names.begin(), bulk_names.end(), name) != bulk_names.end();
+      if (it == all.end() && !bulk) usage_error("unknown transport '" + name + "' (see --list)");
+      if (it != all.end()) chosen.push_back(it->get());
     }
   }
   std::vector<int> cpus = allowed_cpus();
@@ -286,6 +314,7 @@ int run(int argc, char** argv) {
   for (Mode mode : options.modes)
     for (std::size_t size : options.sizes)
       for (Transport* t : chosen) {
+        if (mode == Mode::bulk) break;  // its own transports: run_bulk_rows below
         Row row;
         row.transport = t->name();
         row.mode = mode;
@@ -324,6 +353,19 @@ int run(int argc, char** argv) {
   progress.finish();
   for (Transport* t : chosen)
     if (started[t->name()] && start_error[t->name()].empty()) t->stop();
+
+  if (std::find(options.modes.begin(), options.modes.end(), Mode::bulk) != options.modes.end()) {
+    BulkOptions bulk;
+    bulk.sizes = options.bulk_sizes;
+    bulk.consumer_counts = options.bulk_consumers;
+    bulk.transports = options.transports;
+    bulk.repetitions = options.repetitions;
+    bulk.duration = options.duration;
+    bulk.timeout = options.timeout;
+    bulk.quick = options.quick;
+    bulk.cpus = pinned ? cpus : std::vector<int>{};
+    run_bulk_rows(bulk, rows);
+  }
 
   ReportContext context;
   context.baseline = options.baseline;

@@ -35,11 +35,19 @@ double figure(const Row& row) {
   return row.median(row.mode == Mode::latency ? p50 : rate);
 }
 
+// The bulk mode always compares with its memcpy row (1 -> 1, the same payload size).
+constexpr const char* kBulkBaseline = "memcpy";
+std::string baseline_name(const Row& row, const std::string& name) {
+  return row.mode == Mode::bulk ? kBulkBaseline : name;
+}
+
 const Row* baseline_of(const Row& row, const std::vector<Row>& rows, const std::string& name) {
+  const bool bulk = row.mode == Mode::bulk;
   for (const Row& other : rows)
-    if (other.transport == name && other.mode == row.mode &&
-        other.message_size == row.message_size && other.producers == row.producers &&
-        other.consumers == row.consumers && other.ok())
+    if (other.transport == baseline_name(row, name) && other.mode == row.mode &&
+        other.message_size == row.message_size &&
+        (bulk || (other.producers == row.producers && other.consumers == row.consumers)) &&
+        other.ok())
       return &other;
   return nullptr;
 }
@@ -81,7 +89,7 @@ std::string status_text(const Row& row) {
 }
 
 std::string ratio_text(const Row& row, const std::vector<Row>& rows, const std::string& baseline) {
-  if (row.transport == baseline) return "ref";
+  if (row.transport == baseline_name(row, baseline)) return "ref";
   double r = ratio(row, rows, baseline);
   if (r <= 0) return "-";
   char text[32];
@@ -139,11 +147,18 @@ double Row::max(const std::function<double(const RunResult&)>& get) const {
 
 void print_tables(const std::vector<Row>& rows, const ReportContext& context) {
   std::printf("xproc-bench: %s\n", context.machine.c_str());
-  for (Mode mode : {Mode::latency, Mode::stream, Mode::mpmc}) {
+  for (Mode mode : {Mode::latency, Mode::stream, Mode::mpmc, Mode::bulk}) {
     bool any = false;
     for (const Row& row : rows) any = any || row.mode == mode;
     if (!any) continue;
-    if (mode == Mode::latency) {
+    if (mode == Mode::bulk) {
+      std::printf(
+          "\n== bulk: payloads produced and consumed, 1 producer -> C consumers (median of %d; "
+          "csw/msg = context switches per payload, all processes; ratio = this / %s) ==\n",
+          context.repetitions, kBulkBaseline);
+      std::printf("%-16s %8s %6s %8s %17s %10s %9s %8s\n", "transport", "size", "P->C", "GB/s",
+                  "GB/s spread", "payload/s", "csw/msg", "ratio");
+    } else if (mode == Mode::latency) {
       std::printf(
           "\n== latency: ping-pong round trip in us (median of %d; csw/rt = context switches "
           "per round trip, both processes; ratio = %s p50 / this p50) ==\n",
@@ -162,12 +177,24 @@ void print_tables(const std::vector<Row>& rows, const ReportContext& context) {
       if (row.mode != mode) continue;
       std::string size = size_text(row.message_size);
       if (!row.ok()) {
-        std::printf("%-12s %7s %s\n", row.transport.c_str(), size.c_str(),
-                    status_text(row).c_str());
+        if (mode == Mode::bulk)
+          std::printf("%-16s %8s %6s %s\n", row.transport.c_str(), size.c_str(),
+                      shape_text(row).c_str(), status_text(row).c_str());
+        else
+          std::printf("%-12s %7s %s\n", row.transport.c_str(), size.c_str(),
+                      status_text(row).c_str());
         continue;
       }
       std::string r = ratio_text(row, rows, context.baseline);
-      if (mode == Mode::latency) {
+      if (mode == Mode::bulk) {
+        auto bytes = static_cast<double>(row.message_size) / 1e9;
+        char spread[48];
+        std::snprintf(spread, sizeof spread, "%.2f..%.2f", row.min(rate) * bytes,
+                      row.max(rate) * bytes);
+        std::printf("%-16s %8s %6s %8.2f %17s %10s %9.3f %8s\n", row.transport.c_str(),
+                    size.c_str(), shape_text(row).c_str(), row.median(rate) * bytes, spread,
+                    human_rate(row.median(rate)).c_str(), row.median(switches), r.c_str());
+      } else if (mode == Mode::latency) {
         char spread[48];
         std::snprintf(spread, sizeof spread, "%.2f..%.2f", row.min(p50), row.max(p50));
         std::printf("%-12s %7s %9.2f %9.2f %9.2f %19s %8.2f %9s\n", row.transport.c_str(),
@@ -200,7 +227,7 @@ std::string write_csv(const std::vector<Row>& rows, const ReportContext& context
                  row.consumers, row.samples.size(), csv_field(status_text(row)).c_str(),
                  row.median(p50), row.median(p99), row.median(p999), messages,
                  messages * static_cast<double>(row.message_size) / 1e9, row.median(switches),
-                 ratio(row, rows, context.baseline), context.baseline.c_str());
+                 ratio(row, rows, context.baseline), baseline_name(row, context.baseline).c_str());
   }
   return std::fclose(out) == 0 ? "" : "write error on " + path;
 }
@@ -245,7 +272,7 @@ std::string write_png(const std::vector<Row>& rows, const ReportContext& context
   std::string dir = directory;
   // One panel per mode with data; one line per transport (figure against message size).
   std::vector<Mode> modes;
-  for (Mode mode : {Mode::latency, Mode::stream, Mode::mpmc})
+  for (Mode mode : {Mode::latency, Mode::stream, Mode::mpmc, Mode::bulk})
     for (const Row& row : rows)
       if (row.mode == mode && row.ok()) {
         modes.push_back(mode);
@@ -268,22 +295,30 @@ std::string write_png(const std::vector<Row>& rows, const ReportContext& context
     std::fprintf(gp, "set title '%s'\nset ylabel '%s'\nplot ",
                  mode == Mode::latency  ? "ping-pong round trip p50"
                  : mode == Mode::stream ? "stream 1->1"
+                 : mode == Mode::bulk   ? "bulk payloads"
                                         : "mpmc",
                  mode == Mode::latency ? "microseconds (lower is better)"
+                 : mode == Mode::bulk  ? "GB/s (higher is better)"
                                        : "messages per second (higher is better)");
     std::set<std::string> seen;
     bool first = true;
     for (const Row& row : rows) {
-      if (row.mode != mode || !row.ok() || !seen.insert(row.transport).second) continue;
+      const bool bulk = mode == Mode::bulk;  // one line per transport and shape, in GB/s
+      if (row.mode != mode || !row.ok() ||
+          !seen.insert(row.transport + (bulk ? shape_text(row) : "")).second)
+        continue;
       std::string data = dir + "/" + std::to_string(file_number++) + ".dat";
       FILE* out = std::fopen(data.c_str(), "w");
       if (out == nullptr) continue;
       for (const Row& point : rows)
-        if (point.mode == mode && point.transport == row.transport && point.ok())
-          std::fprintf(out, "%zu %g\n", point.message_size, figure(point));
+        if (point.mode == mode && point.transport == row.transport && point.ok() &&
+            (!bulk || point.consumers == row.consumers))
+          std::fprintf(
+              out, "%zu %g\n", point.message_size,
+              bulk ? figure(point) * static_cast<double>(point.message_size) / 1e9 : figure(point));
       std::fclose(out);
       std::string title = row.transport;
-      if (mode == Mode::mpmc) {
+      if (mode == Mode::mpmc || bulk) {
         title += ' ';
         title += shape_text(row);
       }

@@ -309,6 +309,8 @@ const char* mode_name(Mode mode) {
       return "stream";
     case Mode::mpmc:
       return "mpmc";
+    case Mode::bulk:
+      return "bulk";
   }
   return "?";
 }

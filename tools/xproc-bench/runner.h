@@ -25,7 +25,8 @@
 
 namespace xproc::bench {
 
-enum class Mode { latency, stream, mpmc };
+// bulk: large payloads, 1 producer -> C consumers, GB/s (bulk_runner.h; its own transports).
+enum class Mode { latency, stream, mpmc, bulk };
 const char* mode_name(Mode mode);
 
 struct RunConfig {
