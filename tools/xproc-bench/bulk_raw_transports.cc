@@ -9,7 +9,9 @@
 //   shm-2copy          a ring of 8 chunks of 256 KiB in MAP_SHARED memory: the producer copies its
 //                      payload in chunk by chunk, the consumer copies each chunk out into its
 //                      private buffer: 2 copies, overlapped on two cores
-// Hand-off counters spin briefly, then park on a futex (bulk_transport.h). 1 -> 1 only.
+// Hand-off counters spin briefly, then park on a futex (bulk_transport.h). With C consumers the
+// process_vm_readv and shm-2copy rows deal payloads round robin over C lanes (one SPSC hand-off
+// per consumer; a slow consumer stalls the producer); memcpy is 1 -> 1 only.
 #include <sys/prctl.h>
 #include <sys/uio.h>
 #include <unistd.h>
@@ -88,72 +90,95 @@ class MemcpyTransport final : public BulkTransport {
   bool single_process() const override { return true; }
 };
 
+// ---- per-consumer hand-off lanes ----------------------------------------------------------
+// With C consumers the producer deals payloads round robin: payload n goes to consumer n % C,
+// through that consumer's own lane (an SPSC hand-off). A static split: the producer waits for a
+// slow consumer (the xproc rows hand each payload to whichever consumer is free).
+
+constexpr int kMaxLanes = 16;
+
 // ---- process_vm_readv ---------------------------------------------------------------------
 
-constexpr std::uint32_t kReadvBuffers = 2;
+constexpr std::uint32_t kReadvBuffers = 2;  // per lane
+
+struct ReadvLane {
+  HandoffCounter produced;  // payloads committed to this lane
+  HandoffCounter consumed;  // payloads of this lane the consumer has finished copying out
+  std::uint64_t address[kReadvBuffers];  // the producer's buffers (written before the start)
+};
 
 struct ReadvShared {
-  HandoffCounter produced;               // payloads committed by the producer
-  HandoffCounter consumed;               // payloads the consumer has finished copying out
-  std::atomic<pid_t> pid;                // the producer's
-  std::uint64_t address[kReadvBuffers];  // the producer's buffers (written before the start)
+  std::atomic<pid_t> pid;  // the producer's
+  ReadvLane lanes[kMaxLanes];
 };
 
 class ReadvLink final : public BulkLink {
  public:
-  explicit ReadvLink(std::size_t payload)
+  ReadvLink(std::size_t payload, int consumers)
       : payload_(payload),
+        consumers_(consumers),
         memory_(sizeof(ReadvShared)),
         shared_(new (memory_.data()) ReadvShared{}) {}
-  int warmup_messages() const override { return kReadvBuffers; }
+  int warmup_messages() const override { return static_cast<int>(kReadvBuffers) * consumers_; }
   std::unique_ptr<BulkSender> open_sender() override;
-  std::unique_ptr<BulkReceiver> open_receiver(int) override;
+  std::unique_ptr<BulkReceiver> open_receiver(int index) override;
 
   std::size_t payload_;
+  int consumers_;
   SharedMapping memory_;
   ReadvShared* shared_;
 };
 
 class ReadvSender final : public BulkSender {
  public:
-  explicit ReadvSender(ReadvLink& link) : link_(link) {
+  explicit ReadvSender(ReadvLink& link)
+      : link_(link), lanes_(static_cast<std::uint32_t>(link.consumers_)), committed_(lanes_, 0) {
     // Under Yama ptrace_scope 1 a sibling may read us only when we allow it (no-op without Yama).
     (void)prctl(PR_SET_PTRACER, PR_SET_PTRACER_ANY, 0, 0, 0);
-    for (std::uint32_t i = 0; i < kReadvBuffers; ++i) {
-      buffers_.emplace_back(link.payload_);
-      link.shared_->address[i] = reinterpret_cast<std::uintptr_t>(buffers_.back().data());
-    }
+    for (std::uint32_t lane = 0; lane < lanes_; ++lane)
+      for (std::uint32_t i = 0; i < kReadvBuffers; ++i) {
+        buffers_.emplace_back(link.payload_);
+        link.shared_->lanes[lane].address[i] =
+            reinterpret_cast<std::uintptr_t>(buffers_.back().data());
+      }
     // release: the addresses above are visible to whoever acquires the pid (and the start
     // barrier orders them anyway).
     link.shared_->pid.store(getpid(), std::memory_order_release);
   }
   std::span<std::byte> prepare() override {
+    const std::uint32_t n = committed_[lane_];
     // The buffer is free once the consumer has copied the payload that last used it.
-    if (count_ >= kReadvBuffers) link_.shared_->consumed.wait_reach(count_ - kReadvBuffers + 1);
-    return buffers_[count_ % kReadvBuffers].span();
+    if (n >= kReadvBuffers) link_.shared_->lanes[lane_].consumed.wait_reach(n - kReadvBuffers + 1);
+    return buffers_[lane_ * kReadvBuffers + n % kReadvBuffers].span();
   }
   void commit() override {
-    ++count_;
-    link_.shared_->produced.advance();
+    ++committed_[lane_];
+    link_.shared_->lanes[lane_].produced.advance();
+    lane_ = (lane_ + 1) % lanes_;
   }
-  // The consumer reads our memory: stay alive until it has copied the last payload out.
-  void flush() override { link_.shared_->consumed.wait_reach(count_); }
+  // The consumers read our memory: stay alive until they have copied the last payloads out.
+  void flush() override {
+    for (std::uint32_t lane = 0; lane < lanes_; ++lane)
+      link_.shared_->lanes[lane].consumed.wait_reach(committed_[lane]);
+  }
 
  private:
   ReadvLink& link_;
+  std::uint32_t lanes_;
+  std::vector<std::uint32_t> committed_;
   std::vector<PrivateBuffer> buffers_;
-  std::uint32_t count_ = 0;
+  std::uint32_t lane_ = 0;
 };
 
 class ReadvReceiver final : public BulkReceiver {
  public:
-  explicit ReadvReceiver(ReadvLink& link) : link_(link), buffer_(link.payload_) {}
+  ReadvReceiver(ReadvLink& link, int index)
+      : link_(link), lane_(link.shared_->lanes[index]), buffer_(link.payload_) {}
   std::span<const std::byte> receive() override {
-    ReadvShared& shared = *link_.shared_;
-    shared.produced.wait_reach(count_ + 1);
+    lane_.produced.wait_reach(count_ + 1);
     // acquire: pairs with the producer's release store (after its addresses).
-    const pid_t pid = shared.pid.load(std::memory_order_acquire);
-    std::uint64_t remote_at = shared.address[count_ % kReadvBuffers];
+    const pid_t pid = link_.shared_->pid.load(std::memory_order_acquire);
+    std::uint64_t remote_at = lane_.address[count_ % kReadvBuffers];
     std::size_t done = 0;
     while (done < link_.payload_) {
       iovec local{buffer_.data() + done, link_.payload_ - done};
@@ -167,13 +192,14 @@ class ReadvReceiver final : public BulkReceiver {
       done += static_cast<std::size_t>(got);
     }
     ++count_;
-    shared.consumed.advance();  // the producer may refill that buffer while we check ours
+    lane_.consumed.advance();  // the producer may refill that buffer while we check ours
     return buffer_.span();
   }
   void release() override {}
 
  private:
   ReadvLink& link_;
+  ReadvLane& lane_;
   PrivateBuffer buffer_;
   std::uint32_t count_ = 0;
 };
@@ -181,8 +207,8 @@ class ReadvReceiver final : public BulkReceiver {
 std::unique_ptr<BulkSender> ReadvLink::open_sender() {
   return std::make_unique<ReadvSender>(*this);
 }
-std::unique_ptr<BulkReceiver> ReadvLink::open_receiver(int) {
-  return std::make_unique<ReadvReceiver>(*this);
+std::unique_ptr<BulkReceiver> ReadvLink::open_receiver(int index) {
+  return std::make_unique<ReadvReceiver>(*this, index);
 }
 
 class ReadvTransport final : public BulkTransport {
@@ -192,70 +218,82 @@ class ReadvTransport final : public BulkTransport {
     return "raw process_vm_readv of the producer's buffer, futex hand-off (the 1-copy CMA floor)";
   }
   std::string unsupported(const BulkShape& shape) const override {
-    return shape.consumers == 1 ? "" : "1 -> 1 only (one hand-off pair)";
+    return shape.consumers <= kMaxLanes ? "" : "16 consumers at most";
   }
   std::unique_ptr<BulkLink> create_link(const BulkShape& shape) override {
-    return std::make_unique<ReadvLink>(shape.payload);
+    return std::make_unique<ReadvLink>(shape.payload, shape.consumers);
   }
 };
 
 // ---- shm-2copy ----------------------------------------------------------------------------
 
 constexpr std::size_t kChunk = 256 * 1024;
-constexpr std::uint32_t kChunks = 8;
+constexpr std::uint32_t kChunks = 8;  // per lane
 
-struct RingShared {
+struct RingLane {
   HandoffCounter produced;  // chunks copied in
   HandoffCounter consumed;  // chunks copied out
 };
 
 class RingLink final : public BulkLink {
  public:
-  explicit RingLink(std::size_t payload)
+  RingLink(std::size_t payload, int consumers)
       : payload_(payload),
-        control_(sizeof(RingShared)),
-        chunks_(kChunk * kChunks),
-        shared_(new (control_.data()) RingShared{}) {}
+        consumers_(consumers),
+        control_(sizeof(RingLane) * static_cast<std::size_t>(consumers)),
+        chunks_(kChunk * kChunks * static_cast<std::size_t>(consumers)) {
+    for (int c = 0; c < consumers; ++c) new (lane(c)) RingLane{};
+  }
   std::unique_ptr<BulkSender> open_sender() override;
-  std::unique_ptr<BulkReceiver> open_receiver(int) override;
-  std::byte* chunk(std::uint32_t n) const {
-    return static_cast<std::byte*>(chunks_.data()) + (n % kChunks) * kChunk;
+  std::unique_ptr<BulkReceiver> open_receiver(int index) override;
+  RingLane* lane(int index) const { return static_cast<RingLane*>(control_.data()) + index; }
+  std::byte* chunk(int lane_index, std::uint32_t n) const {
+    return static_cast<std::byte*>(chunks_.data()) +
+           (static_cast<std::size_t>(lane_index) * kChunks + n % kChunks) * kChunk;
   }
 
   std::size_t payload_;
+  int consumers_;
   SharedMapping control_;
   SharedMapping chunks_;
-  RingShared* shared_;
 };
 
 class RingSender final : public BulkSender {
  public:
-  explicit RingSender(RingLink& link) : link_(link), buffer_(link.payload_) {}
+  explicit RingSender(RingLink& link)
+      : link_(link), buffer_(link.payload_), count_(static_cast<std::size_t>(link.consumers_), 0) {}
   std::span<std::byte> prepare() override { return buffer_.span(); }
   void commit() override {
+    RingLane& lane = *link_.lane(lane_);
+    std::uint32_t& count = count_[static_cast<std::size_t>(lane_)];
     for (std::size_t at = 0; at < link_.payload_; at += kChunk) {
-      if (count_ >= kChunks) link_.shared_->consumed.wait_reach(count_ - kChunks + 1);
-      std::memcpy(link_.chunk(count_), buffer_.data() + at, std::min(kChunk, link_.payload_ - at));
-      ++count_;
-      link_.shared_->produced.advance();
+      if (count >= kChunks) lane.consumed.wait_reach(count - kChunks + 1);
+      std::memcpy(link_.chunk(lane_, count), buffer_.data() + at,
+                  std::min(kChunk, link_.payload_ - at));
+      ++count;
+      lane.produced.advance();
     }
+    lane_ = (lane_ + 1) % link_.consumers_;
   }
 
  private:
   RingLink& link_;
   PrivateBuffer buffer_;
-  std::uint32_t count_ = 0;
+  std::vector<std::uint32_t> count_;  // chunks per lane
+  int lane_ = 0;
 };
 
 class RingReceiver final : public BulkReceiver {
  public:
-  explicit RingReceiver(RingLink& link) : link_(link), buffer_(link.payload_) {}
+  RingReceiver(RingLink& link, int index)
+      : link_(link), index_(index), lane_(*link.lane(index)), buffer_(link.payload_) {}
   std::span<const std::byte> receive() override {
     for (std::size_t at = 0; at < link_.payload_; at += kChunk) {
-      link_.shared_->produced.wait_reach(count_ + 1);
-      std::memcpy(buffer_.data() + at, link_.chunk(count_), std::min(kChunk, link_.payload_ - at));
+      lane_.produced.wait_reach(count_ + 1);
+      std::memcpy(buffer_.data() + at, link_.chunk(index_, count_),
+                  std::min(kChunk, link_.payload_ - at));
       ++count_;
-      link_.shared_->consumed.advance();
+      lane_.consumed.advance();
     }
     return buffer_.span();
   }
@@ -263,6 +301,8 @@ class RingReceiver final : public BulkReceiver {
 
  private:
   RingLink& link_;
+  int index_;
+  RingLane& lane_;
   PrivateBuffer buffer_;
   std::uint32_t count_ = 0;
 };
@@ -270,21 +310,22 @@ class RingReceiver final : public BulkReceiver {
 std::unique_ptr<BulkSender> RingLink::open_sender() {
   return std::make_unique<RingSender>(*this);
 }
-std::unique_ptr<BulkReceiver> RingLink::open_receiver(int) {
-  return std::make_unique<RingReceiver>(*this);
+std::unique_ptr<BulkReceiver> RingLink::open_receiver(int index) {
+  return std::make_unique<RingReceiver>(*this, index);
 }
 
 class RingTransport final : public BulkTransport {
  public:
   std::string name() const override { return "shm-2copy"; }
   std::string description() const override {
-    return "ring of 8 x 256 KiB chunks in MAP_SHARED memory: copy in, copy out (2 copies)";
+    return "ring of 8 x 256 KiB chunks in MAP_SHARED memory per consumer: copy in, copy out "
+           "(2 copies)";
   }
   std::string unsupported(const BulkShape& shape) const override {
-    return shape.consumers == 1 ? "" : "1 -> 1 only (an SPSC ring)";
+    return shape.consumers <= kMaxLanes ? "" : "16 consumers at most";
   }
   std::unique_ptr<BulkLink> create_link(const BulkShape& shape) override {
-    return std::make_unique<RingLink>(shape.payload);
+    return std::make_unique<RingLink>(shape.payload, shape.consumers);
   }
 };
 

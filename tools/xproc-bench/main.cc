@@ -33,6 +33,7 @@ struct Options {
   int repetitions = 5;
   double duration = 0.25;  // target seconds per measured repetition
   double timeout = 0;      // per run; 0: derived from duration
+  bool timeout_given = false;
   bool quick = false, pin = true, list = false;
   std::string baseline = "pipe";
   std::string csv, json, png;
@@ -50,7 +51,8 @@ Runs IPC transports side by side between processes; every message is verified.
   --producers P --consumers C      processes of the mpmc mode (default 2 and 2)
   --repetitions N                  runs per row, the table shows medians (default 5)
   --duration S                     target seconds per run (default 0.25)
-  --timeout S                      kill a run's processes after S seconds (default 20x duration, >= 10)
+  --timeout S                      kill a run's processes after S seconds (default 20x duration, >= 10;
+                                   bulk mode: >= 120)
   --baseline NAME                  transport of the ratio column (default pipe)
   --quick                          CI-sized: 64 B only (bulk: 1M), 1 repetition, short runs
   --no-pin                         do not pin processes to CPUs
@@ -141,6 +143,7 @@ Options parse(int argc, char** argv) {
       options.duration = parse_number(value(), "--duration");
     } else if (arg == "--timeout") {
       options.timeout = parse_number(value(), "--timeout");
+      options.timeout_given = true;
     } else if (arg == "--baseline") {
       options.baseline = value();
     } else if (arg == "--quick") {
@@ -361,7 +364,9 @@ int run(int argc, char** argv) {
     bulk.transports = options.transports;
     bulk.repetitions = options.repetitions;
     bulk.duration = options.duration;
-    bulk.timeout = options.timeout;
+    // A run of a few 256 MiB payloads through a slow row on a loaded machine takes seconds:
+    // unless --timeout was given, bulk runs get at least 120 s.
+    bulk.timeout = options.timeout_given ? options.timeout : std::max(options.timeout, 120.0);
     bulk.quick = options.quick;
     bulk.cpus = pinned ? cpus : std::vector<int>{};
     run_bulk_rows(bulk, rows);
