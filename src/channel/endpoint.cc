@@ -16,14 +16,18 @@ namespace {
 
 using detail::Ring;
 
-constexpr std::uint32_t kWaitSpinRounds = 12;  // ~ a few microseconds before parking
+// Spin ~500 pauses (~10 us here) before yielding, re-checking at least every kWaitMaxPauses
+// pauses: with the default cap of 64 a message that arrives mid-round waits up to ~1.4 us to
+// be seen, more than a whole round trip between two active processes.
+constexpr std::uint32_t kWaitSpinRounds = 64;
+constexpr std::uint32_t kWaitMaxPauses = 8;
 // Then yield a few times before parking: with more runnable processes than CPUs the peer we wait
 // for may need this CPU (2-vCPU VM, 2->2 streaming: see docs/benchmarks.md).
 constexpr std::uint32_t kWaitYieldRounds = 4;
 
 template <class Ready>
 bool spin_then_yield(Ready&& ready) noexcept {
-  if (sync::detail::spin_until(ready, kWaitSpinRounds)) return true;
+  if (sync::detail::spin_until(ready, kWaitSpinRounds, kWaitMaxPauses)) return true;
   for (std::uint32_t round = 0; round < kWaitYieldRounds; ++round) {
     std::this_thread::yield();
     if (ready()) return true;
@@ -106,7 +110,7 @@ detail::ClaimOutcome claim_wait(const Ring& ring, std::uint64_t limit,
     }
     check_liveness = false;
     if (sync::Clock::now() >= *deadline) return {errc_code(errc::timed_out), 0, 0, 0};
-    if (spin_then_yield([&] { return detail::data_ready(ring); })) {
+    if (spin_then_yield([&] { return detail::data_ready_hint(ring); })) {
       continue;
     }
     if (outcome.pending_owner != 0 && outcome.pending_owner != checked_owner) {

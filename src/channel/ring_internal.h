@@ -79,6 +79,9 @@ std::error_code sweep(const Ring& ring, bool check_liveness, bool wait = true) n
 // try-lock of the claim lock (true when it is busy: somebody is claiming); free space for a
 // record of `size` bytes (positions only).
 bool data_ready(const Ring& ring) noexcept;
+// data_ready() without the claim lock, for spinning: may be wrong either way for a moment (a
+// stale head), so a waiter re-checks with data_ready() after announcing itself.
+bool data_ready_hint(const Ring& ring) noexcept;
 bool space_ready(const Ring& ring, std::uint32_t size) noexcept;
 
 // For the readiness waker (readiness.cc): the packed id of the producer still writing the head
