@@ -6,7 +6,6 @@
 #include <bit>
 #include <cstring>
 #include <new>
-#include <thread>
 
 #include "ring_internal.h"
 #include "xproc/sync/detail/spin.h"
@@ -16,23 +15,12 @@ namespace {
 
 using detail::Ring;
 
-// Spin ~500 pauses (~10 us here) before yielding, re-checking at least every kWaitMaxPauses
-// pauses: with the default cap of 64 a message that arrives mid-round waits up to ~1.4 us to
-// be seen, more than a whole round trip between two active processes.
-constexpr std::uint32_t kWaitSpinRounds = 64;
-constexpr std::uint32_t kWaitMaxPauses = 8;
-// Then yield a few times before parking: with more runnable processes than CPUs the peer we wait
-// for may need this CPU (2-vCPU VM, 2->2 streaming: see docs/benchmarks.md).
-constexpr std::uint32_t kWaitYieldRounds = 4;
-
 template <class Ready>
-bool spin_then_yield(Ready&& ready) noexcept {
-  if (sync::detail::spin_until(ready, kWaitSpinRounds, kWaitMaxPauses)) return true;
-  for (std::uint32_t round = 0; round < kWaitYieldRounds; ++round) {
-    std::this_thread::yield();
-    if (ready()) return true;
+bool spin_then_yield(const WaitPolicy& policy, Ready&& ready) noexcept {
+  if (sync::detail::spin_until(ready, policy.spin_rounds, WaitPolicy::kMaxPausesPerRound)) {
+    return true;
   }
-  return false;
+  return sync::detail::yield_until(ready, policy.yield_rounds);
 }
 
 bool config_valid(const ChannelConfig& config) noexcept {
@@ -56,7 +44,7 @@ bool is(std::error_code error, errc e) noexcept {
 }
 
 // Reserves, waiting (spin, then park on not_full) until `deadline`; deadline null: try once.
-detail::ReserveOutcome reserve_wait(const Ring& ring, std::size_t size,
+detail::ReserveOutcome reserve_wait(const Ring& ring, const WaitPolicy& policy, std::size_t size,
                                     const sync::Deadline* deadline) noexcept {
   if (size > ring.max_message) return {errc_code(errc::message_too_large), 0};
   detail::register_role(ring, detail::Role::producer);
@@ -71,7 +59,7 @@ detail::ReserveOutcome reserve_wait(const Ring& ring, std::size_t size,
     }
     check_liveness = false;
     if (sync::Clock::now() >= *deadline) return {errc_code(errc::timed_out), 0};
-    if (spin_then_yield([&] { return detail::space_ready(ring, size32); })) {
+    if (spin_then_yield(policy, [&] { return detail::space_ready(ring, size32); })) {
       continue;
     }
     sync::EventCount& event = ring.header->not_full.event;
@@ -90,7 +78,7 @@ detail::ReserveOutcome reserve_wait(const Ring& ring, std::size_t size,
 }
 
 // Claims the next message of at most `limit` bytes, waiting until `deadline` (null: try once).
-detail::ClaimOutcome claim_wait(const Ring& ring, std::uint64_t limit,
+detail::ClaimOutcome claim_wait(const Ring& ring, const WaitPolicy& policy, std::uint64_t limit,
                                 const sync::Deadline* deadline) noexcept {
   detail::register_role(ring, detail::Role::consumer);
   bool check_liveness = false;
@@ -110,7 +98,7 @@ detail::ClaimOutcome claim_wait(const Ring& ring, std::uint64_t limit,
     }
     check_liveness = false;
     if (sync::Clock::now() >= *deadline) return {errc_code(errc::timed_out), 0, 0, 0};
-    if (spin_then_yield([&] { return detail::data_ready_hint(ring); })) {
+    if (spin_then_yield(policy, [&] { return detail::data_ready_hint(ring); })) {
       continue;
     }
     if (outcome.pending_owner != 0 && outcome.pending_owner != checked_owner) {
@@ -263,10 +251,11 @@ template class RecordHandle<false>;
 // ---- sending ----
 
 namespace {
-std::error_code send_impl(const Ring& ring, std::span<const std::byte> message,
+std::error_code send_impl(const Ring& ring, const WaitPolicy& policy,
+                          std::span<const std::byte> message,
                           const sync::Deadline* deadline) noexcept {
   if (ring.header == nullptr) return errc_code(errc::invalid_argument);
-  detail::ReserveOutcome outcome = reserve_wait(ring, message.size(), deadline);
+  detail::ReserveOutcome outcome = reserve_wait(ring, policy, message.size(), deadline);
   if (outcome.error) return outcome.error;
   if (!message.empty()) {
     std::memcpy(detail::payload_at(ring, outcome.position), message.data(), message.size());
@@ -277,14 +266,14 @@ std::error_code send_impl(const Ring& ring, std::span<const std::byte> message,
 }  // namespace
 
 std::error_code Endpoint::send(std::span<const std::byte> message) const noexcept {
-  return send_impl(ring_, message, &kForever);
+  return send_impl(ring_, wait_policy_, message, &kForever);
 }
 std::error_code Endpoint::try_send(std::span<const std::byte> message) const noexcept {
-  return send_impl(ring_, message, nullptr);
+  return send_impl(ring_, wait_policy_, message, nullptr);
 }
 std::error_code Endpoint::send_until(std::span<const std::byte> message,
                                      sync::Deadline deadline) const noexcept {
-  return send_impl(ring_, message, &deadline);
+  return send_impl(ring_, wait_policy_, message, &deadline);
 }
 
 Result<std::size_t> Endpoint::try_send_batch(
@@ -335,7 +324,7 @@ Result<Reservation> Endpoint::try_reserve(std::size_t size) const noexcept {
 Result<Reservation> Endpoint::reserve_impl(std::size_t size,
                                            const sync::Deadline* deadline) const noexcept {
   if (ring_.header == nullptr) return errc_code(errc::invalid_argument);
-  detail::ReserveOutcome outcome = reserve_wait(ring_, size, deadline);
+  detail::ReserveOutcome outcome = reserve_wait(ring_, wait_policy_, size, deadline);
   if (outcome.error) return outcome.error;
   Reservation reservation;
   reservation.ring_ = ring_;
@@ -356,11 +345,11 @@ std::error_code Endpoint::commit(Reservation& reservation) const noexcept {
 // ---- receiving ----
 
 namespace {
-Result<std::size_t> receive_impl(const Ring& ring, std::span<std::byte> buffer,
-                                 const sync::Deadline* deadline,
+Result<std::size_t> receive_impl(const Ring& ring, const WaitPolicy& policy,
+                                 std::span<std::byte> buffer, const sync::Deadline* deadline,
                                  std::size_t* needed = nullptr) noexcept {
   if (ring.header == nullptr) return errc_code(errc::invalid_argument);
-  detail::ClaimOutcome outcome = claim_wait(ring, buffer.size(), deadline);
+  detail::ClaimOutcome outcome = claim_wait(ring, policy, buffer.size(), deadline);
   if (outcome.error) {
     if (needed != nullptr && is(outcome.error, errc::message_too_large)) *needed = outcome.size;
     return outcome.error;
@@ -374,27 +363,28 @@ Result<std::size_t> receive_impl(const Ring& ring, std::span<std::byte> buffer,
 }  // namespace
 
 Result<std::size_t> Endpoint::receive(std::span<std::byte> buffer) const noexcept {
-  return receive_impl(ring_, buffer, &kForever);
+  return receive_impl(ring_, wait_policy_, buffer, &kForever);
 }
 Result<std::size_t> Endpoint::try_receive(std::span<std::byte> buffer) const noexcept {
-  return receive_impl(ring_, buffer, nullptr);
+  return receive_impl(ring_, wait_policy_, buffer, nullptr);
 }
 Result<std::size_t> Endpoint::receive_until(std::span<std::byte> buffer,
                                             sync::Deadline deadline) const noexcept {
-  return receive_impl(ring_, buffer, &deadline);
+  return receive_impl(ring_, wait_policy_, buffer, &deadline);
 }
 
 Result<std::size_t> Endpoint::receive_sized(std::span<std::byte> buffer,
                                             const sync::Deadline* deadline,
                                             std::size_t* needed) const noexcept {
-  return receive_impl(ring_, buffer, deadline, needed);
+  return receive_impl(ring_, wait_policy_, buffer, deadline, needed);
 }
 
 template <class Container>
 std::error_code Endpoint::receive_container(Container& out, const sync::Deadline* deadline,
                                             bool wait) const {
   if (ring_.header == nullptr) return errc_code(errc::invalid_argument);
-  detail::ClaimOutcome outcome = claim_wait(ring_, ~std::uint64_t{0}, wait ? deadline : nullptr);
+  detail::ClaimOutcome outcome =
+      claim_wait(ring_, wait_policy_, ~std::uint64_t{0}, wait ? deadline : nullptr);
   if (outcome.error) return outcome.error;
   try {
     out.resize(outcome.size);
@@ -462,7 +452,7 @@ Result<std::size_t> Endpoint::try_receive_batch(std::span<std::vector<std::byte>
 
 Result<Message> Endpoint::peek_impl(const sync::Deadline* deadline) const noexcept {
   if (ring_.header == nullptr) return errc_code(errc::invalid_argument);
-  detail::ClaimOutcome outcome = claim_wait(ring_, ~std::uint64_t{0}, deadline);
+  detail::ClaimOutcome outcome = claim_wait(ring_, wait_policy_, ~std::uint64_t{0}, deadline);
   if (outcome.error) return outcome.error;
   Message message;
   message.ring_ = ring_;

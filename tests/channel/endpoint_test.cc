@@ -367,9 +367,11 @@ TEST(Channel, BatchSendStopsAtATooLargeMessageAndSendsTheOnesBefore) {
   EXPECT_EQ(channel.statistics().abandoned, 0u);  // refused before any reservation
 }
 
-TEST(Channel, BlockedReceiverWakesOnSendAndBlockedSenderWakesOnReceive) {
+void blocked_peers_wake(const WaitPolicy& policy) {
   SharedRegion region(small_config(1024, 100));
   Endpoint channel = Endpoint::open(region.bytes()).value();
+  channel.set_wait_policy(policy);
+  EXPECT_EQ(channel.wait_policy().spin_rounds, policy.spin_rounds);
   std::atomic<bool> got{false};
   std::thread receiver([&] {
     std::string text;
@@ -392,9 +394,19 @@ TEST(Channel, BlockedReceiverWakesOnSendAndBlockedSenderWakesOnReceive) {
   sender.join();
 }
 
-void stress(const ChannelConfig& config, std::uint32_t producers, std::uint32_t consumers) {
+TEST(Channel, BlockedReceiverWakesOnSendAndBlockedSenderWakesOnReceive) {
+  blocked_peers_wake(WaitPolicy{});
+}
+
+TEST(Channel, EndpointsThatParkAtOnceAreWokenToo) {
+  blocked_peers_wake(WaitPolicy{0, 0});
+}
+
+void stress(const ChannelConfig& config, std::uint32_t producers, std::uint32_t consumers,
+            const WaitPolicy& policy = {}) {
   SharedRegion region(config);
   Endpoint channel = Endpoint::open(region.bytes()).value();
+  channel.set_wait_policy(policy);
   const auto per_producer = static_cast<std::uint32_t>(xproc::test::scaled(20000));
   std::vector<std::vector<std::uint32_t>> next(consumers, std::vector<std::uint32_t>(producers, 0));
   std::vector<std::uint64_t> counts(consumers, 0);
@@ -449,6 +461,10 @@ void stress(const ChannelConfig& config, std::uint32_t producers, std::uint32_t 
 
 TEST(ChannelStress, ThreeProducersTwoConsumersDeliverEachMessageOnceInProducerOrder) {
   stress(small_config(4096, 128), 3, 2);
+}
+
+TEST(ChannelStress, EveryWaitParkingAtOnceStillDeliversEachMessageOnce) {
+  stress(small_config(2048, 128), 2, 2, WaitPolicy{0, 0});  // every wait a futex park
 }
 
 TEST(ChannelStress, SpscDeliversEveryMessageInOrder) {

@@ -9,12 +9,12 @@
 //
 //   channel         MPMC format (producer and consumer locks), any senders x receivers
 //   channel-spsc    SPSC format (no lock CAS), one sender and one receiver only
-//   channel-park    MPMC format; a sender that finds the channel empty waits (busy, at most
+//   channel-park    MPMC format; receivers park at once (WaitPolicy{0, 0}: no spin, no yield)
+//                   and a sender that finds the channel empty waits (busy, at most
 //                   kParkedWaitLimit) until a receiver has parked on not_empty before it sends,
-//                   so every hand-off to an idle receiver pays the futex wake-up: the round trip
-//                   "with sleeping peers". Its latency also contains each receiver's spin/yield
-//                   phase before it parks and kParkSettle (a few microseconds per direction),
-//                   so it is an upper bound of the sleeping round trip.
+//                   so every hand-off pays the futex wake-up: the round trip "with sleeping
+//                   peers". Its latency also contains kParkSettle (a few microseconds per
+//                   direction), so it is an upper bound of the sleeping round trip.
 //
 // Sizing: a ring of about 1 MiB (like spsc-ring and boost-mq), larger when 8 messages of the
 // run's size would not fit (record_length(size) each); max_message = the run's message size.
@@ -135,7 +135,9 @@ class ChannelLink final : public Link {
     return std::make_unique<ChannelSender>(adopt(channel_), flavour_ == Flavour::parked);
   }
   std::unique_ptr<Receiver> open_receiver(int) override {
-    return std::make_unique<ChannelReceiver>(adopt(channel_));
+    channel::Channel mine = adopt(channel_);
+    if (flavour_ == Flavour::parked) mine.set_wait_policy(channel::WaitPolicy{0, 0});
+    return std::make_unique<ChannelReceiver>(std::move(mine));
   }
 
  private:

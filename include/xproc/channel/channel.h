@@ -43,6 +43,8 @@ class Channel {
 
   const Endpoint& endpoint() const noexcept { return endpoint_; }
   const Endpoint* operator->() const noexcept { return &endpoint_; }
+  // How this process's blocking calls on the channel wait (endpoint.h, WaitPolicy).
+  void set_wait_policy(const WaitPolicy& policy) noexcept { endpoint_.set_wait_policy(policy); }
   shm::Segment& segment() const noexcept { return *segment_; }
   bool valid() const noexcept { return segment_ != nullptr; }
 

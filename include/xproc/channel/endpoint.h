@@ -100,6 +100,17 @@ struct ChannelConfig {
   std::uint32_t role_slots = 0;
 };
 
+// How a blocking call of this Endpoint waits before it parks on a futex (process-local): spin
+// `spin_rounds` rounds (each re-checks, then pauses 1, 2, 4, then 8 times), then yield the CPU
+// up to `yield_rounds` times. The default (~10 us of spinning here) catches a peer that answers
+// within microseconds without a sleep; {0, 0} parks at once: no CPU burnt while waiting, every
+// hand-off to a waiting peer pays a futex wake-up (the "sleeping peers" latency).
+struct WaitPolicy {
+  static constexpr std::uint32_t kMaxPausesPerRound = 8;
+  std::uint32_t spin_rounds = 64;
+  std::uint32_t yield_rounds = 4;
+};
+
 // Who is on the other side, as the role table knows it (Endpoint::producers()/consumers()).
 enum class PeerState {
   untracked,  // the channel has no role table, or this Endpoint has no Participant
@@ -227,6 +238,10 @@ class Endpoint {
   Endpoint() noexcept = default;
 
   std::uint32_t max_message() const noexcept { return ring_.max_message; }
+
+  // This Endpoint's waiting (WaitPolicy); copies made afterwards inherit it.
+  void set_wait_policy(const WaitPolicy& policy) noexcept { wait_policy_ = policy; }
+  const WaitPolicy& wait_policy() const noexcept { return wait_policy_; }
   std::uint32_t capacity() const noexcept { return ring_.capacity; }
 
   // --- sending: {} or errc::message_too_large / would_block / timed_out / peer_dead /
@@ -329,6 +344,7 @@ class Endpoint {
   friend class ReadinessFd;  // its waker reads the ring's wait hints (readiness.h)
 
   detail::Ring ring_{};
+  WaitPolicy wait_policy_{};
 };
 
 }  // namespace xproc::channel
