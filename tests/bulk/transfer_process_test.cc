@@ -16,6 +16,8 @@
 #include <vector>
 
 #include "child_process.h"
+#include "shared_object.h"
+#include "transfer_test_support.h"
 #include "xproc/bulk/transfer.h"
 #include "xproc/sys/error.h"
 #include "xproc/sys/file.h"
@@ -25,44 +27,10 @@ namespace xproc::bulk {
 namespace {
 
 using namespace std::chrono_literals;
-
-std::vector<std::byte> pattern(std::size_t size, std::uint64_t seed) {
-  std::vector<std::byte> bytes(size);
-  std::uint64_t state = seed * 0x9E3779B97F4A7C15ull + 1;
-  std::size_t i = 0;
-  for (; i + 8 <= size; i += 8) {
-    state ^= state << 13;
-    state ^= state >> 7;
-    state ^= state << 17;
-    std::memcpy(bytes.data() + i, &state, 8);
-  }
-  for (; i < size; ++i) bytes[i] = static_cast<std::byte>(i * 31 + seed);
-  return bytes;
-}
-
-// Under Yama ptrace_scope 1 (usual on desktops) a process may read a sibling only after the
-// sibling allowed it (PR_SET_PTRACER): every test endpoint allows it; without Yama nothing changes.
-TransferEndpoint open_endpoint(const shm::Segment& segment,
-                               std::chrono::milliseconds liveness_period = 10ms) {
-  TransferEndpointOptions options;
-  options.allow_any_reader = true;
-  options.liveness_period = liveness_period;
-  return TransferEndpoint::open(segment, options).value();
-}
-
-shm::Segment make_segment(std::uint32_t slots) {
-  shm::SegmentOptions options;
-  options.participant_capacity = 16;
-  TransferTableOptions table{slots};
-  return shm::Segment::create_anonymous(shm::SegmentKind::raw, transfer_table_size(table, 16),
-                                        options, transfer_table_init(table, 16))
-      .value();
-}
-
-// A fork child's own attachment to the parent's segment.
-shm::Segment join(const shm::Segment& parent) {
-  return shm::Segment::adopt(sys::reopen(parent.fd()).value(), shm::SegmentKind::raw).value();
-}
+using test::join;
+using test::make_segment;
+using test::open_endpoint;
+using test::pattern;
 
 // Descriptors posted by index, in MAP_SHARED memory.
 struct Mailbox {
@@ -80,26 +48,13 @@ struct Mailbox {
   }
   // Waits (bounded) for descriptor `index`.
   bool take(std::size_t index, Descriptor& out, sync::Deadline deadline) {
-    while (ready[index].load(std::memory_order_acquire) == 0) {
-      if (sync::Clock::now() > deadline) return false;
-      std::this_thread::yield();
-    }
+    if (!test::await_flag(ready[index], deadline)) return false;
     out = descriptors[index];
     return true;
   }
 };
 
-class Shared {
- public:
-  Shared() : mapping_(sys::SharedMapping::anonymous(sizeof(Mailbox)).value()) {
-    mailbox_ = new (mapping_.data()) Mailbox();
-  }
-  Mailbox* operator->() const { return mailbox_; }
-
- private:
-  sys::SharedMapping mapping_;
-  Mailbox* mailbox_;
-};
+using Shared = xproc::test::SharedObject<Mailbox>;
 
 TEST(TransferProcess, ChildSourcesArePulledByteExactFrom1BTo64MiBOr256MiBAtScale4) {
   shm::Segment segment = make_segment(16);
@@ -107,8 +62,8 @@ TEST(TransferProcess, ChildSourcesArePulledByteExactFrom1BTo64MiBOr256MiBAtScale
   Shared shared;
   std::vector<std::size_t> sizes = {
       1, 100, 4096, 65536, std::size_t{1} << 20, std::size_t{16} << 20, std::size_t{64} << 20};
-  if (test::test_scale() >= 4) sizes.push_back(std::size_t{256} << 20);
-  test::Child sender = test::Child::start([&] {
+  if (xproc::test::test_scale() >= 4) sizes.push_back(std::size_t{256} << 20);
+  xproc::test::Child sender = xproc::test::Child::start([&] {
     shm::Segment mine = join(segment);
     TransferEndpoint own = open_endpoint(mine);
     for (std::size_t i = 0; i < sizes.size(); ++i) {
@@ -139,7 +94,7 @@ TEST(TransferProcess, PushFillsAChildsRegisteredDestination) {
   TransferEndpoint endpoint = open_endpoint(segment);
   Shared shared;
   constexpr std::size_t kSize = std::size_t{3} << 20;
-  test::Child receiver = test::Child::start([&] {
+  xproc::test::Child receiver = xproc::test::Child::start([&] {
     shm::Segment mine = join(segment);
     TransferEndpoint own = open_endpoint(mine);
     std::vector<std::byte> destination(kSize);
@@ -162,13 +117,13 @@ TEST(TransferProcess, ProducersToConsumersCompleteEachTransferExactlyOnce) {
   constexpr int kProducers = 3;
   constexpr int kConsumers = 3;
   constexpr std::size_t kInFlight = 8;
-  const auto per_producer = static_cast<std::size_t>(std::min<long>(test::scaled(60), 300));
+  const auto per_producer = static_cast<std::size_t>(std::min<long>(xproc::test::scaled(60), 300));
   const std::size_t total = kProducers * per_producer;
   shm::Segment segment = make_segment(64);
   Shared shared;
-  std::vector<test::Child> children;
+  std::vector<xproc::test::Child> children;
   for (int p = 0; p < kProducers; ++p) {
-    children.push_back(test::Child::start([&, p] {
+    children.push_back(xproc::test::Child::start([&, p] {
       shm::Segment mine = join(segment);
       TransferEndpoint own = open_endpoint(mine);
       std::deque<std::pair<std::vector<std::byte>, Transfer>> flying;
@@ -199,7 +154,7 @@ TEST(TransferProcess, ProducersToConsumersCompleteEachTransferExactlyOnce) {
     }));
   }
   for (int c = 0; c < kConsumers; ++c) {
-    children.push_back(test::Child::start([&, c] {
+    children.push_back(xproc::test::Child::start([&, c] {
       shm::Segment mine = join(segment);
       TransferEndpoint own = open_endpoint(mine);
       std::vector<std::byte> target(256 * 1024);
@@ -236,8 +191,8 @@ TEST(TransferProcess, ProducersToConsumersCompleteEachTransferExactlyOnce) {
       return 0;
     }));
   }
-  for (test::Child& child : children) {
-    test::ChildStatus status = child.wait(180s);
+  for (xproc::test::Child& child : children) {
+    xproc::test::ChildStatus status = child.wait(180s);
     EXPECT_TRUE(status.ok()) << status.exit_code << " signal " << status.term_signal;
   }
   EXPECT_EQ(shared->bad.load(), 0u);
@@ -251,7 +206,7 @@ TEST(TransferProcess, ForkChildsCopiesOfEndpointAndHandleDoNothing) {
   TransferEndpoint endpoint = open_endpoint(segment);
   std::vector<std::byte> source = pattern(5000, 9);
   Transfer transfer = endpoint.register_source(source).value();
-  test::Child child = test::Child::start([&] {
+  xproc::test::Child child = xproc::test::Child::start([&] {
     std::vector<std::byte> target(5000);
     // Not a participant here: the inherited endpoint refuses to act.
     if (endpoint.pull(transfer.descriptor(), target).error() != errc::invalid_argument) return 1;
@@ -275,7 +230,7 @@ TEST(TransferProcess, ReaderOfAnotherUidIsDeniedWithAReasonAndTheOwnerLearnsWhy)
   std::vector<std::byte> source = pattern(100000, 5);
   Transfer transfer = endpoint.register_source(source).value();
   shared->post(0, transfer.descriptor());
-  test::Child reader = test::Child::start([&] {
+  xproc::test::Child reader = xproc::test::Child::start([&] {
     // Attach first (as root: reopening our memfd needs it), then drop to nobody.
     shm::Segment mine = join(segment);
     TransferEndpoint own = open_endpoint(mine);
@@ -289,7 +244,7 @@ TEST(TransferProcess, ReaderOfAnotherUidIsDeniedWithAReasonAndTheOwnerLearnsWhy)
     Result<std::size_t> pulled = own.pull(descriptor, target);
     return !pulled && pulled.error() == errc::permission_denied ? 0 : 6;
   });
-  test::ChildStatus status = reader.wait(30s);
+  xproc::test::ChildStatus status = reader.wait(30s);
   EXPECT_TRUE(status.ok()) << status.exit_code;
   // The owner's handle reports why, so a front end can fall back to another path.
   EXPECT_EQ(transfer.wait_for(5s), errc::permission_denied);
@@ -299,7 +254,7 @@ TEST(TransferProcess, NonDumpableOwnerIsNotPermittedToAnUnprivilegedPeer) {
   if (geteuid() != 0) GTEST_SKIP() << "needs root to drop both sides to another uid";
   shm::Segment segment = make_segment(16);
   Shared shared;
-  test::Child owner = test::Child::start([&] {
+  xproc::test::Child owner = xproc::test::Child::start([&] {
     shm::Segment mine = join(segment);
     TransferEndpoint own = open_endpoint(mine);
     if (setgid(65534) != 0 || setuid(65534) != 0) return 2;
@@ -310,7 +265,7 @@ TEST(TransferProcess, NonDumpableOwnerIsNotPermittedToAnUnprivilegedPeer) {
     shared->post(0, transfer->descriptor());
     return transfer->wait_for(30s) == errc::permission_denied ? 0 : 5;
   });
-  test::Child reader = test::Child::start([&] {
+  xproc::test::Child reader = xproc::test::Child::start([&] {
     shm::Segment mine = join(segment);
     TransferEndpoint own = open_endpoint(mine);
     if (setgid(65534) != 0 || setuid(65534) != 0) return 2;
@@ -322,9 +277,9 @@ TEST(TransferProcess, NonDumpableOwnerIsNotPermittedToAnUnprivilegedPeer) {
     Result<std::size_t> pulled = own.pull(descriptor, target);
     return !pulled && pulled.error() == errc::permission_denied ? 0 : 6;
   });
-  test::ChildStatus reader_status = reader.wait(30s);
+  xproc::test::ChildStatus reader_status = reader.wait(30s);
   EXPECT_TRUE(reader_status.ok()) << reader_status.exit_code;
-  test::ChildStatus owner_status = owner.wait(30s);
+  xproc::test::ChildStatus owner_status = owner.wait(30s);
   EXPECT_TRUE(owner_status.ok()) << owner_status.exit_code;
 }
 

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "child_process.h"
+#include "transfer_test_support.h"
 #include "xproc/bulk/transfer_layout.h"
 #include "xproc/sys/error.h"
 
@@ -19,40 +20,20 @@ namespace xproc::bulk {
 namespace {
 
 using namespace std::chrono_literals;
-
-std::vector<std::byte> pattern(std::size_t size, std::uint32_t seed) {
-  std::vector<std::byte> bytes(size);
-  std::uint64_t state = seed * 0x9E3779B97F4A7C15ull + 1;
-  std::size_t i = 0;
-  for (; i + 8 <= size; i += 8) {
-    state ^= state << 13;
-    state ^= state >> 7;
-    state ^= state << 17;
-    std::memcpy(bytes.data() + i, &state, 8);
-  }
-  for (; i < size; ++i) bytes[i] = static_cast<std::byte>(i * 31 + seed);
-  return bytes;
-}
-
-shm::Segment make_segment(std::uint32_t slots = 16) {
-  shm::SegmentOptions options;
-  options.participant_capacity = 8;
-  TransferTableOptions table{slots};
-  return shm::Segment::create_anonymous(shm::SegmentKind::raw, transfer_table_size(table, 8),
-                                        options, transfer_table_init(table, 8))
-      .value();
-}
+using test::make_segment;
+using test::pattern;
+using test::slot_of;
 
 class TransferTest : public ::testing::Test {
  protected:
-  shm::Segment segment_ = make_segment();
+  shm::Segment segment_ = make_segment(16, 8);
   TransferEndpoint endpoint_ = TransferEndpoint::open(segment_).value();
 };
 
 TEST_F(TransferTest, PullCopiesEveryByteAndCompletesTheHandle) {
   std::vector<std::size_t> sizes = {
       1, 7, 4096, 65536 + 3, std::size_t{1} << 20, std::size_t{64} << 20};
-  if (test::test_scale() >= 4) sizes.push_back(std::size_t{256} << 20);
+  if (xproc::test::test_scale() >= 4) sizes.push_back(std::size_t{256} << 20);
   std::uint32_t seed = 1;
   for (std::size_t size : sizes) {
     std::vector<std::byte> source = pattern(size, seed++);
@@ -239,7 +220,7 @@ TEST_F(TransferTest, WaiterIsWokenByACompletionInAnotherThread) {
 
 TEST_F(TransferTest, ConcurrentPullersCompleteEachTransferExactlyOnce) {
   constexpr int kThreads = 4;
-  const int transfers = static_cast<int>(test::scaled(200));
+  const int transfers = static_cast<int>(xproc::test::scaled(200));
   std::vector<std::vector<std::byte>> sources;
   for (int i = 0; i < transfers; ++i) {
     sources.push_back(
@@ -325,12 +306,6 @@ TEST_F(TransferTest, MovedEndpointKeepsItsTransfersWorking) {
   EXPECT_FALSE(transfer.wait_for(5s));
   Transfer other = std::move(transfer);
   EXPECT_FALSE(other.poll());
-}
-
-detail::TransferSlot& slot_of(const shm::Segment& segment, std::uint32_t index) {
-  auto* header = reinterpret_cast<const detail::TableHeader*>(segment.body().data());
-  return reinterpret_cast<detail::TransferSlot*>(segment.body().data() +
-                                                 header->slots_offset)[index];
 }
 
 TEST_F(TransferTest, CorruptSlotsAreReportedNeverFollowed) {

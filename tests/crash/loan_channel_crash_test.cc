@@ -15,6 +15,7 @@
 
 #include "../bulk/pool_test_support.h"
 #include "child_process.h"
+#include "die.h"
 #include "shared_object.h"
 #include "xproc/bulk/loan_channel.h"
 #include "xproc/sys/error.h"
@@ -23,11 +24,7 @@ namespace xproc::bulk {
 namespace {
 
 using namespace std::chrono_literals;
-
-[[noreturn]] void die() {
-  raise(SIGKILL);
-  for (;;) pause();
-}
+using xproc::test::die;
 
 std::error_code code(errc e) {
   return make_error_code(e);

@@ -15,7 +15,10 @@
 #include <thread>
 #include <vector>
 
+#include "../bulk/transfer_test_support.h"
 #include "child_process.h"
+#include "die.h"
+#include "shared_object.h"
 #include "xproc/bulk/transfer.h"
 #include "xproc/bulk/transfer_layout.h"
 #include "xproc/sys/error.h"
@@ -26,52 +29,13 @@ namespace xproc::bulk {
 namespace {
 
 using namespace std::chrono_literals;
-
-[[noreturn]] void die() {
-  raise(SIGKILL);
-  for (;;) pause();
-}
-
-std::vector<std::byte> pattern(std::size_t size, std::uint64_t seed) {
-  std::vector<std::byte> bytes(size);
-  std::uint64_t state = seed * 0x9E3779B97F4A7C15ull + 1;
-  for (std::size_t i = 0; i + 8 <= size; i += 8) {
-    state ^= state << 13;
-    state ^= state >> 7;
-    state ^= state << 17;
-    std::memcpy(bytes.data() + i, &state, 8);
-  }
-  return bytes;
-}
-
-// Under Yama ptrace_scope 1 (usual on desktops) a process may read a sibling only after the
-// sibling allowed it (PR_SET_PTRACER): every test endpoint allows it; without Yama nothing changes.
-TransferEndpoint open_endpoint(const shm::Segment& segment,
-                               std::chrono::milliseconds liveness_period = 10ms) {
-  TransferEndpointOptions options;
-  options.allow_any_reader = true;
-  options.liveness_period = liveness_period;
-  return TransferEndpoint::open(segment, options).value();
-}
-
-shm::Segment make_segment(std::uint32_t slots) {
-  shm::SegmentOptions options;
-  options.participant_capacity = 16;
-  TransferTableOptions table{slots};
-  return shm::Segment::create_anonymous(shm::SegmentKind::raw, transfer_table_size(table, 16),
-                                        options, transfer_table_init(table, 16))
-      .value();
-}
-
-shm::Segment join(const shm::Segment& parent) {
-  return shm::Segment::adopt(sys::reopen(parent.fd()).value(), shm::SegmentKind::raw).value();
-}
-
-detail::TransferSlot& slot_of(const shm::Segment& segment, std::uint32_t index) {
-  auto* header = reinterpret_cast<const detail::TableHeader*>(segment.body().data());
-  return reinterpret_cast<detail::TransferSlot*>(segment.body().data() +
-                                                 header->slots_offset)[index];
-}
+using test::await_flag;
+using test::join;
+using test::make_segment;
+using test::open_endpoint;
+using test::pattern;
+using test::slot_of;
+using xproc::test::die;
 
 // A descriptor and handshake words in MAP_SHARED memory.
 struct Board {
@@ -80,26 +44,7 @@ struct Board {
   std::atomic<std::uint32_t> started;
 };
 
-class SharedBoard {
- public:
-  SharedBoard() : mapping_(sys::SharedMapping::anonymous(sizeof(Board)).value()) {
-    board_ = new (mapping_.data()) Board();
-  }
-  Board* operator->() const { return board_; }
-
- private:
-  sys::SharedMapping mapping_;
-  Board* board_;
-};
-
-bool await_flag(const std::atomic<std::uint32_t>& flag, std::chrono::seconds limit) {
-  const auto deadline = sync::Clock::now() + limit;
-  while (flag.load(std::memory_order_acquire) == 0) {
-    if (sync::Clock::now() > deadline) return false;
-    std::this_thread::yield();
-  }
-  return true;
-}
+using SharedBoard = xproc::test::SharedObject<Board>;
 
 TEST(TransferCrash, ClaimerKilledAfterItsClaimCompletesTheHandleWithPeerDeadWithinAPeriod) {
   shm::Segment segment = make_segment(8);
@@ -107,7 +52,7 @@ TEST(TransferCrash, ClaimerKilledAfterItsClaimCompletesTheHandleWithPeerDeadWith
   std::vector<std::byte> source = pattern(1 << 20, 1);
   Transfer transfer = endpoint.register_source(source).value();
   const Descriptor descriptor = transfer.descriptor();
-  test::Child claimer = test::Child::start([&] {
+  xproc::test::Child claimer = xproc::test::Child::start([&] {
     shm::Segment mine = join(segment);
     // Step 4 of the protocol exactly as pull() does it, then death before the copy (step 5).
     detail::TransferSlot& slot = slot_of(mine, descriptor.slot);
@@ -139,12 +84,12 @@ TEST(TransferCrash, ClaimerKilledAtRandomInstantsOfLargePullsNeverHangsTheOwner)
   std::mt19937 random(2024);
   SharedBoard board;
   int outcomes[3] = {0, 0, 0};  // completed, peer_dead, never claimed
-  const long trials = test::scaled(20);
+  const long trials = xproc::test::scaled(20);
   for (long trial = 0; trial < trials; ++trial) {
     Transfer transfer = endpoint.register_source(source).value();
     board->descriptor = transfer.descriptor();
     board->started.store(0);
-    test::Child claimer = test::Child::start([&] {
+    xproc::test::Child claimer = xproc::test::Child::start([&] {
       shm::Segment mine = join(segment);
       TransferEndpoint own = open_endpoint(mine);
       std::vector<std::byte> target(source.size());
@@ -153,10 +98,10 @@ TEST(TransferCrash, ClaimerKilledAtRandomInstantsOfLargePullsNeverHangsTheOwner)
       Result<std::size_t> pulled = own.pull(board->descriptor, target);
       return pulled ? 0 : 1;
     });
-    ASSERT_TRUE(await_flag(board->started, 30s));
+    ASSERT_TRUE(await_flag(board->started, sync::Clock::now() + 30s));
     std::this_thread::sleep_for(std::chrono::microseconds(random() % 40000));  // the kill instant
     claimer.kill(SIGKILL);
-    test::ChildStatus status = claimer.wait(30s);
+    xproc::test::ChildStatus status = claimer.wait(30s);
     ASSERT_TRUE(status.signaled || status.ok());
     std::error_code result = transfer.poll();
     if (result == errc::would_block) {
@@ -184,7 +129,7 @@ TEST(TransferCrash, OwnerKilledBeforeThePullIsPeerDeadReapedOrZombie) {
     shm::Segment segment = make_segment(8);
     TransferEndpoint endpoint = open_endpoint(segment);
     SharedBoard board;
-    test::Child owner = test::Child::start([&]() -> int {
+    xproc::test::Child owner = xproc::test::Child::start([&]() -> int {
       shm::Segment mine = join(segment);
       TransferEndpoint own = open_endpoint(mine);
       std::vector<std::byte> source = pattern(1 << 20, 3);
@@ -193,7 +138,7 @@ TEST(TransferCrash, OwnerKilledBeforeThePullIsPeerDeadReapedOrZombie) {
       board->posted.store(1, std::memory_order_release);
       die();
     });
-    ASSERT_TRUE(await_flag(board->posted, 30s));
+    ASSERT_TRUE(await_flag(board->posted, sync::Clock::now() + 30s));
     if (reap) {
       EXPECT_TRUE(owner.wait(30s).signaled);
     } else {
@@ -219,7 +164,7 @@ TEST(TransferCrash, OwnerKilledAfterAPullIsPeerDeadThroughTheCachedPidfd) {
   TransferEndpoint endpoint = open_endpoint(segment);
   SharedBoard first;
   SharedBoard second;
-  test::Child owner = test::Child::start([&]() -> int {
+  xproc::test::Child owner = xproc::test::Child::start([&]() -> int {
     shm::Segment mine = join(segment);
     TransferEndpoint own = open_endpoint(mine);
     std::vector<std::byte> source = pattern(1 << 16, 5);
@@ -231,7 +176,7 @@ TEST(TransferCrash, OwnerKilledAfterAPullIsPeerDeadThroughTheCachedPidfd) {
     if (one.wait_for(30s)) return 1;
     die();
   });
-  ASSERT_TRUE(await_flag(first->posted, 30s));
+  ASSERT_TRUE(await_flag(first->posted, sync::Clock::now() + 30s));
   std::vector<std::byte> target(1 << 16);
   ASSERT_EQ(endpoint.pull(first->descriptor, target).value(), target.size());  // caches the pidfd
   EXPECT_TRUE(owner.wait(30s).signaled);
@@ -239,7 +184,7 @@ TEST(TransferCrash, OwnerKilledAfterAPullIsPeerDeadThroughTheCachedPidfd) {
 }
 
 TEST(TransferCrash, OwnerKilledDuringLargePullsGivesTheClaimerAnErrorNeverAHang) {
-  const long trials = test::scaled(10);
+  const long trials = xproc::test::scaled(10);
   std::mt19937 random(77);
   int outcomes[2] = {0, 0};  // pulled whole, peer_dead
   constexpr std::size_t kSize = std::size_t{16} << 20;
@@ -248,7 +193,7 @@ TEST(TransferCrash, OwnerKilledDuringLargePullsGivesTheClaimerAnErrorNeverAHang)
     shm::Segment segment = make_segment(8);
     TransferEndpoint endpoint = open_endpoint(segment);
     SharedBoard board;
-    test::Child owner = test::Child::start([&] {
+    xproc::test::Child owner = xproc::test::Child::start([&] {
       shm::Segment mine = join(segment);
       TransferEndpoint own = open_endpoint(mine);
       Transfer transfer = own.register_source(expected).value();
@@ -258,7 +203,7 @@ TEST(TransferCrash, OwnerKilledDuringLargePullsGivesTheClaimerAnErrorNeverAHang)
       pause();  // stays until killed
       return 0;
     });
-    ASSERT_TRUE(await_flag(board->posted, 30s));
+    ASSERT_TRUE(await_flag(board->posted, sync::Clock::now() + 30s));
     std::vector<std::byte> target(kSize);
     std::memset(target.data(), 0, target.size());
     std::thread killer([&] {
@@ -284,7 +229,7 @@ TEST(TransferCrash, SlotsOfADeadOwnerInEveryStateAreTakenOver) {
   shm::Segment segment = make_segment(4);
   TransferEndpoint endpoint = open_endpoint(segment);
   SharedBoard board;
-  test::Child owner = test::Child::start([&] {
+  xproc::test::Child owner = xproc::test::Child::start([&] {
     shm::Segment mine = join(segment);
     TransferEndpoint own = open_endpoint(mine);
     static std::vector<std::byte> source(4096);
