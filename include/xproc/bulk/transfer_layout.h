@@ -13,6 +13,7 @@
 #include <cstdint>
 #include <type_traits>
 
+#include "xproc/shm/segment_header.h"
 #include "xproc/sync/event_count.h"
 #include "xproc/sync/participant_table.h"
 
@@ -157,15 +158,8 @@ constexpr std::uint64_t table_size_for(std::uint32_t slot_count,
   return slots_offset_for(peer_count) + std::uint64_t{slot_count} * sizeof(TransferSlot);
 }
 
-constexpr std::uint32_t fold(std::uint32_t hash, std::uint64_t value) noexcept {
-  for (int byte = 0; byte < 8; ++byte) {
-    hash ^= static_cast<std::uint32_t>((value >> (8 * byte)) & 0xff);
-    hash *= 16777619u;
-  }
-  return hash;
-}
-// FNV-1a over the sizes and constants this layout depends on: builds that disagree refuse each
-// other (errc::layout_mismatch).
+// FNV-1a (shm::detail::fold, the segment header's) over the sizes and constants this layout
+// depends on: builds that disagree refuse each other (errc::layout_mismatch).
 constexpr std::uint32_t layout_signature() noexcept {
   std::uint32_t hash = 2166136261u;
   for (std::uint64_t value :
@@ -174,7 +168,7 @@ constexpr std::uint32_t layout_signature() noexcept {
         std::uint64_t{kMaxRanges}, std::uint64_t{kGenerationBits},
         std::uint64_t{sizeof(sync::EventCount)}, std::uint64_t{offsetof(TransferSlot, ranges)},
         std::uint64_t{sizeof(void*)}}) {
-    hash = fold(hash, value);
+    hash = shm::detail::fold(hash, value);
   }
   return hash;
 }
