@@ -57,9 +57,13 @@ detail::ReserveOutcome reserve_wait(const Ring& ring, const WaitPolicy& policy, 
     if (check_liveness && detail::peer_state(ring, detail::Role::consumer) == PeerState::all_dead) {
       return {errc_code(errc::peer_dead), 0};
     }
+    // After a periodic wake-up that found nothing new, park again without spinning: a blocked
+    // producer must not burn ~10 us of CPU every period.
+    const bool woke_by_timer = check_liveness;
     check_liveness = false;
     if (sync::Clock::now() >= *deadline) return {errc_code(errc::timed_out), 0};
-    if (spin_then_yield(policy, [&] { return detail::space_ready(ring, size32); })) {
+    if (!woke_by_timer &&
+        spin_then_yield(policy, [&] { return detail::space_ready(ring, size32); })) {
       continue;
     }
     sync::EventCount& event = ring.header->not_full.event;
@@ -96,9 +100,12 @@ detail::ClaimOutcome claim_wait(const Ring& ring, const WaitPolicy& policy, std:
       if (!is(outcome.error, errc::would_block)) return outcome;
       if (outcome.pending_owner == 0) return {errc_code(errc::peer_dead), 0, 0, 0};
     }
+    // As in reserve_wait: no spin after a periodic wake-up (an idle receiver wakes ~8 times a
+    // second to look at its producers; each look must stay a few microseconds).
+    const bool woke_by_timer = check_liveness;
     check_liveness = false;
     if (sync::Clock::now() >= *deadline) return {errc_code(errc::timed_out), 0, 0, 0};
-    if (spin_then_yield(policy, [&] { return detail::data_ready_hint(ring); })) {
+    if (!woke_by_timer && spin_then_yield(policy, [&] { return detail::data_ready_hint(ring); })) {
       continue;
     }
     if (outcome.pending_owner != 0 && outcome.pending_owner != checked_owner) {
