@@ -13,6 +13,7 @@
 #include <thread>
 
 #include "child_process.h"
+#include "die.h"
 #include "pool_test_support.h"
 #include "shared_object.h"
 #include "xproc/bulk/pool.h"
@@ -23,13 +24,9 @@ namespace {
 
 using namespace std::chrono_literals;
 using test::Registry;
-using test::SharedPool;
+using test::SharedRegion;
 using test::small_pool;
-
-[[noreturn]] void die() {
-  raise(SIGKILL);
-  for (;;) pause();
-}
+using xproc::test::die;
 
 struct Shared {
   std::atomic<std::uint32_t> ready{0};
@@ -38,7 +35,7 @@ struct Shared {
 
 TEST(PoolProcess, PayloadPostedInOneProcessIsReadInPlaceInAnother) {
   Registry registry;
-  SharedPool region(small_pool());
+  SharedRegion region(small_pool());
   xproc::test::SharedObject<Shared> shared;
   sync::Participant me = registry.attach().value();
   PoolView pool = PoolView::open(region.bytes(), &me).value();
@@ -55,17 +52,13 @@ TEST(PoolProcess, PayloadPostedInOneProcessIsReadInPlaceInAnother) {
   ASSERT_EQ(shared->ready.load(std::memory_order_acquire), 1u);
   EXPECT_EQ(pool.recover().value(), 0u);  // posted buffers are never reclaimed by a plain pool
   Held held = pool.accept(shared->descriptor).value();
-  std::uint32_t producer_id = 0;
-  std::uint32_t sequence = 0;
-  EXPECT_TRUE(test::check_payload(held.data(), producer_id, sequence));
-  EXPECT_EQ(producer_id, 3u);
-  EXPECT_EQ(sequence, 4u);
+  EXPECT_TRUE(test::payload_is(held.data(), 3, 4));
   EXPECT_EQ(held.size(), 60000u);
 }
 
 TEST(PoolProcess, BuffersLoanedOrHeldByADeadProcessAreReclaimed) {
   Registry registry;
-  SharedPool region(small_pool(2));
+  SharedRegion region(small_pool(2));
   xproc::test::SharedObject<Shared> shared;
   sync::Participant me = registry.attach().value();
   PoolView pool = PoolView::open(region.bytes(), &me).value();
@@ -94,7 +87,7 @@ TEST(PoolProcess, BlockedLoanerGetsTheBufferOfAHolderThatDies) {
   Registry registry;
   PoolConfig config;
   config.classes = {{4096, 1}};
-  SharedPool region(config);
+  SharedRegion region(config);
   xproc::test::SharedObject<Shared> shared;
   sync::Participant me = registry.attach().value();
   PoolView pool = PoolView::open(region.bytes(), &me).value();
@@ -123,7 +116,7 @@ TEST(PoolProcess, AForkChildUsingItsParentsViewIsNeverTakenForTheParent) {
   Registry registry;
   PoolConfig config;
   config.classes = {{64, 1}};
-  SharedPool region(config);
+  SharedRegion region(config);
   sync::Participant me = registry.attach().value();
   PoolView pool = PoolView::open(region.bytes(), &me).value();
   xproc::test::Child child = xproc::test::Child::start([&]() -> int {

@@ -12,6 +12,7 @@
 #include <cstring>
 #include <deque>
 #include <mutex>
+#include <optional>
 #include <random>
 #include <string>
 #include <thread>
@@ -25,7 +26,7 @@ namespace xproc::bulk {
 namespace {
 
 using namespace std::chrono_literals;
-using test::SharedPool;
+using test::SharedRegion;
 using test::small_pool;
 
 std::error_code code(errc e) {
@@ -44,7 +45,7 @@ TEST(PoolFormat, RejectsConfigsOutOfRange) {
   PoolConfig too_large;
   too_large.classes = {{kMaxBufferSize + 1, 1}};
   EXPECT_EQ(region_size_for(too_large), 0u);
-  SharedPool pool(small_pool());
+  SharedRegion pool(small_pool());
   EXPECT_EQ(format(pool.bytes().first(100), small_pool()), code(errc::invalid_argument));
   EXPECT_EQ(format(pool.bytes(), descending), code(errc::invalid_argument));
 }
@@ -55,7 +56,7 @@ TEST(PoolOpen, RefusesForeignAndCorruptRegions) {
   EXPECT_EQ(PoolView::open(bytes).error(), code(errc::layout_mismatch));
   EXPECT_EQ(PoolView::open(bytes.first(16)).error(), code(errc::invalid_argument));
   {
-    SharedPool pool(small_pool());
+    SharedRegion pool(small_pool());
     ASSERT_TRUE(PoolView::open(pool.bytes()));
     EXPECT_EQ(PoolView::open(pool.bytes().first(pool.bytes().size() / 2)).error(),
               code(errc::corrupt_segment));
@@ -64,7 +65,7 @@ TEST(PoolOpen, RefusesForeignAndCorruptRegions) {
     EXPECT_EQ(PoolView::open(pool.bytes()).error(), code(errc::corrupt_segment));
   }
   {
-    SharedPool pool(small_pool());
+    SharedRegion pool(small_pool());
     std::uint32_t version = 2;
     std::memcpy(pool.bytes().data() + 4, &version, 4);
     EXPECT_EQ(PoolView::open(pool.bytes()).error(), code(errc::layout_mismatch));
@@ -74,7 +75,7 @@ TEST(PoolOpen, RefusesForeignAndCorruptRegions) {
 // Random bytes written over the header (a hostile or broken peer): open either refuses the
 // region or returns a view whose every buffer lies inside it.
 TEST(PoolOpen, MutatedHeadersAreRefusedOrStayInsideTheRegion) {
-  SharedPool pool(small_pool());
+  SharedRegion pool(small_pool());
   std::vector<std::byte> pristine(pool.bytes().begin(), pool.bytes().begin() + 1024);
   std::mt19937_64 random(99);
   const long rounds = xproc::test::scaled(20000);
@@ -105,7 +106,7 @@ TEST(PoolOpen, MutatedHeadersAreRefusedOrStayInsideTheRegion) {
 }
 
 TEST(PoolLoan, TakesTheSmallestFittingClassThenLargerOnesWhenItIsEmpty) {
-  SharedPool region(small_pool(2));
+  SharedRegion region(small_pool(2));
   PoolView pool = PoolView::open(region.bytes()).value();
   ASSERT_EQ(pool.class_count(), 3u);
   EXPECT_EQ(pool.max_loan(), 65536u);
@@ -129,7 +130,7 @@ TEST(PoolLoan, TakesTheSmallestFittingClassThenLargerOnesWhenItIsEmpty) {
 }
 
 TEST(PoolLoan, BuffersAre64ByteAlignedAndPageAlignedFrom4KiB) {
-  SharedPool region(small_pool(3));
+  SharedRegion region(small_pool(3));
   PoolView pool = PoolView::open(region.bytes()).value();
   std::vector<Loan> loans;
   for (std::size_t size : {1u, 1u, 1u, 300u, 300u, 300u, 5000u, 5000u, 5000u}) {
@@ -149,7 +150,7 @@ TEST(PoolLoan, BuffersAre64ByteAlignedAndPageAlignedFrom4KiB) {
 TEST(PoolLoan, ExhaustedPoolTryReturnsWouldBlockAndTimedReturnsTimedOut) {
   PoolConfig config;
   config.classes = {{64, 1}};
-  SharedPool region(config);
+  SharedRegion region(config);
   PoolView pool = PoolView::open(region.bytes()).value();
   Loan only = pool.try_loan(10).value();
   EXPECT_EQ(pool.try_loan(10).error(), code(errc::would_block));
@@ -163,7 +164,7 @@ TEST(PoolLoan, ExhaustedPoolTryReturnsWouldBlockAndTimedReturnsTimedOut) {
 TEST(PoolLoan, BlockedLoanWakesWhenABufferIsGivenBack) {
   PoolConfig config;
   config.classes = {{64, 1}};
-  SharedPool region(config);
+  SharedRegion region(config);
   PoolView pool = PoolView::open(region.bytes()).value();
   Loan only = pool.try_loan(10).value();
   std::atomic<bool> started{false};
@@ -182,7 +183,7 @@ TEST(PoolLoan, BlockedLoanWakesWhenABufferIsGivenBack) {
 }
 
 TEST(PoolLoan, DestroyedUnpostedLoanGoesBackAndMoveKeepsOneOwner) {
-  SharedPool region(small_pool(1));
+  SharedRegion region(small_pool(1));
   PoolView pool = PoolView::open(region.bytes()).value();
   {
     Loan loan = pool.try_loan(10).value();
@@ -202,7 +203,7 @@ TEST(PoolLoan, DestroyedUnpostedLoanGoesBackAndMoveKeepsOneOwner) {
 }
 
 TEST(PoolHandOff, PostedPayloadIsReadInPlaceAndHeldGoesBackWhenDestroyed) {
-  SharedPool region(small_pool());
+  SharedRegion region(small_pool());
   PoolView pool = PoolView::open(region.bytes()).value();
   Loan loan = pool.try_loan(4000).value();
   test::write_payload(loan.data(), 7, 9);
@@ -214,11 +215,7 @@ TEST(PoolHandOff, PostedPayloadIsReadInPlaceAndHeldGoesBackWhenDestroyed) {
   {
     Held held = pool.accept(descriptor).value();
     EXPECT_EQ(held.data().data(), where);  // zero copies
-    std::uint32_t producer = 0;
-    std::uint32_t sequence = 0;
-    EXPECT_TRUE(test::check_payload(held.data(), producer, sequence));
-    EXPECT_EQ(producer, 7u);
-    EXPECT_EQ(sequence, 9u);
+    EXPECT_TRUE(test::payload_is(held.data(), 7, 9));
     EXPECT_EQ(pool.statistics().held, 1u);
   }
   PoolStatistics stats = pool.statistics();
@@ -228,7 +225,7 @@ TEST(PoolHandOff, PostedPayloadIsReadInPlaceAndHeldGoesBackWhenDestroyed) {
 TEST(PoolHandOff, SecondAcceptAndStaleGenerationsAreAlreadyReturned) {
   PoolConfig config;
   config.classes = {{64, 1}};
-  SharedPool region(config);
+  SharedRegion region(config);
   PoolView pool = PoolView::open(region.bytes()).value();
   Descriptor first = pool.post(pool.try_loan(8).value()).value();
   Held held = pool.accept(first).value();
@@ -244,8 +241,8 @@ TEST(PoolHandOff, SecondAcceptAndStaleGenerationsAreAlreadyReturned) {
 }
 
 TEST(PoolHandOff, PostOfAnInactiveOrForeignLoanIsInvalid) {
-  SharedPool region_a(small_pool());
-  SharedPool region_b(small_pool());
+  SharedRegion region_a(small_pool());
+  SharedRegion region_b(small_pool());
   PoolView a = PoolView::open(region_a.bytes()).value();
   PoolView b = PoolView::open(region_b.bytes()).value();
   EXPECT_NE(a.tag(), b.tag());
@@ -260,7 +257,7 @@ TEST(PoolHandOff, PostOfAnInactiveOrForeignLoanIsInvalid) {
 }
 
 TEST(PoolDescriptor, ForgedAndOutOfRangeFieldsAreBadDescriptors) {
-  SharedPool region(small_pool(2));
+  SharedRegion region(small_pool(2));
   PoolView pool = PoolView::open(region.bytes()).value();
   Loan loan = pool.try_loan(100).value();
   const Descriptor valid = pool.post(std::move(loan)).value();
@@ -296,7 +293,7 @@ TEST(PoolDescriptor, ForgedAndOutOfRangeFieldsAreBadDescriptors) {
 }
 
 TEST(PoolDescriptor, RandomBytesAndBitFlipsAreNeverAccepted) {
-  SharedPool region(small_pool(4));
+  SharedRegion region(small_pool(4));
   PoolView pool = PoolView::open(region.bytes()).value();
   std::vector<Descriptor> issued;
   for (int i = 0; i < 6; ++i) {
@@ -329,7 +326,7 @@ TEST(PoolDescriptor, RandomBytesAndBitFlipsAreNeverAccepted) {
 }
 
 TEST(PoolRecover, NothingIsReclaimedWithoutLivenessAndCorruptWordsAreReported) {
-  SharedPool region(small_pool(1));
+  SharedRegion region(small_pool(1));
   PoolView pool = PoolView::open(region.bytes()).value();
   Loan loan = pool.try_loan(1).value();
   EXPECT_EQ(pool.recover().value(), 0u);  // no Participant: nobody is ever dead
@@ -348,9 +345,7 @@ TEST(PoolSegment, NamedAndAnonymousPoolsShareBuffersWithTheirOpeners) {
   test::write_payload(loan.data(), 1, 1);
   Descriptor descriptor = anonymous->post(std::move(loan)).value();
   Held held = adopted->accept(descriptor).value();
-  std::uint32_t producer = 0;
-  std::uint32_t sequence = 0;
-  EXPECT_TRUE(test::check_payload(held.data(), producer, sequence));
+  EXPECT_TRUE(test::payload_is(held.data(), 1, 1));
   const std::string name = "pool_test." + std::to_string(::getpid());
   Pool created = Pool::create(name, small_pool()).value();
   Pool opened = Pool::open(name).value();
@@ -365,7 +360,7 @@ TEST(PoolSegment, NamedAndAnonymousPoolsShareBuffersWithTheirOpeners) {
 TEST(PoolStress, ThreadsHandOverEveryPayloadExactlyOnce) {
   PoolConfig config;
   config.classes = {{64, 4}, {1024, 4}, {16384, 2}};
-  SharedPool region(config);
+  SharedRegion region(config);
   PoolView pool = PoolView::open(region.bytes()).value();
   constexpr std::uint32_t kProducers = 3;
   constexpr std::uint32_t kConsumers = 2;
@@ -406,13 +401,11 @@ TEST(PoolStress, ThreadsHandOverEveryPayloadExactlyOnce) {
           continue;
         }
         Held held = pool.accept(d).value();
-        std::uint32_t producer = 0;
-        std::uint32_t sequence = 0;
-        if (!test::check_payload(held.data(), producer, sequence) || producer >= kProducers ||
-            sequence >= per_producer) {
-          bad.fetch_add(1);
+        if (std::optional<std::uint32_t> i =
+                test::payload_index(held.data(), kProducers, per_producer)) {
+          seen[*i].fetch_add(1);
         } else {
-          seen[producer * per_producer + sequence].fetch_add(1);
+          bad.fetch_add(1);
         }
         remaining.fetch_sub(1);
       }

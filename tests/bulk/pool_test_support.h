@@ -6,43 +6,18 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <optional>
 #include <span>
-#include <stdexcept>
-#include <system_error>
 
+#include "shared_region.h"
 #include "xproc/bulk/pool.h"
-#include "xproc/sync/participant_table.h"
-#include "xproc/sys/file.h"
-#include "xproc/sys/memory.h"
 
 namespace xproc::bulk::test {
 
-struct SharedPool {
-  explicit SharedPool(const PoolConfig& config)
-      : mapping(sys::SharedMapping::anonymous(region_size_for(config)).value()) {
-    std::error_code error = format(bytes(), config);
-    if (error) throw std::system_error(error);
-  }
-  std::span<std::byte> bytes() const {
-    return {static_cast<std::byte*>(mapping.data()), mapping.size()};
-  }
-  sys::SharedMapping mapping;
-};
-
-struct Registry {
-  explicit Registry(std::uint32_t capacity = 64)
-      : file(sys::create_memory_file("pool_test_registry",
-                                     sync::ParticipantTable::size_for(capacity))
-                 .value()),
-        mapping(sys::SharedMapping::of_file(file.get(), sync::ParticipantTable::size_for(capacity))
-                    .value()),
-        table(sync::ParticipantTable::create(mapping.data(), mapping.size(), capacity).value()) {}
-  Result<sync::Participant> attach() const { return sync::Participant::attach(*table, file.get()); }
-
-  sys::FileDescriptor file;
-  sys::SharedMapping mapping;
-  sync::ParticipantTable* table;
-};
+// SharedRegion (a formatted pool in MAP_SHARED memory) and Registry (a participant table on a
+// memfd): tests/support/shared_region.h.
+using xproc::test::Registry;
+using xproc::test::SharedRegion;
 
 inline PoolConfig small_pool(std::uint32_t count = 4) {
   PoolConfig config;
@@ -92,6 +67,30 @@ inline bool check_payload(std::span<const std::byte> in, std::uint32_t& producer
     if (in[i] != static_cast<std::byte>(fill_byte(producer, sequence, i))) return false;
   }
   return true;
+}
+
+// True when `in` is exactly what write_payload(producer, sequence) wrote.
+inline bool payload_is(std::span<const std::byte> in, std::uint32_t producer,
+                       std::uint32_t sequence) {
+  std::uint32_t read_producer = producer;
+  std::uint32_t read_sequence = sequence;
+  return check_payload(in, read_producer, read_sequence) && read_producer == producer &&
+         read_sequence == sequence;
+}
+
+// For the stress tests that count deliveries in a table of producers * per_producer entries:
+// the entry of an intact payload of 12 bytes or more (producer * per_producer + sequence), or
+// nullopt when it is torn, shorter, or names a producer or sequence out of range.
+inline std::optional<std::uint32_t> payload_index(std::span<const std::byte> in,
+                                                  std::uint32_t producers,
+                                                  std::uint32_t per_producer) {
+  std::uint32_t producer = 0;
+  std::uint32_t sequence = 0;
+  if (in.size() < 12 || !check_payload(in, producer, sequence) || producer >= producers ||
+      sequence >= per_producer) {
+    return std::nullopt;
+  }
+  return producer * per_producer + sequence;
 }
 
 }  // namespace xproc::bulk::test

@@ -1,6 +1,6 @@
 #pragma once
-// Helpers for the channel tests: a zero-filled region (private or MAP_SHARED), message payloads
-// that carry (producer, sequence) and a checksum, and their verification.
+// Helpers for the channel tests: a formatted region in MAP_SHARED memory, a registry, message
+// payloads that carry (producer, sequence) and a checksum, and their verification.
 
 #include <cstddef>
 #include <cstdint>
@@ -8,42 +8,15 @@
 #include <span>
 #include <vector>
 
+#include "shared_region.h"
 #include "xproc/channel/endpoint.h"
-#include "xproc/sync/participant_table.h"
-#include "xproc/sys/file.h"
-#include "xproc/sys/memory.h"
 
 namespace xproc::channel::test {
 
-// A formatted channel in anonymous MAP_SHARED memory (zero-filled by the kernel; 64-aligned).
-struct SharedRegion {
-  explicit SharedRegion(const ChannelConfig& config)
-      : mapping(sys::SharedMapping::anonymous(region_size_for(config)).value()) {
-    std::error_code error = format(bytes(), config);
-    if (error) throw std::system_error(error);
-  }
-  std::span<std::byte> bytes() const {
-    return {static_cast<std::byte*>(mapping.data()), mapping.size()};
-  }
-  sys::SharedMapping mapping;
-};
-
-// A participant table on a memfd (the process registry every channel user attaches to); fork
-// children inherit the descriptor and attach themselves.
-struct Registry {
-  explicit Registry(std::uint32_t capacity = 64)
-      : file(sys::create_memory_file("channel_test_registry",
-                                     sync::ParticipantTable::size_for(capacity))
-                 .value()),
-        mapping(sys::SharedMapping::of_file(file.get(), sync::ParticipantTable::size_for(capacity))
-                    .value()),
-        table(sync::ParticipantTable::create(mapping.data(), mapping.size(), capacity).value()) {}
-  Result<sync::Participant> attach() const { return sync::Participant::attach(*table, file.get()); }
-
-  sys::FileDescriptor file;
-  sys::SharedMapping mapping;
-  sync::ParticipantTable* table;
-};
+// SharedRegion (a formatted channel in MAP_SHARED memory) and Registry (a participant table on
+// a memfd): tests/support/shared_region.h.
+using xproc::test::Registry;
+using xproc::test::SharedRegion;
 
 inline ChannelConfig small_config(std::uint32_t capacity = 4096, std::uint32_t max = 512) {
   ChannelConfig config;
