@@ -66,7 +66,9 @@ class LoanLink final : public BulkLink {
 class LoanSender final : public BulkSender {
  public:
   LoanSender(bulk::LoanChannel channel, std::size_t payload)
-      : channel_(std::move(channel)), payload_(payload) {}
+      : channel_(std::move(channel)), payload_(payload) {
+    prefault(channel_.segment().body());  // which buffer a loan gets is the pool's choice
+  }
   std::span<std::byte> prepare() override {
     Result<bulk::Loan> loan = channel_.loan(payload_);
     if (!loan) fail(loan.error(), "loan");
@@ -85,7 +87,9 @@ class LoanSender final : public BulkSender {
 
 class LoanReceiver final : public BulkReceiver {
  public:
-  explicit LoanReceiver(bulk::LoanChannel channel) : channel_(std::move(channel)) {}
+  explicit LoanReceiver(bulk::LoanChannel channel) : channel_(std::move(channel)) {
+    prefault(channel_.segment().body());
+  }
   std::span<const std::byte> receive() override {
     Result<bulk::Held> held = channel_.receive();
     if (!held) fail(held.error(), "receive");

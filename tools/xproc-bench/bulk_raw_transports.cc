@@ -261,7 +261,9 @@ class RingLink final : public BulkLink {
 class RingSender final : public BulkSender {
  public:
   explicit RingSender(RingLink& link)
-      : link_(link), buffer_(link.payload_), count_(static_cast<std::size_t>(link.consumers_), 0) {}
+      : link_(link), buffer_(link.payload_), count_(static_cast<std::size_t>(link.consumers_), 0) {
+    prefault({static_cast<std::byte*>(link.chunks_.data()), link.chunks_.size()});
+  }
   std::span<std::byte> prepare() override { return buffer_.span(); }
   void commit() override {
     RingLane& lane = *link_.lane(lane_);
@@ -286,7 +288,9 @@ class RingSender final : public BulkSender {
 class RingReceiver final : public BulkReceiver {
  public:
   RingReceiver(RingLink& link, int index)
-      : link_(link), index_(index), lane_(*link.lane(index)), buffer_(link.payload_) {}
+      : link_(link), index_(index), lane_(*link.lane(index)), buffer_(link.payload_) {
+    prefault({link.chunk(index, 0), kChunk * kChunks});
+  }
   std::span<const std::byte> receive() override {
     for (std::size_t at = 0; at < link_.payload_; at += kChunk) {
       lane_.produced.wait_reach(count_ + 1);

@@ -38,6 +38,9 @@ struct BulkOptions {
 std::vector<std::string> bulk_transport_names();
 std::vector<std::string> bulk_transport_descriptions();  // "name  description" lines
 
+// "64 KiB", "256 MiB", "100 B".
+std::string bulk_size_label(std::size_t size);
+
 // Runs every (size, shape, transport) row; appends the rows (mode bulk) to `rows`.
 void run_bulk_rows(const BulkOptions& options, std::vector<Row>& rows);
 

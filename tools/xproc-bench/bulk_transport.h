@@ -94,7 +94,14 @@ struct HandoffCounter {
   std::uint32_t load() const { return value.load(std::memory_order_acquire); }
 };
 
-// Page-aligned private anonymous memory (not inherited by fork: allocate it in the child).
+// Maps every page of `range` into this process now, writable (MADV_POPULATE_WRITE, then one
+// read and write-back of the same byte per page), so the measured window pays no page faults
+// for memory whose use order the bench does not control (a pool's buffers). Contents are not
+// changed; call it before the start (nobody may be writing the range).
+void prefault(std::span<std::byte> range);
+
+// Page-aligned private anonymous memory, prefaulted (not inherited by fork: allocate it in the
+// child).
 class PrivateBuffer {
  public:
   PrivateBuffer() = default;

@@ -9,6 +9,8 @@
 #include <map>
 #include <set>
 
+#include "bulk_runner.h"
+
 namespace xproc::bench {
 namespace {
 
@@ -175,7 +177,8 @@ void print_tables(const std::vector<Row>& rows, const ReportContext& context) {
     }
     for (const Row& row : rows) {
       if (row.mode != mode) continue;
-      std::string size = size_text(row.message_size);
+      std::string size =
+          mode == Mode::bulk ? bulk_size_label(row.message_size) : size_text(row.message_size);
       if (!row.ok()) {
         if (mode == Mode::bulk)
           std::printf("%-16s %8s %6s %s\n", row.transport.c_str(), size.c_str(),
@@ -248,13 +251,14 @@ std::string write_json(const std::vector<Row>& rows, const ReportContext& contex
                  "\"producers\": %d, \"consumers\": %d, \"status\": \"%s\", \"samples\": %zu, "
                  "\"p50_us\": %.3f, \"p99_us\": %.3f, \"p999_us\": %.3f, \"msgs_per_s\": %.0f, "
                  "\"gb_per_s\": %.4f, \"csw_per_msg\": %.4f, \"ratio_vs_baseline\": %.3f, "
-                 "\"msgs_per_s_all\": [",
+                 "\"baseline\": \"%s\", \"msgs_per_s_all\": [",
                  i == 0 ? "" : ",", mode_name(row.mode), json_escape(row.transport).c_str(),
                  row.message_size, row.producers, row.consumers,
                  json_escape(status_text(row)).c_str(), row.samples.size(), row.median(p50),
                  row.median(p99), row.median(p999), messages,
                  messages * static_cast<double>(row.message_size) / 1e9, row.median(switches),
-                 ratio(row, rows, context.baseline));
+                 ratio(row, rows, context.baseline),
+                 json_escape(baseline_name(row, context.baseline)).c_str());
     for (std::size_t s = 0; s < row.samples.size(); ++s)
       std::fprintf(out, "%s%.0f", s == 0 ? "" : ", ", row.samples[s].messages_per_second);
     std::fprintf(out, "]}");
