@@ -8,7 +8,6 @@
 #include <atomic>
 #include <chrono>
 #include <cstring>
-#include <optional>
 #include <thread>
 #include <vector>
 
@@ -165,12 +164,7 @@ TEST(LoanChannelStress, ThreadsDeliverEveryPayloadExactlyOnce) {
       while (received.load() < total) {
         Result<Held> held = channel.receive_for(20ms);
         if (!held) continue;
-        if (std::optional<std::uint32_t> i =
-                test::payload_index(held->data(), kProducers, per_producer)) {
-          seen[*i].fetch_add(1);
-        } else {
-          bad.fetch_add(1);
-        }
+        test::count_delivery(held->data(), kProducers, per_producer, seen, bad);
         received.fetch_add(1);
       }
     });

@@ -12,7 +12,6 @@
 #include <cstring>
 #include <deque>
 #include <mutex>
-#include <optional>
 #include <random>
 #include <string>
 #include <thread>
@@ -28,6 +27,13 @@ namespace {
 using namespace std::chrono_literals;
 using test::SharedRegion;
 using test::small_pool;
+
+// One class of one 64-byte buffer: the smallest pool, exhausted by a single loan.
+PoolConfig one_buffer_pool() {
+  PoolConfig config;
+  config.classes = {{64, 1}};
+  return config;
+}
 
 std::error_code code(errc e) {
   return make_error_code(e);
@@ -148,9 +154,7 @@ TEST(PoolLoan, BuffersAre64ByteAlignedAndPageAlignedFrom4KiB) {
 }
 
 TEST(PoolLoan, ExhaustedPoolTryReturnsWouldBlockAndTimedReturnsTimedOut) {
-  PoolConfig config;
-  config.classes = {{64, 1}};
-  SharedRegion region(config);
+  SharedRegion region(one_buffer_pool());
   PoolView pool = PoolView::open(region.bytes()).value();
   Loan only = pool.try_loan(10).value();
   EXPECT_EQ(pool.try_loan(10).error(), code(errc::would_block));
@@ -162,9 +166,7 @@ TEST(PoolLoan, ExhaustedPoolTryReturnsWouldBlockAndTimedReturnsTimedOut) {
 }
 
 TEST(PoolLoan, BlockedLoanWakesWhenABufferIsGivenBack) {
-  PoolConfig config;
-  config.classes = {{64, 1}};
-  SharedRegion region(config);
+  SharedRegion region(one_buffer_pool());
   PoolView pool = PoolView::open(region.bytes()).value();
   Loan only = pool.try_loan(10).value();
   std::atomic<bool> started{false};
@@ -223,9 +225,7 @@ TEST(PoolHandOff, PostedPayloadIsReadInPlaceAndHeldGoesBackWhenDestroyed) {
 }
 
 TEST(PoolHandOff, SecondAcceptAndStaleGenerationsAreAlreadyReturned) {
-  PoolConfig config;
-  config.classes = {{64, 1}};
-  SharedRegion region(config);
+  SharedRegion region(one_buffer_pool());
   PoolView pool = PoolView::open(region.bytes()).value();
   Descriptor first = pool.post(pool.try_loan(8).value()).value();
   Held held = pool.accept(first).value();
@@ -401,12 +401,7 @@ TEST(PoolStress, ThreadsHandOverEveryPayloadExactlyOnce) {
           continue;
         }
         Held held = pool.accept(d).value();
-        if (std::optional<std::uint32_t> i =
-                test::payload_index(held.data(), kProducers, per_producer)) {
-          seen[*i].fetch_add(1);
-        } else {
-          bad.fetch_add(1);
-        }
+        test::count_delivery(held.data(), kProducers, per_producer, seen, bad);
         remaining.fetch_sub(1);
       }
     });

@@ -3,6 +3,7 @@
 // a participant table on a memfd (fork children attach themselves), payloads that carry
 // (producer, sequence) and a checksum.
 
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
@@ -91,6 +92,18 @@ inline std::optional<std::uint32_t> payload_index(std::span<const std::byte> in,
     return std::nullopt;
   }
   return producer * per_producer + sequence;
+}
+
+// Counts one delivery of a stress test: seen[payload_index(...)] += 1, or bad += 1 for a payload
+// payload_index refuses. `seen` has producers * per_producer entries.
+inline void count_delivery(std::span<const std::byte> in, std::uint32_t producers,
+                           std::uint32_t per_producer, std::span<std::atomic<std::uint32_t>> seen,
+                           std::atomic<std::uint32_t>& bad) {
+  if (std::optional<std::uint32_t> i = payload_index(in, producers, per_producer)) {
+    seen[*i].fetch_add(1);
+  } else {
+    bad.fetch_add(1);
+  }
 }
 
 }  // namespace xproc::bulk::test

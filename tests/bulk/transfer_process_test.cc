@@ -27,7 +27,6 @@ namespace xproc::bulk {
 namespace {
 
 using namespace std::chrono_literals;
-using test::join;
 using test::make_segment;
 using test::open_endpoint;
 using test::pattern;
@@ -64,11 +63,10 @@ TEST(TransferProcess, ChildSourcesArePulledByteExactFrom1BTo64MiBOr256MiBAtScale
       1, 100, 4096, 65536, std::size_t{1} << 20, std::size_t{16} << 20, std::size_t{64} << 20};
   if (xproc::test::test_scale() >= 4) sizes.push_back(std::size_t{256} << 20);
   xproc::test::Child sender = xproc::test::Child::start([&] {
-    shm::Segment mine = join(segment);
-    TransferEndpoint own = open_endpoint(mine);
+    test::Joined own(segment);
     for (std::size_t i = 0; i < sizes.size(); ++i) {
       std::vector<std::byte> source = pattern(sizes[i], i);
-      Result<Transfer> transfer = own.register_source(source);
+      Result<Transfer> transfer = own->register_source(source);
       if (!transfer) return 10;
       shared->post(i, transfer->descriptor());
       if (transfer->wait_for(60s)) return 20 + static_cast<int>(i);
@@ -95,10 +93,9 @@ TEST(TransferProcess, PushFillsAChildsRegisteredDestination) {
   Shared shared;
   constexpr std::size_t kSize = std::size_t{3} << 20;
   xproc::test::Child receiver = xproc::test::Child::start([&] {
-    shm::Segment mine = join(segment);
-    TransferEndpoint own = open_endpoint(mine);
+    test::Joined own(segment);
     std::vector<std::byte> destination(kSize);
-    Result<Transfer> transfer = own.register_destination(destination);
+    Result<Transfer> transfer = own->register_destination(destination);
     if (!transfer) return 10;
     shared->post(0, transfer->descriptor());
     if (transfer->wait_for(60s)) return 11;
@@ -124,8 +121,7 @@ TEST(TransferProcess, ProducersToConsumersCompleteEachTransferExactlyOnce) {
   std::vector<xproc::test::Child> children;
   for (int p = 0; p < kProducers; ++p) {
     children.push_back(xproc::test::Child::start([&, p] {
-      shm::Segment mine = join(segment);
-      TransferEndpoint own = open_endpoint(mine);
+      test::Joined own(segment);
       std::deque<std::pair<std::vector<std::byte>, Transfer>> flying;
       for (std::size_t k = 0; k < per_producer; ++k) {
         const std::size_t index = static_cast<std::size_t>(p) * per_producer + k;
@@ -138,7 +134,7 @@ TEST(TransferProcess, ProducersToConsumersCompleteEachTransferExactlyOnce) {
           ranges.push_back(iovec{source.data() + at, length});
           at += length;
         }
-        Result<Transfer> transfer = own.register_source(ranges);
+        Result<Transfer> transfer = own->register_source(ranges);
         if (!transfer) return 10;
         shared->post(index, transfer->descriptor());
         flying.emplace_back(std::move(source), std::move(*transfer));
@@ -155,8 +151,7 @@ TEST(TransferProcess, ProducersToConsumersCompleteEachTransferExactlyOnce) {
   }
   for (int c = 0; c < kConsumers; ++c) {
     children.push_back(xproc::test::Child::start([&, c] {
-      shm::Segment mine = join(segment);
-      TransferEndpoint own = open_endpoint(mine);
+      test::Joined own(segment);
       std::vector<std::byte> target(256 * 1024);
       const sync::Deadline deadline = sync::Clock::now() + 120s;
       // Each consumer walks the descriptors from its own offset and tries every one it finds
@@ -170,7 +165,7 @@ TEST(TransferProcess, ProducersToConsumersCompleteEachTransferExactlyOnce) {
           continue;
         }
         const Descriptor descriptor = shared->descriptors[cursor];
-        Result<std::size_t> result = own.pull(descriptor, target);
+        Result<std::size_t> result = own->pull(descriptor, target);
         if (result) {
           const std::size_t expected_size = 1 + (cursor * 7919) % (256 * 1024);
           if (*result != expected_size ||
@@ -232,16 +227,15 @@ TEST(TransferProcess, ReaderOfAnotherUidIsDeniedWithAReasonAndTheOwnerLearnsWhy)
   shared->post(0, transfer.descriptor());
   xproc::test::Child reader = xproc::test::Child::start([&] {
     // Attach first (as root: reopening our memfd needs it), then drop to nobody.
-    shm::Segment mine = join(segment);
-    TransferEndpoint own = open_endpoint(mine);
+    test::Joined own(segment);
     if (setgid(65534) != 0 || setuid(65534) != 0) return 2;
     Descriptor descriptor;
     if (!shared->take(0, descriptor, sync::Clock::now() + 30s)) return 3;
-    ProbeResult probe = own.probe(sync::ParticipantId::unpack(descriptor.owner));
+    ProbeResult probe = own->probe(sync::ParticipantId::unpack(descriptor.owner));
     if (probe.error != errc::permission_denied) return 4;
     if (probe.reason.find("euid") == std::string::npos) return 5;
     std::vector<std::byte> target(100000);
-    Result<std::size_t> pulled = own.pull(descriptor, target);
+    Result<std::size_t> pulled = own->pull(descriptor, target);
     return !pulled && pulled.error() == errc::permission_denied ? 0 : 6;
   });
   xproc::test::ChildStatus status = reader.wait(30s);
@@ -255,26 +249,24 @@ TEST(TransferProcess, NonDumpableOwnerIsNotPermittedToAnUnprivilegedPeer) {
   shm::Segment segment = make_segment(16);
   Shared shared;
   xproc::test::Child owner = xproc::test::Child::start([&] {
-    shm::Segment mine = join(segment);
-    TransferEndpoint own = open_endpoint(mine);
+    test::Joined own(segment);
     if (setgid(65534) != 0 || setuid(65534) != 0) return 2;
     if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0) return 3;
     std::vector<std::byte> source = pattern(4096, 6);
-    Result<Transfer> transfer = own.register_source(source);
+    Result<Transfer> transfer = own->register_source(source);
     if (!transfer) return 4;
     shared->post(0, transfer->descriptor());
     return transfer->wait_for(30s) == errc::permission_denied ? 0 : 5;
   });
   xproc::test::Child reader = xproc::test::Child::start([&] {
-    shm::Segment mine = join(segment);
-    TransferEndpoint own = open_endpoint(mine);
+    test::Joined own(segment);
     if (setgid(65534) != 0 || setuid(65534) != 0) return 2;
     if (prctl(PR_SET_DUMPABLE, 1, 0, 0, 0) != 0) return 3;
     Descriptor descriptor;
     if (!shared->take(0, descriptor, sync::Clock::now() + 30s)) return 4;
-    if (own.permitted(sync::ParticipantId::unpack(descriptor.owner))) return 5;
+    if (own->permitted(sync::ParticipantId::unpack(descriptor.owner))) return 5;
     std::vector<std::byte> target(4096);
-    Result<std::size_t> pulled = own.pull(descriptor, target);
+    Result<std::size_t> pulled = own->pull(descriptor, target);
     return !pulled && pulled.error() == errc::permission_denied ? 0 : 6;
   });
   xproc::test::ChildStatus reader_status = reader.wait(30s);

@@ -62,6 +62,19 @@ inline TransferEndpoint open_endpoint(
   return TransferEndpoint::open(segment, options).value();
 }
 
+// In a fork child: its own attachment to the parent's segment and an endpoint on it (open_endpoint
+// with the default period); own->pull(...) etc. Not movable: the endpoint refers to `segment`.
+struct Joined {
+  explicit Joined(const shm::Segment& parent)
+      : segment(join(parent)), endpoint(open_endpoint(segment)) {}
+  Joined(const Joined&) = delete;
+  Joined& operator=(const Joined&) = delete;
+  TransferEndpoint* operator->() { return &endpoint; }
+
+  shm::Segment segment;
+  TransferEndpoint endpoint;
+};
+
 // Slot `index` of the table in `segment` (the test trusts its own segment's header).
 inline detail::TransferSlot& slot_of(const shm::Segment& segment, std::uint32_t index) {
   auto* header = reinterpret_cast<const detail::TableHeader*>(segment.body().data());

@@ -90,12 +90,11 @@ TEST(TransferCrash, ClaimerKilledAtRandomInstantsOfLargePullsNeverHangsTheOwner)
     board->descriptor = transfer.descriptor();
     board->started.store(0);
     xproc::test::Child claimer = xproc::test::Child::start([&] {
-      shm::Segment mine = join(segment);
-      TransferEndpoint own = open_endpoint(mine);
+      test::Joined own(segment);
       std::vector<std::byte> target(source.size());
       std::memset(target.data(), 0, target.size());  // fault the pages in before the pull
       board->started.store(1, std::memory_order_release);
-      Result<std::size_t> pulled = own.pull(board->descriptor, target);
+      Result<std::size_t> pulled = own->pull(board->descriptor, target);
       return pulled ? 0 : 1;
     });
     ASSERT_TRUE(await_flag(board->started, sync::Clock::now() + 30s));
@@ -130,10 +129,9 @@ TEST(TransferCrash, OwnerKilledBeforeThePullIsPeerDeadReapedOrZombie) {
     TransferEndpoint endpoint = open_endpoint(segment);
     SharedBoard board;
     xproc::test::Child owner = xproc::test::Child::start([&]() -> int {
-      shm::Segment mine = join(segment);
-      TransferEndpoint own = open_endpoint(mine);
+      test::Joined own(segment);
       std::vector<std::byte> source = pattern(1 << 20, 3);
-      Transfer transfer = own.register_source(source).value();
+      Transfer transfer = own->register_source(source).value();
       board->descriptor = transfer.descriptor();
       board->posted.store(1, std::memory_order_release);
       die();
@@ -165,11 +163,10 @@ TEST(TransferCrash, OwnerKilledAfterAPullIsPeerDeadThroughTheCachedPidfd) {
   SharedBoard first;
   SharedBoard second;
   xproc::test::Child owner = xproc::test::Child::start([&]() -> int {
-    shm::Segment mine = join(segment);
-    TransferEndpoint own = open_endpoint(mine);
+    test::Joined own(segment);
     std::vector<std::byte> source = pattern(1 << 16, 5);
-    Transfer one = own.register_source(source).value();
-    Transfer two = own.register_source(source).value();
+    Transfer one = own->register_source(source).value();
+    Transfer two = own->register_source(source).value();
     second->descriptor = two.descriptor();
     first->descriptor = one.descriptor();
     first->posted.store(1, std::memory_order_release);
@@ -194,9 +191,8 @@ TEST(TransferCrash, OwnerKilledDuringLargePullsGivesTheClaimerAnErrorNeverAHang)
     TransferEndpoint endpoint = open_endpoint(segment);
     SharedBoard board;
     xproc::test::Child owner = xproc::test::Child::start([&] {
-      shm::Segment mine = join(segment);
-      TransferEndpoint own = open_endpoint(mine);
-      Transfer transfer = own.register_source(expected).value();
+      test::Joined own(segment);
+      Transfer transfer = own->register_source(expected).value();
       board->descriptor = transfer.descriptor();
       board->posted.store(1, std::memory_order_release);
       (void)transfer.wait_for(60s);
@@ -230,23 +226,22 @@ TEST(TransferCrash, SlotsOfADeadOwnerInEveryStateAreTakenOver) {
   TransferEndpoint endpoint = open_endpoint(segment);
   SharedBoard board;
   xproc::test::Child owner = xproc::test::Child::start([&] {
-    shm::Segment mine = join(segment);
-    TransferEndpoint own = open_endpoint(mine);
+    test::Joined own(segment);
     static std::vector<std::byte> source(4096);
     // open, complete (not yet retired), registering (forged by hand), and open again.
     std::vector<Transfer> transfers;
-    for (int i = 0; i < 3; ++i) transfers.push_back(own.register_source(source).value());
+    for (int i = 0; i < 3; ++i) transfers.push_back(own->register_source(source).value());
     std::vector<std::byte> target(4096);
-    if (!own.pull(transfers[1].descriptor(), target)) return 1;
+    if (!own->pull(transfers[1].descriptor(), target)) return 1;
     board->posted.store(1, std::memory_order_release);
     // The fourth slot: taken, then death mid-registration.
     for (std::uint32_t i = 0; i < 4; ++i) {
-      detail::TransferSlot& slot = slot_of(mine, i);
+      detail::TransferSlot& slot = slot_of(own.segment, i);
       std::uint64_t word = slot.state.load();
       if (detail::state_reusable(word)) {
         slot.state.store(detail::make_state(detail::next_generation(detail::state_generation(word)),
                                             detail::SlotState::registering,
-                                            mine.self().id().pack()));
+                                            own.segment.self().id().pack()));
       }
     }
     die();
