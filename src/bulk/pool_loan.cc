@@ -45,22 +45,6 @@ std::uint32_t current_owner(const PoolRef& ref) noexcept {
   return ref.self != nullptr && ref.self->attached() ? ref.self_owner : detail::kLocalOwner;
 }
 
-// Frees `word` (loaned or held by this handle) and wakes loaners. {} or already_returned.
-std::error_code give_back_word(detail::PoolHeader* header, std::atomic<std::uint64_t>* word,
-                               std::uint64_t expected) noexcept {
-  const std::uint64_t free_word =
-      detail::make_word(BufferState::free, detail::word_generation(expected), detail::kNoOwner);
-  // release (G1): our reads and writes of the buffer happen-before the next loaner's acquire CAS
-  // in L1. relaxed on failure: nothing is read through a word that is not ours.
-  std::uint64_t seen = expected;
-  if (!word->compare_exchange_strong(seen, free_word, std::memory_order_release,
-                                     std::memory_order_relaxed)) {
-    return code(errc::already_returned);
-  }
-  header->wait.returned.notify_all();
-  return {};
-}
-
 // Whether `owner` (a packed id from a state word) is known dead. Ids without a generation
 // (kLocalOwner, no Participant) and unknown answers are alive: never reclaim a live holder.
 class LivenessCache {
@@ -135,78 +119,45 @@ bool try_class(const PoolRef& ref, std::uint32_t size_class, detail::PoolHeader*
 
 // --- handles
 
-Loan::Loan(Loan&& other) noexcept
-    : header_(std::exchange(other.header_, nullptr)),
-      word_(std::exchange(other.word_, nullptr)),
-      position_(other.position_),
-      data_(other.data_),
-      size_(other.size_),
-      capacity_(other.capacity_),
-      expected_(other.expected_),
-      tag_(other.tag_),
-      class_(other.class_),
-      index_(other.index_) {}
+detail::BufferClaim::BufferClaim(BufferClaim&& other) noexcept
+    : header(std::exchange(other.header, nullptr)),
+      word(std::exchange(other.word, nullptr)),
+      expected(other.expected) {}
 
-Loan& Loan::operator=(Loan&& other) noexcept {
+detail::BufferClaim& detail::BufferClaim::operator=(BufferClaim&& other) noexcept {
   if (this != &other) {
-    (void)give_back();
-    header_ = std::exchange(other.header_, nullptr);
-    word_ = std::exchange(other.word_, nullptr);
-    position_ = other.position_;
-    data_ = other.data_;
-    size_ = other.size_;
-    capacity_ = other.capacity_;
-    expected_ = other.expected_;
-    tag_ = other.tag_;
-    class_ = other.class_;
-    index_ = other.index_;
+    (void)give_back();  // already_returned: the buffer is no longer ours; nothing to undo
+    header = std::exchange(other.header, nullptr);
+    word = std::exchange(other.word, nullptr);
+    expected = other.expected;
   }
   return *this;
 }
 
-Loan::~Loan() {
+detail::BufferClaim::~BufferClaim() {
   (void)give_back();
 }
 
-std::error_code Loan::resize(std::size_t size) noexcept {
-  if (word_ == nullptr || size > capacity_) return code(errc::invalid_argument);
-  size_ = size;
+std::error_code detail::BufferClaim::give_back() noexcept {
+  if (word == nullptr) return code(errc::invalid_argument);
+  std::atomic<std::uint64_t>* const mine = std::exchange(word, nullptr);
+  const std::uint64_t free_word =
+      detail::make_word(BufferState::free, detail::word_generation(expected), detail::kNoOwner);
+  // release (G1): our reads and writes of the buffer happen-before the next loaner's acquire CAS
+  // in L1. relaxed on failure: nothing is read through a word that is not ours.
+  std::uint64_t seen = expected;
+  if (!mine->compare_exchange_strong(seen, free_word, std::memory_order_release,
+                                     std::memory_order_relaxed)) {
+    return code(errc::already_returned);
+  }
+  header->wait.returned.notify_all();
   return {};
 }
 
-std::error_code Loan::give_back() noexcept {
-  if (word_ == nullptr) return code(errc::invalid_argument);
-  std::atomic<std::uint64_t>* word = std::exchange(word_, nullptr);
-  return give_back_word(header_, word, expected_);
-}
-
-Held::Held(Held&& other) noexcept
-    : header_(std::exchange(other.header_, nullptr)),
-      word_(std::exchange(other.word_, nullptr)),
-      data_(other.data_),
-      size_(other.size_),
-      expected_(other.expected_) {}
-
-Held& Held::operator=(Held&& other) noexcept {
-  if (this != &other) {
-    (void)give_back();
-    header_ = std::exchange(other.header_, nullptr);
-    word_ = std::exchange(other.word_, nullptr);
-    data_ = other.data_;
-    size_ = other.size_;
-    expected_ = other.expected_;
-  }
-  return *this;
-}
-
-Held::~Held() {
-  (void)give_back();
-}
-
-std::error_code Held::give_back() noexcept {
-  if (word_ == nullptr) return code(errc::invalid_argument);
-  std::atomic<std::uint64_t>* word = std::exchange(word_, nullptr);
-  return give_back_word(header_, word, expected_);
+std::error_code Loan::resize(std::size_t size) noexcept {
+  if (claim_.word == nullptr || size > capacity_) return code(errc::invalid_argument);
+  size_ = size;
+  return {};
 }
 
 // --- loaning
@@ -234,7 +185,7 @@ Result<Loan> PoolView::loan_with(std::size_t size, const sync::Deadline* deadlin
   auto attempt = [&]() noexcept {
     for (std::uint32_t c = fitting; c < ref_.class_count; ++c) {
       std::uint32_t index = 0;
-      if (try_class(ref_, c, loan.header_, loan.word_, loan.expected_, index)) {
+      if (try_class(ref_, c, loan.claim_.header, loan.claim_.word, loan.claim_.expected, index)) {
         loan.index_ = index;
         loan.class_ = c;
         return true;
@@ -294,18 +245,18 @@ Result<Descriptor> PoolView::post_at(Loan&& loan, std::uint64_t position) const 
 }
 
 Result<Descriptor> PoolView::post_impl(Loan&& loan, const std::uint64_t* position) const noexcept {
-  if (loan.word_ == nullptr || loan.header_ != ref_.header || ref_.header == nullptr) {
+  if (loan.claim_.word == nullptr || loan.claim_.header != ref_.header || ref_.header == nullptr) {
     return code(errc::invalid_argument);
   }
   if (position != nullptr) {
     // relaxed: published by the release CAS below (P1); read after an acquire load of the word.
     loan.position_->store(*position, std::memory_order_relaxed);
   }
-  const std::uint32_t generation = detail::word_generation(loan.expected_);
+  const std::uint32_t generation = detail::word_generation(loan.claim_.expected);
   const std::uint64_t posted =
-      detail::make_word(BufferState::posted, generation, detail::word_owner(loan.expected_));
-  std::atomic<std::uint64_t>* word = std::exchange(loan.word_, nullptr);
-  std::uint64_t seen = loan.expected_;
+      detail::make_word(BufferState::posted, generation, detail::word_owner(loan.claim_.expected));
+  std::atomic<std::uint64_t>* word = std::exchange(loan.claim_.word, nullptr);
+  std::uint64_t seen = loan.claim_.expected;
   // release (P1): publishes the payload and the position word; pairs with the acquire CAS of
   // accept() (A1) and the acquire load of a LoanChannel reclaimer (R1).
   if (!word->compare_exchange_strong(seen, posted, std::memory_order_release,
@@ -375,11 +326,11 @@ Result<Held> PoolView::accept_impl(const Descriptor& descriptor,
     if (word.compare_exchange_weak(seen, mine, std::memory_order_acquire,
                                    std::memory_order_relaxed)) {
       Held held;
-      held.header_ = ref_.header;
-      held.word_ = &word;
+      held.claim_.header = ref_.header;
+      held.claim_.word = &word;
       held.data_ = buffer_address(ref_, descriptor.size_class, descriptor.index);
       held.size_ = static_cast<std::size_t>(descriptor.length);
-      held.expected_ = mine;
+      held.claim_.expected = mine;
       return held;
     }
   }

@@ -155,6 +155,26 @@ struct PoolRef {
   };
   std::array<Class, kMaxClasses> classes{};
 };
+
+// The buffer a Loan or a Held owns: its state word and the value this handle wrote there. The
+// buffer goes back to the pool once: give_back(), or when the claim is destroyed or assigned
+// over; a move transfers it (the source then owns nothing). PoolView fills it.
+struct BufferClaim {
+  BufferClaim() noexcept = default;
+  BufferClaim(BufferClaim&& other) noexcept;
+  BufferClaim& operator=(BufferClaim&& other) noexcept;
+  BufferClaim(const BufferClaim&) = delete;
+  BufferClaim& operator=(const BufferClaim&) = delete;
+  ~BufferClaim();
+
+  // Frees the buffer and wakes loaners. errc::invalid_argument: nothing owned; already_returned:
+  // the word no longer holds `expected` (a survivor reclaimed it believing this owner dead).
+  std::error_code give_back() noexcept;
+
+  PoolHeader* header = nullptr;
+  std::atomic<std::uint64_t>* word = nullptr;  // nullptr: nothing owned
+  std::uint64_t expected = 0;  // the state word this handle wrote (state, owner, generation)
+};
 }  // namespace detail
 
 // A loaned buffer being written by its owner. data(): size() bytes (what post() hands over),
@@ -162,32 +182,30 @@ struct PoolRef {
 class Loan {
  public:
   Loan() noexcept = default;
-  Loan(Loan&& other) noexcept;
-  Loan& operator=(Loan&& other) noexcept;
+  Loan(Loan&& other) noexcept = default;             // `other` owns nothing afterwards
+  Loan& operator=(Loan&& other) noexcept = default;  // gives this loan's buffer back first
   Loan(const Loan&) = delete;
   Loan& operator=(const Loan&) = delete;
-  ~Loan();
+  ~Loan() = default;  // gives the buffer back (detail::BufferClaim)
 
   std::span<std::byte> data() const noexcept { return {data_, size_}; }
   std::size_t size() const noexcept { return size_; }
   std::size_t capacity() const noexcept { return capacity_; }
   // Changes what post() hands over. errc::invalid_argument: size > capacity() or no loan.
   [[nodiscard]] std::error_code resize(std::size_t size) noexcept;
-  bool active() const noexcept { return word_ != nullptr; }
+  bool active() const noexcept { return claim_.word != nullptr; }
   std::uint32_t size_class() const noexcept { return class_; }
   // Gives the buffer back now. errc::invalid_argument: no loan; already_returned: the buffer is
   // no longer this loan's (a survivor reclaimed it believing this owner dead: a detached view).
-  [[nodiscard]] std::error_code give_back() noexcept;
+  [[nodiscard]] std::error_code give_back() noexcept { return claim_.give_back(); }
 
  private:
   friend class PoolView;
-  detail::PoolHeader* header_ = nullptr;
-  std::atomic<std::uint64_t>* word_ = nullptr;
+  detail::BufferClaim claim_;  // expected: loaned, owner, generation
   std::atomic<std::uint64_t>* position_ = nullptr;
   std::byte* data_ = nullptr;
   std::size_t size_ = 0;
   std::size_t capacity_ = 0;
-  std::uint64_t expected_ = 0;  // the state word this loan wrote (loaned, owner, generation)
   std::uint32_t tag_ = 0;
   std::uint32_t class_ = 0;
   std::uint32_t index_ = 0;
@@ -197,25 +215,23 @@ class Loan {
 class Held {
  public:
   Held() noexcept = default;
-  Held(Held&& other) noexcept;
-  Held& operator=(Held&& other) noexcept;
+  Held(Held&& other) noexcept = default;             // as Loan's
+  Held& operator=(Held&& other) noexcept = default;  // as Loan's
   Held(const Held&) = delete;
   Held& operator=(const Held&) = delete;
-  ~Held();
+  ~Held() = default;  // gives the buffer back (detail::BufferClaim)
 
   std::span<const std::byte> data() const noexcept { return {data_, size_}; }
   std::size_t size() const noexcept { return size_; }
-  bool active() const noexcept { return word_ != nullptr; }
+  bool active() const noexcept { return claim_.word != nullptr; }
   // errc::invalid_argument: nothing held; already_returned: no longer ours (see Loan).
-  [[nodiscard]] std::error_code give_back() noexcept;
+  [[nodiscard]] std::error_code give_back() noexcept { return claim_.give_back(); }
 
  private:
   friend class PoolView;
-  detail::PoolHeader* header_ = nullptr;
-  std::atomic<std::uint64_t>* word_ = nullptr;
+  detail::BufferClaim claim_;  // expected: held, owner, generation
   const std::byte* data_ = nullptr;
   std::size_t size_ = 0;
-  std::uint64_t expected_ = 0;
 };
 
 class PoolView {
