@@ -11,18 +11,17 @@
 // (pool.h).
 // Lifetime: Loans and Helds point into the segment: destroy them before the LoanChannel.
 // Thread- and process-safety: every member may be called concurrently from any thread of any
-// process that created, opened or adopted the segment. Handles (Loan, Held) are move-only values.
-// Blocking: loan/send/receive (and _until/_for) block: loan while every fitting class is empty,
-// send while the channel is full, receive while it is empty; each spins briefly, then parks
-// (pool: `returned` EventCount; channel: not_full / not_empty). try_* never park.
-// Failures: loan: message_too_large (size above the largest class), would_block, timed_out,
-// peer_dead (below); send: would_block, timed_out, peer_dead (the channel is full and every
-// consumer is dead), already_returned (the buffer's word no longer names this loan: a peer
-// wrote it; the loan is then gone), invalid_argument (an inactive or foreign loan); on every other
-// send error the loan stays with the caller, untouched. receive: would_block, timed_out, peer_dead
-// (empty and every producer dead), bad_descriptor (a record that is no descriptor this pool issued:
-// a hostile producer; the record is consumed, call receive again), corrupt_segment. Segment errors
-// as segment.h.
+// process that created, opened or adopted the segment. Handles (Loan, Held): as pool.h.
+// Blocking: loan/send/receive (and _until/_for) block: loan as PoolView's (pool.h), with the
+// reclaim pass below; send while the channel is full, receive while it is empty (spin briefly,
+// then park on the channel's not_full / not_empty). try_* never park.
+// Failures: loan: PoolView's (pool.h), and peer_dead (below); send: would_block, timed_out,
+// peer_dead (the channel is full and every consumer is dead), already_returned (the buffer's word
+// no longer names this loan: a peer wrote it; the loan is then gone), invalid_argument (an inactive
+// or foreign loan); on every other send error the loan stays with the caller, untouched. receive:
+// would_block, timed_out, peer_dead (empty and every producer dead), bad_descriptor (a record that
+// is no descriptor this pool issued: a hostile producer; the record is consumed, call receive
+// again), corrupt_segment. Segment errors as segment.h.
 //
 // The protocol (numbered steps; what survivors see after a death at each):
 //   send:  S1) reserve a channel record (position p). S2) write the descriptor into it. S3) store
