@@ -53,8 +53,8 @@ detail::ReserveOutcome reserve_wait(const Ring& ring, const WaitPolicy& policy, 
   for (;;) {
     detail::ReserveOutcome outcome = detail::try_reserve(ring, size32, check_liveness);
     if (!is(outcome.error, errc::would_block) || deadline == nullptr) return outcome;
-    // Still full after a period: if every consumer is dead, nobody will ever make room.
-    if (check_liveness && detail::peer_state(ring, detail::Role::consumer) == PeerState::all_dead) {
+    // Still full after a period: if no live participant can consume, nobody will make room.
+    if (check_liveness && detail::side_ended(ring, detail::Role::consumer)) {
       return {errc_code(errc::peer_dead), 0};
     }
     // After a periodic wake-up that found nothing new, park again without spinning: a blocked
@@ -92,10 +92,10 @@ detail::ClaimOutcome claim_wait(const Ring& ring, const WaitPolicy& policy, std:
     detail::ClaimOutcome outcome = detail::try_claim(ring, limit, check_liveness);
     if (!is(outcome.error, errc::would_block) || deadline == nullptr) return outcome;
     if (check_liveness && outcome.pending_owner == 0 &&
-        detail::peer_state(ring, detail::Role::producer) == PeerState::all_dead) {
-      // End of stream: no producer lives to commit anything. One more claim, now that their
-      // deaths are seen (a record committed just before the last death, or one left reserved,
-      // which this claim aborts and skips).
+        detail::side_ended(ring, detail::Role::producer)) {
+      // End of stream: no live participant can commit anything. One more claim, now that the
+      // producers' deaths are seen (a record committed just before the last death, or one left
+      // reserved, which this claim aborts and skips).
       outcome = detail::try_claim(ring, limit, true);
       if (!is(outcome.error, errc::would_block)) return outcome;
       if (outcome.pending_owner == 0) return {errc_code(errc::peer_dead), 0, 0, 0};
@@ -105,7 +105,7 @@ detail::ClaimOutcome claim_wait(const Ring& ring, const WaitPolicy& policy, std:
     const bool woke_by_timer = check_liveness;
     check_liveness = false;
     if (sync::Clock::now() >= *deadline) return {errc_code(errc::timed_out), 0, 0, 0};
-    if (!woke_by_timer && spin_then_yield(policy, [&] { return detail::data_ready_hint(ring); })) {
+    if (!woke_by_timer && spin_then_yield(policy, [&] { return detail::data_ready(ring); })) {
       continue;
     }
     if (outcome.pending_owner != 0 && outcome.pending_owner != checked_owner) {

@@ -535,18 +535,6 @@ bool data_ready(const Ring& ring) noexcept {
   return control != 0 && control_state(control) != RecordState::reserved;
 }
 
-bool data_ready_hint(const Ring& ring) noexcept {
-  // No claim lock: spinning consumers would fight over it with the one that claims. The loads
-  // are of aligned words inside the mapping, so a stale head only gives a wrong hint (a record
-  // already skipped: "ready", and try_claim then says would_block; bytes reused since: anything),
-  // never a fault; the exact answer before parking is data_ready()'s.
-  // acquire: pairs with the release stores of K4 (head) and R6/C2 (control).
-  const std::uint64_t head = ring.header->consumer.head.load(std::memory_order_acquire);
-  if (!aligned(head)) return true;  // corrupt: let try_claim report it
-  const std::uint64_t control = control_at(ring, head).load(std::memory_order_acquire);
-  return control != 0 && control_state(control) != RecordState::reserved;
-}
-
 std::uint32_t head_pending_owner(const Ring& ring, bool abort_dead) noexcept {
   ConsumerLine& consumer = ring.header->consumer;
   const bool spsc = ring.spsc();

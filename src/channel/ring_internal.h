@@ -79,9 +79,6 @@ std::error_code sweep(const Ring& ring, bool check_liveness, bool wait = true) n
 // try-lock of the claim lock (true when it is busy: somebody is claiming); free space for a
 // record of `size` bytes (positions only).
 bool data_ready(const Ring& ring) noexcept;
-// data_ready() without the claim lock, for spinning: may be wrong either way for a moment (a
-// stale head), so a waiter re-checks with data_ready() after announcing itself.
-bool data_ready_hint(const Ring& ring) noexcept;
 bool space_ready(const Ring& ring, std::uint32_t size) noexcept;
 
 // For the readiness waker (readiness.cc): the packed id of the producer still writing the head
@@ -96,5 +93,9 @@ std::uint32_t head_pending_owner(const Ring& ring, bool abort_dead) noexcept;
 void register_role(const Ring& ring, Role role) noexcept;
 bool roles_registered(const Ring& ring, Role role) noexcept;
 PeerState peer_state(const Ring& ring, Role role) noexcept;
+// True when `role` has been taken by somebody and no live participant of the table could take
+// it any more: every live one holds only the other role (errc::peer_dead for the other side's
+// waits). False without a role table or a self, or when the table cannot be read.
+bool side_ended(const Ring& ring, Role role) noexcept;
 
 }  // namespace xproc::channel::detail

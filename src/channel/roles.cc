@@ -56,4 +56,38 @@ PeerState peer_state(const Ring& ring, Role role) noexcept {
   return any ? PeerState::all_dead : PeerState::none_yet;
 }
 
+namespace {
+// What side_ended() gathers while it visits the participant table (one pointer: the
+// std::function it is passed through keeps it without allocating).
+struct SideScan {
+  const Ring* ring;
+  const std::atomic<std::uint32_t>* role;   // entries of the role that could end
+  const std::atomic<std::uint32_t>* other;  // entries of the other role
+  bool possible = false;                    // a live participant could still take the role
+};
+}  // namespace
+
+bool side_ended(const Ring& ring, Role role) noexcept {
+  if (ring.role_slots == 0 || ring.self == nullptr || !ring.self->attached()) return false;
+  if (!roles_registered(ring, role)) return false;  // nobody took it yet: wait for the first
+  const Role other = role == Role::producer ? Role::consumer : Role::producer;
+  SideScan scan{&ring, role_entries(ring, role), role_entries(ring, other)};
+  SideScan* context = &scan;
+  const std::error_code error =
+      ring.self->for_each_participant([context](sync::ParticipantId id, bool alive) {
+        if (!alive || context->possible) return;
+        if (id.slot >= context->ring->role_slots) {  // no entry to tell: a possible peer
+          context->possible = true;
+          return;
+        }
+        const std::uint32_t packed = id.pack();
+        // relaxed: as in peer_state; the ids are only compared.
+        const bool has_role = context->role[id.slot].load(std::memory_order_relaxed) == packed;
+        const bool has_other = context->other[id.slot].load(std::memory_order_relaxed) == packed;
+        // It has the role, or it has not taken the other one (it may still take this one).
+        if (has_role || !has_other) context->possible = true;
+      });
+  return !error && !scan.possible;  // an error: cannot tell, so not ended
+}
+
 }  // namespace xproc::channel::detail

@@ -1,6 +1,7 @@
-// The channel's role table: a blocked sender learns that every consumer died, a blocked receiver
-// that every producer died (end of stream), and neither is told so while a peer on the other
-// side lives or before anyone ever took that side.
+// The channel's role table: a blocked sender learns that no live participant can receive any
+// more, a blocked receiver that none can send (end of stream); neither is told so while a peer
+// on the other side lives, while a live participant has not chosen a side yet, or before anyone
+// ever took that side.
 #include <signal.h>
 
 #include <gtest/gtest.h>
@@ -170,6 +171,54 @@ TEST(PeerRoles, ADeclaredProducerKeepsTheStreamOpenBeforeItsFirstSend) {
   late.kill(SIGKILL);
   EXPECT_EQ(channel->receive_until(text, sync::Clock::now() + 10s), code(errc::peer_dead));
   EXPECT_TRUE(late.wait(10s).signaled);
+}
+
+TEST(PeerRoles, ALiveParticipantThatHasNotSentYetKeepsTheStreamOpen) {
+  Channel channel = Channel::create_anonymous(test::small_config()).value();
+  xproc::test::SharedObject<std::atomic<std::uint32_t>> attached;
+  xproc::test::Child first = xproc::test::Child::start([&]() -> int {
+    Channel mine = adopted_copy(channel);
+    return mine->send(test::as_bytes("first")) ? 1 : 0;  // sends, then exits
+  });
+  xproc::test::Child starting = xproc::test::Child::start([&]() -> int {
+    Channel mine = adopted_copy(channel);  // attached, has not sent yet (a producer starting up)
+    attached->store(1);
+    for (;;) pause();
+  });
+  ASSERT_TRUE(first.wait(10s).ok());
+  ASSERT_TRUE(xproc::test::eventually([&] { return attached->load() != 0; }));
+  std::string text;
+  ASSERT_FALSE(channel->receive_until(text, sync::Clock::now() + 10s));
+  EXPECT_EQ(channel->producers(), PeerState::all_dead);  // those that sent are gone ...
+  EXPECT_EQ(channel->receive_until(text, sync::Clock::now() + 50ms), code(errc::timed_out));
+  starting.kill(SIGKILL);  // ... and now the one that could still send too
+  EXPECT_EQ(channel->receive_until(text, sync::Clock::now() + 10s), code(errc::peer_dead));
+  EXPECT_TRUE(starting.wait(10s).signaled);
+}
+
+TEST(PeerRoles, ALiveParticipantThatHasNotReceivedYetKeepsAFullSenderWaiting) {
+  Channel channel = Channel::create_anonymous(test::small_config()).value();
+  xproc::test::SharedObject<std::atomic<std::uint32_t>> attached;
+  ASSERT_FALSE(channel->send(test::as_bytes("one")));
+  xproc::test::Child consumer = xproc::test::Child::start([&]() -> int {
+    Channel mine = adopted_copy(channel);
+    std::string text;
+    if (mine->receive_until(text, sync::Clock::now() + 10s)) return 1;
+    raise(SIGKILL);
+    return 2;
+  });
+  ASSERT_TRUE(consumer.wait(10s).signaled);
+  xproc::test::Child starting = xproc::test::Child::start([&]() -> int {
+    Channel mine = adopted_copy(channel);  // a consumer starting up
+    attached->store(1);
+    for (;;) pause();
+  });
+  ASSERT_TRUE(xproc::test::eventually([&] { return attached->load() != 0; }));
+  fill(channel);
+  EXPECT_EQ(channel->send_for(test::as_bytes("more"), 30ms), code(errc::timed_out));
+  starting.kill(SIGKILL);
+  EXPECT_TRUE(starting.wait(10s).signaled);
+  EXPECT_EQ(channel->send_for(test::as_bytes("more"), 10s), code(errc::peer_dead));
 }
 
 TEST(PeerRoles, ReceiveWithNoProducerEverSleepsToItsDeadline) {

@@ -23,8 +23,10 @@
  *              no correct writer produces: refused, never undefined behaviour)
  *   EACCES     permission denied (open/adopt)    ENOMEM / other OS errno: as the OS reports
  *   EOWNERDEAD a peer needed for the operation is dead: a blocking send/reserve on a full
- *              channel whose receivers have all died, a blocking receive/peek on an empty channel
- *              whose senders have all died (end of stream; everything they sent came first)
+ *              channel that no live process can receive from any more, a blocking receive/peek
+ *              on an empty channel that no live process can send to any more (end of stream;
+ *              everything sent came first). A live process that has not used the channel yet
+ *              counts as a possible peer.
  * No C++ exception crosses this API; the send, receive, reserve and peek paths never allocate.
  * Interrupted waits are resumed, never EINTR.
  *

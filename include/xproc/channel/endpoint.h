@@ -48,20 +48,22 @@
 //     always at a record boundary).
 //   * a parked waiter is never the only one who could see a death: a waiter that waits on a
 //     specific peer wakes every kPeerCheckPeriod to check it.
-//   * every consumer dead: a blocking send/reserve (with or without deadline) on a channel that
-//     stays full returns errc::peer_dead once every process that has received on the channel is
-//     dead (like a pipe's EPIPE), checked every kPeerCheckPeriod. A message that fits is still
-//     queued, for a consumer that comes later; try_* answer would_block.
-//   * every producer dead: a blocking receive/peek on an empty channel returns errc::peer_dead
-//     once every process that has sent on the channel is dead (end of stream, like a pipe's EOF),
-//     after everything they committed has been received. An idle receiver looks at growing
-//     intervals (kPeerCheckPeriod doubling up to kIdlePeerCheckPeriod); while nobody has ever sent,
-//     it sleeps with no timer at all. try_* answer would_block. A later sender revives the stream.
+//   * the other side is gone: a blocking send/reserve on a channel that stays full returns
+//     errc::peer_dead once somebody has received on the channel and no live participant could
+//     still receive: every live one is a producer that never received (like a pipe's EPIPE).
+//     Symmetrically, a blocking receive/peek on an empty channel returns errc::peer_dead once
+//     somebody has sent and every live participant is a consumer that never sent (end of
+//     stream, like a pipe's EOF), after everything committed has been received. A live
+//     participant that has not used the channel yet counts as a possible peer, so a peer still
+//     starting up never looks like the end. A full sender looks every kPeerCheckPeriod; an idle
+//     receiver at growing intervals (kPeerCheckPeriod doubling up to kIdlePeerCheckPeriod), and
+//     while nobody has ever sent it sleeps with no timer at all. try_* answer would_block. A
+//     message that fits is still queued, for a consumer that comes later.
 //   Roles: a process becomes a producer at its first send/reserve (try_* included) or
-//   declare_producer(), a consumer at its first receive/peek or declare_consumer(), and stays one
-//   while it lives (the role table, layout.h). Needs
-//   ChannelConfig::role_slots (Channel sets it) and a `self`; otherwise PeerState::untracked and
-//   never peer_dead for this reason.
+//   declare_producer(), a consumer at its first receive/peek or declare_consumer(), and keeps
+//   the role while it lives (the role table, layout.h; docs/decisions/0034-channel-roles.md).
+//   Needs ChannelConfig::role_slots (Channel sets it) and a `self`; otherwise PeerState::untracked
+//   and never peer_dead for this reason.
 // fork(): an Endpoint copied into a fork child points at the same mapping (if it is MAP_SHARED)
 // but its `self` Participant is detached in the child (participant_table.h): such an Endpoint
 // never declares a peer dead and still names the parent in the records it writes. Open a new
@@ -101,13 +103,13 @@ struct ChannelConfig {
 };
 
 // How a blocking call of this Endpoint waits before it parks on a futex (process-local): spin
-// `spin_rounds` rounds (each re-checks, then pauses 1, 2, 4, then 8 times), then yield the CPU
+// `spin_rounds` rounds (each re-checks, then pauses 1, 2, then 4 times), then yield the CPU
 // up to `yield_rounds` times. The default (~10 us of spinning here) catches a peer that answers
 // within microseconds without a sleep; {0, 0} parks at once: no CPU burnt while waiting, every
 // hand-off to a waiting peer pays a futex wake-up (the "sleeping peers" latency).
 struct WaitPolicy {
-  static constexpr std::uint32_t kMaxPausesPerRound = 8;
-  std::uint32_t spin_rounds = 64;
+  static constexpr std::uint32_t kMaxPausesPerRound = 4;
+  std::uint32_t spin_rounds = 128;
   std::uint32_t yield_rounds = 4;
 };
 
