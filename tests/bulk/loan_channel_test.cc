@@ -99,9 +99,7 @@ TEST(LoanChannel, ForgedRecordsAreRefusedAndTheNextMessageStillArrives) {
   std::memset(junk, 0x5a, sizeof junk);
   ASSERT_FALSE(channel.endpoint().send(junk));
   ASSERT_FALSE(channel.endpoint().send(std::span<const std::byte>(junk, 7)));
-  Loan loan = channel.loan(10).value();
-  test::write_payload(loan.data(), 0, 5);
-  ASSERT_FALSE(channel.send(std::move(loan)));
+  ASSERT_FALSE(test::send_payload(channel, 10, 0, 5));
   EXPECT_EQ(channel.try_receive().error(), code(errc::bad_descriptor));
   EXPECT_EQ(channel.try_receive().error(), code(errc::bad_descriptor));
   Held held = channel.try_receive().value();
@@ -121,9 +119,7 @@ TEST(LoanChannel, ALoanOfAnotherPoolIsRefusedAndStaysWithTheCaller) {
 TEST(LoanChannel, AdoptedSegmentSharesPoolAndChannel) {
   LoanChannel a = LoanChannel::create_anonymous(small_config()).value();
   LoanChannel b = LoanChannel::adopt(sys::reopen(a.segment().fd()).value()).value();
-  Loan loan = a.loan(100).value();
-  test::write_payload(loan.data(), 4, 4);
-  ASSERT_FALSE(a.send(std::move(loan)));
+  ASSERT_FALSE(test::send_payload(a, 100, 4, 4));
   Held held = b.receive_for(5s).value();
   EXPECT_TRUE(test::payload_is(held.data(), 4, 4));
 }
@@ -153,9 +149,7 @@ TEST(LoanChannelStress, ThreadsDeliverEveryPayloadExactlyOnce) {
     threads.emplace_back([&, p] {
       for (std::uint32_t s = 0; s < per_producer; ++s) {
         const std::size_t size = 12 + (s * 7919u + p * 104729u) % (65536u - 11u);
-        Loan loan = channel.loan(size).value();
-        test::write_payload(loan.data(), p, s);
-        if (channel.send(std::move(loan))) bad.fetch_add(1);
+        if (test::send_payload(channel, size, p, s)) bad.fetch_add(1);
       }
     });
   }

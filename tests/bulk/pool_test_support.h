@@ -9,8 +9,11 @@
 #include <cstring>
 #include <optional>
 #include <span>
+#include <system_error>
+#include <utility>
 
 #include "shared_region.h"
+#include "xproc/bulk/loan_channel.h"
 #include "xproc/bulk/pool.h"
 
 namespace xproc::bulk::test {
@@ -45,6 +48,15 @@ inline void write_payload(std::span<std::byte> out, std::uint32_t producer,
     std::memcpy(out.data() + 4, &sequence, 4);
     std::memcpy(out.data() + 8, &checksum, 4);
   }
+}
+
+// Loans `size` bytes (value(): a failed loan throws), writes payload (producer, sequence) into
+// it and sends it: send's result.
+inline std::error_code send_payload(const LoanChannel& channel, std::size_t size,
+                                    std::uint32_t producer, std::uint32_t sequence) {
+  Loan loan = channel.loan(size).value();
+  write_payload(loan.data(), producer, sequence);
+  return channel.send(std::move(loan));
 }
 
 // True when `in` is exactly what write_payload(producer, sequence) wrote; for payloads of 12

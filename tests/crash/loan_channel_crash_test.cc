@@ -90,9 +90,7 @@ TEST(LoanChannelCrash, ProducerKilledBetweenPostAndCommitIsNeverDeliveredAndItsB
 
 TEST(LoanChannelCrash, ConsumerKilledBetweenClaimAndAcceptLeaksNothing) {
   LoanChannel channel = LoanChannel::create_anonymous(crash_config()).value();
-  Loan loan = channel.loan(100).value();
-  test::write_payload(loan.data(), 2, 2);
-  ASSERT_FALSE(channel.send(std::move(loan)));
+  ASSERT_FALSE(test::send_payload(channel, 100, 2, 2));
   xproc::test::Child consumer = xproc::test::Child::start([&]() -> int {
     LoanChannel mine = adopt_in_child(channel);
     channel::Message claimed = mine.endpoint().peek().value();  // K1, then death before K2
@@ -109,9 +107,7 @@ TEST(LoanChannelCrash, ConsumerKilledBetweenClaimAndAcceptLeaksNothing) {
 
 TEST(LoanChannelCrash, WithRedeliveryAClaimedButUnacceptedBufferGoesToTheNextConsumer) {
   LoanChannel channel = LoanChannel::create_anonymous(crash_config(true)).value();
-  Loan loan = channel.loan(3000).value();
-  test::write_payload(loan.data(), 3, 3);
-  ASSERT_FALSE(channel.send(std::move(loan)));
+  ASSERT_FALSE(test::send_payload(channel, 3000, 3, 3));
   xproc::test::Child consumer = xproc::test::Child::start([&]() -> int {
     LoanChannel mine = adopt_in_child(channel);
     channel::Message claimed = mine.endpoint().peek().value();
@@ -127,9 +123,7 @@ TEST(LoanChannelCrash, WithRedeliveryAClaimedButUnacceptedBufferGoesToTheNextCon
 
 TEST(LoanChannelCrash, WithRedeliveryABufferAcceptedByADeadConsumerIsTakenOver) {
   LoanChannel channel = LoanChannel::create_anonymous(crash_config(true)).value();
-  Loan loan = channel.loan(3000).value();
-  test::write_payload(loan.data(), 4, 4);
-  ASSERT_FALSE(channel.send(std::move(loan)));
+  ASSERT_FALSE(test::send_payload(channel, 3000, 4, 4));
   xproc::test::Child consumer = xproc::test::Child::start([&]() -> int {
     LoanChannel mine = adopt_in_child(channel);
     channel::Message claimed = mine.endpoint().peek().value();  // K1
@@ -149,9 +143,7 @@ TEST(LoanChannelCrash, WithRedeliveryABufferAcceptedByADeadConsumerIsTakenOver) 
 TEST(LoanChannelCrash, ConsumerKilledHoldingABufferIsReclaimed) {
   LoanChannel channel = LoanChannel::create_anonymous(crash_config()).value();
   for (std::uint32_t s = 0; s < 2; ++s) {
-    Loan loan = channel.loan(60000).value();
-    test::write_payload(loan.data(), 5, s);
-    ASSERT_FALSE(channel.send(std::move(loan)));
+    ASSERT_FALSE(test::send_payload(channel, 60000, 5, s));
   }
   xproc::test::Child consumer = xproc::test::Child::start([&]() -> int {
     LoanChannel mine = adopt_in_child(channel);
