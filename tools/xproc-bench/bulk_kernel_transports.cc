@@ -6,9 +6,11 @@
 //   pipe-vmsplice  the same pipe, but the producer vmsplice()s its pages (the pipe references
 //                  them; no copy in) and the consumer read()s them out: 1 copy. Pages may not be
 //                  rewritten while the pipe still references them: the producer rotates over
-//                  R = capacity / payload + 2 page-aligned buffers. When buffer j is reused, the
-//                  R-1 payloads spliced after it (> capacity bytes) were all accepted by the pipe,
-//                  so every page of j had left it (FIFO): the reader had copied it out.
+//                  R = ceil(slots / pages per payload) + 2 page-aligned buffers (slots = capacity
+//                  / page; a spliced buffer takes at least one slot per page it spans). When
+//                  buffer j is reused, the R-1 payloads spliced after it (more slots than the
+//                  pipe has) were all accepted by the pipe, so every page of j had left it
+//                  (FIFO): the reader had copied it out.
 //   unix-stream    socketpair(AF_UNIX, SOCK_STREAM), SO_SNDBUF/SO_RCVBUF asked for 4 MiB (the
 //                  kernel caps them at wmem_max/rmem_max): 2 copies
 // A byte stream keeps no payload boundaries between several readers: 1 -> 1 only.
@@ -63,7 +65,16 @@ class StreamLink final : public BulkLink {
   std::unique_ptr<BulkSender> open_sender() override;
   std::unique_ptr<BulkReceiver> open_receiver(int) override;
 
-  std::size_t rotation() const { return kind_ == Kind::vmsplice ? capacity_ / payload_ + 2 : 1; }
+  // vmsplice: the pipe holds at most capacity / page slots, and a page-aligned buffer takes at
+  // least ceil(payload / page) of them, so after R - 1 = ceil(slots / that) + 1 later buffers
+  // were spliced, none of buffer j's pages can still be in the pipe.
+  std::size_t rotation() const {
+    if (kind_ != Kind::vmsplice) return 1;
+    const auto page = static_cast<std::size_t>(sysconf(_SC_PAGESIZE));
+    const std::size_t slots = capacity_ / page;
+    const std::size_t per_payload = (payload_ + page - 1) / page;
+    return (slots + per_payload - 1) / per_payload + 2;
+  }
   Kind kind() const { return kind_; }
   std::size_t payload() const { return payload_; }
   int read_fd() const { return read_fd_; }
