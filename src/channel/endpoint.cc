@@ -512,6 +512,12 @@ PeerState Endpoint::producers() const noexcept {
 PeerState Endpoint::consumers() const noexcept {
   return detail::peer_state(ring_, detail::Role::consumer);
 }
+bool Endpoint::producers_gone() const noexcept {
+  return ring_.header != nullptr && detail::side_ended(ring_, detail::Role::producer);
+}
+bool Endpoint::consumers_gone() const noexcept {
+  return ring_.header != nullptr && detail::side_ended(ring_, detail::Role::consumer);
+}
 
 Statistics Endpoint::statistics() const noexcept {
   Statistics s;

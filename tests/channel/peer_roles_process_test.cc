@@ -52,7 +52,9 @@ TEST(PeerRoles, BlockedSendReturnsPeerDeadOnceEveryConsumerDied) {
   ASSERT_TRUE(consumer.wait(10s).signaled);
   EXPECT_EQ(channel->consumers(), PeerState::all_dead);
   EXPECT_EQ(channel->producers(), PeerState::alive);  // this process has sent
-  EXPECT_GT(fill(channel), 0);                        // room is still used: queued for later
+  EXPECT_TRUE(channel->consumers_gone());
+  EXPECT_FALSE(channel->producers_gone());
+  EXPECT_GT(fill(channel), 0);  // room is still used: queued for later
   // No deadline at all: the death, not a timeout, ends the wait (a hang fails the test's limit).
   EXPECT_EQ(channel->send(test::as_bytes("more")), code(errc::peer_dead));
   EXPECT_EQ(channel->send_for(test::as_bytes("more"), 10s), code(errc::peer_dead));
@@ -215,6 +217,8 @@ TEST(PeerRoles, ALiveParticipantThatHasNotReceivedYetKeepsAFullSenderWaiting) {
   });
   ASSERT_TRUE(xproc::test::eventually([&] { return attached->load() != 0; }));
   fill(channel);
+  EXPECT_EQ(channel->consumers(), PeerState::all_dead);  // those that received are gone ...
+  EXPECT_FALSE(channel->consumers_gone());               // ... but one could still receive
   EXPECT_EQ(channel->send_for(test::as_bytes("more"), 30ms), code(errc::timed_out));
   starting.kill(SIGKILL);
   EXPECT_TRUE(starting.wait(10s).signaled);

@@ -331,6 +331,11 @@ class Endpoint {
   // looked at, up to the first live one).
   PeerState producers() const noexcept;
   PeerState consumers() const noexcept;
+  // The rule that ends blocked waits with peer_dead (banner, Deaths): true when somebody has
+  // sent (received) and no live participant could still send (receive). One F_OFD_GETLK per
+  // used participant slot. False without a role table or a self.
+  bool producers_gone() const noexcept;
+  bool consumers_gone() const noexcept;
 
  private:
   template <class Rep, class Period>
