@@ -227,7 +227,7 @@ class ReadvTransport final : public BulkTransport {
 
 // ---- shm-2copy ----------------------------------------------------------------------------
 
-constexpr std::size_t kChunk = 256 * 1024;
+constexpr std::size_t kChunk = std::size_t{256} * 1024;
 constexpr std::uint32_t kChunks = 8;  // per lane
 
 struct RingLane {
