@@ -9,7 +9,7 @@ namespace {
 // The table: 32-bit words right after the ring (a 64-byte aligned offset: capacity >= 256).
 std::atomic<std::uint32_t>* role_entries(const Ring& ring, Role role) noexcept {
   auto* table = reinterpret_cast<std::atomic<std::uint32_t>*>(ring.data + ring.capacity);
-  return table + static_cast<std::uint32_t>(role) * ring.role_slots;
+  return table + std::size_t{static_cast<std::uint32_t>(role)} * ring.role_slots;
 }
 
 std::atomic<std::uint32_t>& role_registrations(const Ring& ring, Role role) noexcept {
