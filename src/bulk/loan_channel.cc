@@ -199,7 +199,7 @@ std::error_code reclaim_hook(const void* context) noexcept {
   if (!freed) return freed.error();
   if (*freed != 0) return {};
   const PoolStatistics stats = state.pool.statistics();
-  if (stats.posted == stats.total && state.endpoint.consumers() == channel::PeerState::all_dead) {
+  if (stats.posted == stats.total && state.endpoint.consumers_gone()) {
     return code(errc::peer_dead);
   }
   return {};

@@ -48,11 +48,11 @@
 // Deaths, in short: loaned by a dead producer -> free; held by a dead consumer -> free; posted
 // and lost with its record -> free; posted and still queued -> delivered to a later consumer.
 // peer_dead from loan: the pool is exhausted, every buffer is posted (queued in the channel) and
-// every consumer that ever received is dead (Endpoint::consumers() all_dead): nobody will give
-// a buffer back. A consumer that comes later revives the channel; loan may be retried. While a
-// live producer holds a loan, a waiting loaner keeps waiting (that loan may come back).
-// fork(): the child's copy is detached (the segment's rule): adopt(sys::reopen(segment().fd()))
-// or open() again in the child.
+// no live participant can receive any more (Endpoint::consumers_gone(): somebody received, and
+// every live participant only sends): nobody will give a buffer back. A consumer that comes later
+// revives the channel; loan may be retried. While a live producer holds a loan, a waiting loaner
+// keeps waiting (that loan may come back). fork(): the child's copy is detached (the segment's
+// rule): adopt(sys::reopen(segment().fd())) or open() again in the child.
 
 #include <chrono>
 #include <cstddef>
