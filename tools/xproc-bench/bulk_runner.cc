@@ -24,6 +24,7 @@ extern "C" {
 #include <stdexcept>
 #include <utility>
 
+#include "children.h"
 #include "xproc/sync/detail/spin.h"
 #include "xproc/sys/futex.h"
 
@@ -200,14 +201,6 @@ std::int64_t switches_now() {
   return usage.ru_nvcsw + usage.ru_nivcsw;
 }
 
-void pin_to(int cpu) {
-  if (cpu < 0) return;
-  cpu_set_t set;
-  CPU_ZERO(&set);
-  CPU_SET(static_cast<std::size_t>(cpu), &set);
-  sched_setaffinity(0, sizeof set, &set);  // best effort: an unpinned row is still valid
-}
-
 void announce_ready_and_wait(BulkControl& control) {
   // acq_rel: our set-up happened before the parent's start (its acquire load of ready).
   control.ready.fetch_add(1, std::memory_order_acq_rel);
@@ -336,12 +329,6 @@ class BulkBody {
   std::byte* marks_;
 };
 
-std::string describe_status(int status) {
-  if (WIFEXITED(status)) return "exit " + std::to_string(WEXITSTATUS(status));
-  if (WIFSIGNALED(status)) return std::string("signal ") + strsignal(WTERMSIG(status));
-  return "status " + std::to_string(status);
-}
-
 RunResult run_bulk_once(BulkTransport& transport, const BulkRun& run) {
   static int next_id = 0;
   RunResult result;
@@ -377,7 +364,6 @@ RunResult run_bulk_once(BulkTransport& transport, const BulkRun& run) {
 
   std::fflush(nullptr);
   std::vector<pid_t> pids;
-  std::vector<int> pidfds;
   std::string failure;
   for (int i = 0; i < processes; ++i) {
     pid_t pid = fork();
@@ -402,61 +388,17 @@ RunResult run_bulk_once(BulkTransport& transport, const BulkRun& run) {
       _exit(code);
     }
     pids.push_back(pid);
-    pidfds.push_back(pidfd_open(pid, 0));
   }
-
-  auto deadline = Clock::now() + std::chrono::duration_cast<Clock::duration>(
-                                     std::chrono::duration<double>(config.timeout_seconds));
-  std::vector<bool> running(pids.size(), true);
-  std::size_t alive = pids.size();
-  bool started = false;
-  auto reap = [&](std::size_t i, int options) {
-    int status = 0;
-    if (waitpid(pids[i], &status, options) != pids[i]) return;
-    running[i] = false;
-    --alive;
-    if (pidfds[i] >= 0) close(pidfds[i]);
-    const char* error = control->reports[i].error;
-    if (failure.empty() && !(WIFEXITED(status) && WEXITSTATUS(status) == 0))
-      failure = std::string(i == 0 ? "producer: " : "consumer " + std::to_string(i - 1) + ": ") +
-                (error[0] != 0 ? std::string(error) : describe_status(status));
-  };
-  while (alive > 0 && failure.empty()) {
-    if (!started && control->ready.load(std::memory_order_acquire) == pids.size()) {
-      // release: pairs with the children's acquire load of go.
-      control->go.store(1, std::memory_order_release);
-      (void)sys::futex_wake(control->go, INT_MAX, kShared);
-      started = true;
-    }
-    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
-    if (left.count() <= 0) {
-      char seconds[32];
-      std::snprintf(seconds, sizeof seconds, "%g", config.timeout_seconds);
-      failure = std::string("timed out after ") + seconds + " s (" +
-                (started ? "running" : "setting up") + "): killed " + std::to_string(alive) +
-                " process(es)";
-      break;
-    }
-    std::vector<pollfd> fds;
-    std::vector<std::size_t> which;
-    for (std::size_t i = 0; i < pids.size(); ++i) {
-      if (!running[i]) continue;
-      fds.push_back({pidfds[i], POLLIN, 0});
-      which.push_back(i);
-    }
-    bool sweep = std::any_of(pidfds.begin(), pidfds.end(), [](int fd) { return fd < 0; });
-    int wait_ms = !started ? 2 : sweep ? 10 : static_cast<int>(std::min<long>(left.count(), 1000));
-    int ready = poll(fds.data(), fds.size(), wait_ms);
-    for (std::size_t k = 0; ready > 0 && k < fds.size(); ++k)
-      if (fds[k].revents != 0) reap(which[k], 0);
-    for (std::size_t i = 0; sweep && i < pids.size(); ++i)
-      if (running[i] && pidfds[i] < 0) reap(i, WNOHANG);
-  }
-  for (std::size_t i = 0; i < pids.size(); ++i) {
-    if (!running[i]) continue;
-    kill(pids[i], SIGKILL);
-    reap(i, 0);
-  }
+  Supervision children_of_run{
+      pids,
+      &control->ready,
+      &control->go,
+      config.timeout_seconds,
+      [](std::size_t i) {
+        return i == 0 ? std::string("producer") : "consumer " + std::to_string(i - 1);
+      },
+      [&](std::size_t i) { return std::string(control->reports[i].error); }};
+  failure = supervise(children_of_run, failure);
   if (!failure.empty()) {
     result.error = failure;
     return result;

@@ -23,6 +23,7 @@ extern "C" {
 #include <new>
 #include <stdexcept>
 
+#include "children.h"
 #include "xproc/sys/futex.h"
 
 namespace xproc::bench {
@@ -83,14 +84,6 @@ std::uint64_t read_stamp(const std::byte* buffer, std::size_t got, std::size_t s
     if (first != last) throw std::runtime_error("torn message (first and last stamps differ)");
   }
   return first;
-}
-
-void pin_to(int cpu) {
-  if (cpu < 0) return;
-  cpu_set_t set;
-  CPU_ZERO(&set);
-  CPU_SET(static_cast<std::size_t>(cpu), &set);
-  sched_setaffinity(0, sizeof set, &set);  // best effort: an unpinned row is still valid
 }
 
 void announce_ready_and_wait(Control& control) {
@@ -293,12 +286,6 @@ std::vector<Child> plan_children(const RunConfig& config) {
   return children;
 }
 
-std::string describe_status(int status) {
-  if (WIFEXITED(status)) return "exit " + std::to_string(WEXITSTATUS(status));
-  if (WIFSIGNALED(status)) return std::string("signal ") + strsignal(WTERMSIG(status));
-  return "status " + std::to_string(status);
-}
-
 }  // namespace
 
 const char* mode_name(Mode mode) {
@@ -352,7 +339,6 @@ RunResult run_once(Transport& transport, const RunConfig& config) {
 
   std::fflush(nullptr);
   std::vector<pid_t> pids;
-  std::vector<int> pidfds;
   for (const Child& child : children) {
     pid_t pid = fork();
     if (pid < 0) {
@@ -361,68 +347,18 @@ RunResult run_once(Transport& transport, const RunConfig& config) {
     }
     if (pid == 0) child_main(body, child, *control, transport.needs_clean_exit());
     pids.push_back(pid);
-    pidfds.push_back(pidfd_open(pid, 0));
   }
-
-  auto deadline = Clock::now() + std::chrono::duration_cast<Clock::duration>(
-                                     std::chrono::duration<double>(config.timeout_seconds));
-  std::vector<bool> running(pids.size(), true);
-  std::size_t alive = pids.size();
-  bool started = false;
-  std::string failure = result.error;
-  auto reap = [&](std::size_t i, int options) {
-    int status = 0;
-    if (waitpid(pids[i], &status, options) != pids[i]) return;
-    running[i] = false;
-    --alive;
-    if (pidfds[i] >= 0) close(pidfds[i]);
-    const char* error = control->reports[children[i].index].error;
-    if (failure.empty() && !(WIFEXITED(status) && WEXITSTATUS(status) == 0))
-      failure = std::string(children[i].role == 0 ? "producer " : "consumer ") +
-                std::to_string(children[i].number) + ": " +
-                (error[0] != 0 ? std::string(error) : describe_status(status));
-  };
-  while (alive > 0) {
-    if (failure.empty() && !started &&
-        control->ready.load(std::memory_order_acquire) == pids.size()) {
-      // release: pairs with the children's acquire load of go.
-      control->go.store(1, std::memory_order_release);
-      (void)sys::futex_wake(control->go, INT_MAX, kShared);
-      started = true;
-    }
-    if (!failure.empty()) break;
-    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
-    if (left.count() <= 0) {
-      char seconds[32];
-      std::snprintf(seconds, sizeof seconds, "%g", config.timeout_seconds);
-      failure = std::string("timed out after ") + seconds + " s (" +
-                (started ? "running" : "setting up") + "): killed " + std::to_string(alive) +
-                " process(es)";
-      break;
-    }
-    std::vector<pollfd> fds;
-    std::vector<std::size_t> which;
-    for (std::size_t i = 0; i < pids.size(); ++i) {
-      if (!running[i]) continue;
-      fds.push_back({pidfds[i], POLLIN, 0});
-      which.push_back(i);
-    }
-    // Before the start: wake up every few ms to see whether all children are ready. Without
-    // pidfds (kernels before 5.3) poll ignores the -1 entries: sweep with WNOHANG every 10 ms.
-    bool sweep = std::any_of(pidfds.begin(), pidfds.end(), [](int fd) { return fd < 0; });
-    int wait_ms = !started ? 2 : sweep ? 10 : static_cast<int>(std::min<long>(left.count(), 1000));
-    int ready = poll(fds.data(), fds.size(), wait_ms);
-    for (std::size_t k = 0; ready > 0 && k < fds.size(); ++k)
-      if (fds[k].revents != 0) reap(which[k], 0);
-    for (std::size_t i = 0; sweep && i < pids.size(); ++i)
-      if (running[i] && pidfds[i] < 0) reap(i, WNOHANG);
-  }
-  for (std::size_t i = 0; i < pids.size(); ++i) {
-    if (!running[i]) continue;
-    kill(pids[i], SIGKILL);
-    reap(i, 0);
-  }
-  if (!failure.empty()) {
+  Supervision children_of_run{
+      pids,
+      &control->ready,
+      &control->go,
+      config.timeout_seconds,
+      [&](std::size_t i) {
+        return std::string(children[i].role == 0 ? "producer " : "consumer ") +
+               std::to_string(children[i].number);
+      },
+      [&](std::size_t i) { return std::string(control->reports[children[i].index].error); }};
+  if (std::string failure = supervise(children_of_run, result.error); !failure.empty()) {
     result.error = failure;
     return result;
   }
