@@ -190,26 +190,6 @@ struct BulkRun {
   std::vector<int> cpus;
 };
 
-std::int64_t now_ns() {
-  return std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now().time_since_epoch())
-      .count();
-}
-
-std::int64_t switches_now() {
-  rusage usage{};
-  getrusage(RUSAGE_SELF, &usage);
-  return usage.ru_nvcsw + usage.ru_nivcsw;
-}
-
-void announce_ready_and_wait(BulkControl& control) {
-  // acq_rel: our set-up happened before the parent's start (its acquire load of ready).
-  control.ready.fetch_add(1, std::memory_order_acq_rel);
-  (void)sys::futex_wake(control.ready, 1, kShared);
-  // acquire: pairs with the parent's release store of go.
-  while (control.go.load(std::memory_order_acquire) == 0)
-    (void)sys::futex_wait(control.go, 0, kShared);
-}
-
 // Word 0: the sequence; word i >= 1: base + i with base keyed by the sequence.
 std::uint64_t pattern_base(std::uint64_t sequence) {
   return (sequence + 1) * kMix;
@@ -255,7 +235,7 @@ class BulkBody {
     auto sender = link_.open_sender();
     std::unique_ptr<BulkReceiver> receiver;
     if (also_consume) receiver = link_.open_receiver(0);
-    announce_ready_and_wait(control_);
+    announce_ready_and_wait(control_.ready, control_.go);
     const long total = run_.warmup + run_.measured;
     std::int64_t switches = switches_now();
     report.start_ns = now_ns();
@@ -293,7 +273,7 @@ class BulkBody {
   void consumer(int number) {
     BulkReport& report = control_.reports[1 + number];
     auto receiver = link_.open_receiver(number);
-    announce_ready_and_wait(control_);
+    announce_ready_and_wait(control_.ready, control_.go);
     const long total = run_.warmup + run_.measured;
     std::int64_t switches = switches_now();
     std::int64_t received = 0;

@@ -3,6 +3,7 @@
 #include <poll.h>
 #include <sched.h>
 #include <signal.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -20,6 +21,28 @@ extern "C" {
 #include "xproc/sys/futex.h"
 
 namespace xproc::bench {
+
+std::int64_t now_ns() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(
+             std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
+std::int64_t switches_now() {
+  rusage usage{};
+  getrusage(RUSAGE_SELF, &usage);
+  return usage.ru_nvcsw + usage.ru_nivcsw;
+}
+
+void announce_ready_and_wait(std::atomic<std::uint32_t>& ready, std::atomic<std::uint32_t>& go) {
+  // acq_rel: our set-up (open ends) happened before the parent starts the run; the increment is
+  // one RMW the parent's acquire load in supervise() pairs with.
+  ready.fetch_add(1, std::memory_order_acq_rel);
+  (void)sys::futex_wake(ready, 1, sys::FutexScope::process_shared);
+  // acquire: pairs with supervise()'s release store of go.
+  while (go.load(std::memory_order_acquire) == 0)
+    (void)sys::futex_wait(go, 0, sys::FutexScope::process_shared);
+}
 
 void pin_to(int cpu) {
   if (cpu < 0) return;

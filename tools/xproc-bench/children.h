@@ -13,6 +13,13 @@
 
 namespace xproc::bench {
 
+// steady_clock now, in nanoseconds (timestamps children report to the parent).
+std::int64_t now_ns();
+// Context switches of the calling process so far (voluntary + involuntary).
+std::int64_t switches_now();
+// A child's start: counts itself in `ready` (waking the parent), then sleeps until `go` is 1.
+void announce_ready_and_wait(std::atomic<std::uint32_t>& ready, std::atomic<std::uint32_t>& go);
+
 // Pins the calling process to `cpu` (negative: leaves it unpinned). Best effort.
 void pin_to(int cpu);
 

@@ -52,17 +52,6 @@ struct Control {
   ChildReport reports[kMaxChildren];
 };
 
-std::int64_t now_ns() {
-  return std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now().time_since_epoch())
-      .count();
-}
-
-std::int64_t switches_now() {
-  rusage usage{};
-  getrusage(RUSAGE_SELF, &usage);
-  return usage.ru_nvcsw + usage.ru_nivcsw;
-}
-
 std::uint64_t stamp(std::uint64_t producer, std::uint64_t sequence) {
   return (producer << kSequenceBits) | sequence;
 }
@@ -84,16 +73,6 @@ std::uint64_t read_stamp(const std::byte* buffer, std::size_t got, std::size_t s
     if (first != last) throw std::runtime_error("torn message (first and last stamps differ)");
   }
   return first;
-}
-
-void announce_ready_and_wait(Control& control) {
-  // release: our set-up (open ends) happened before the parent starts the run; acq_rel keeps
-  // the increment a single RMW the parent's acquire load pairs with.
-  control.ready.fetch_add(1, std::memory_order_acq_rel);
-  (void)sys::futex_wake(control.ready, 1, kShared);
-  // acquire: pairs with the parent's release store of go.
-  while (control.go.load(std::memory_order_acquire) == 0)
-    (void)sys::futex_wait(control.go, 0, kShared);
 }
 
 struct Child {
@@ -128,7 +107,7 @@ class Body {
   void ping(ChildReport& report) {
     auto out = forward_.open_sender(0);
     auto in = backward_->open_receiver(0);
-    announce_ready_and_wait(control_);
+    announce_ready_and_wait(control_.ready, control_.go);
     report.start_ns = now_ns();
     std::int64_t switches = switches_now();
     long total = config_.warmup + config_.messages;
@@ -162,7 +141,7 @@ class Body {
   void pong(ChildReport& report) {
     auto in = forward_.open_receiver(0);
     auto out = backward_->open_sender(0);
-    announce_ready_and_wait(control_);
+    announce_ready_and_wait(control_.ready, control_.go);
     report.start_ns = now_ns();
     std::int64_t switches = switches_now();
     long total = config_.warmup + config_.messages;
@@ -181,7 +160,7 @@ class Body {
 
   void produce(int number, ChildReport& report) {
     auto out = forward_.open_sender(number);
-    announce_ready_and_wait(control_);
+    announce_ready_and_wait(control_.ready, control_.go);
     report.start_ns = now_ns();
     std::int64_t switches = switches_now();
     std::size_t size = config_.message_size;
@@ -209,7 +188,7 @@ class Body {
     std::byte* bitmap = bitmaps_ == nullptr ? nullptr
                                             : bitmaps_ + static_cast<std::size_t>(number) *
                                                              producers * bitmap_bytes_;
-    announce_ready_and_wait(control_);
+    announce_ready_and_wait(control_.ready, control_.go);
     report.start_ns = now_ns();
     std::int64_t switches = switches_now();
     std::int64_t received = 0;
