@@ -1,17 +1,7 @@
 #include "bulk_runner.h"
 
-#include <poll.h>
-#include <sched.h>
-#include <signal.h>
 #include <sys/mman.h>
-#include <sys/resource.h>
-#include <sys/wait.h>
 #include <unistd.h>
-// glibc 2.36's <sys/pidfd.h> lacks __BEGIN_DECLS, so C++ would mangle pidfd_open's name.
-extern "C" {
-#include <sys/pidfd.h>
-}
-
 #include <algorithm>
 #include <atomic>
 #include <chrono>

@@ -1,20 +1,9 @@
 #include "runner.h"
 
-#include <poll.h>
-#include <sched.h>
-#include <signal.h>
-#include <sys/resource.h>
-#include <sys/wait.h>
 #include <unistd.h>
-// glibc 2.36's <sys/pidfd.h> lacks __BEGIN_DECLS, so C++ would mangle pidfd_open's name.
-extern "C" {
-#include <sys/pidfd.h>
-}
-
 #include <algorithm>
 #include <atomic>
 #include <chrono>
-#include <climits>
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
@@ -24,13 +13,11 @@ extern "C" {
 #include <stdexcept>
 
 #include "children.h"
-#include "xproc/sys/futex.h"
 
 namespace xproc::bench {
 namespace {
 
 using Clock = std::chrono::steady_clock;
-constexpr auto kShared = sys::FutexScope::process_shared;
 constexpr int kMaxChildren = 64;
 constexpr std::uint64_t kEndProducer = 0xffffff;  // producer field of an end marker
 constexpr int kSequenceBits = 40;
