@@ -1,6 +1,6 @@
 // The role table (layout.h): who has sent and who has received on a channel, so that a waiter
-// can tell "every peer on the other side is dead" (errc::peer_dead) with the participant
-// table's liveness test, the one liveness mechanism.
+// can tell that the other side is gone (errc::peer_dead) with the participant table's liveness
+// test, the one liveness mechanism.
 #include "ring_internal.h"
 
 namespace xproc::channel::detail {
@@ -20,7 +20,9 @@ std::atomic<std::uint32_t>& role_registrations(const Ring& ring, Role role) noex
 }  // namespace
 
 void register_role(const Ring& ring, Role role) noexcept {
-  if (ring.role_slots == 0) return;
+  // A fork child's copy of an Endpoint still carries its parent's id: it must not give the
+  // parent a role the parent never took.
+  if (ring.role_slots == 0 || ring.self == nullptr || !ring.self->attached()) return;
   // Endpoint::open checked self's slot < role_slots.
   std::atomic<std::uint32_t>& entry =
       role_entries(ring, role)[sync::ParticipantId::unpack(ring.self_id).slot];

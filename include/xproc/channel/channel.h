@@ -5,8 +5,8 @@
 // adopts the channel is attached to it, so waits on peers are bounded by their liveness.
 //
 // The channel's role table gets one entry per participant slot (ChannelConfig::role_slots is set
-// from SegmentOptions::participant_capacity), so a Channel's waits end with errc::peer_dead when
-// every peer on the other side is dead (endpoint.h, Deaths).
+// from SegmentOptions::participant_capacity), so a Channel's blocked calls end with
+// errc::peer_dead when the other side is gone (endpoint.h, Deaths).
 //
 // A Channel owns its Segment (heap-allocated, so the Participant the Endpoint refers to keeps
 // its address when the Channel moves) and an Endpoint on it; every operation is the Endpoint's
