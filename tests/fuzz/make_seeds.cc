@@ -1,13 +1,15 @@
-// Seed generator for the fuzz corpus: `xproc_fuzz_seeds <corpus-root>` writes real segments and
-// channel regions (and damaged variants) into <corpus-root>/segment_open_fuzz/ and
-// <corpus-root>/channel_region_fuzz/, as files named seed-*. The committed corpus
-// (tests/fuzz/corpus) is this program's output plus the fuzzer's minimized finds (named by their
-// SHA-1, as libFuzzer writes them). docs/design/fuzzing.md, "Corpus", says how to regenerate.
+// Seed generator for the fuzz corpus: `xproc_fuzz_seeds <corpus-root>` writes real segments,
+// channel regions and pool regions (and damaged variants) into <corpus-root>/segment_open_fuzz/,
+// <corpus-root>/channel_region_fuzz/ and <corpus-root>/pool_region_fuzz/, as files named seed-*.
+// The committed corpus (tests/fuzz/corpus) is this program's output plus the fuzzer's minimized
+// finds (named by their SHA-1, as libFuzzer writes them). docs/design/fuzzing.md, "Corpus", says
+// how to regenerate.
 //
 // Seeds are built by the library itself (Segment::create_anonymous/create, channel::format,
 // send/reserve/peek), so they follow the current layout; what varies: kind, participant
 // capacity, body size, flags; channel capacity, max_message, spsc/redelivery, start position
-// (wrap-around and padding), and records left reserved, committed, claimed and consumed.
+// (wrap-around and padding), and records left reserved, committed, claimed and consumed; pool
+// class layouts and buffers left loaned, posted and held.
 
 #include <sys/stat.h>
 #include <unistd.h>
@@ -23,6 +25,7 @@
 #include <string>
 #include <vector>
 
+#include "xproc/bulk/pool.h"
 #include "xproc/channel/endpoint.h"
 #include "xproc/shm/segment.h"
 #include "xproc/shm/segment_header.h"
@@ -229,6 +232,78 @@ void channel_seeds(const std::filesystem::path& dir, const xproc::sync::Particip
   }
 }
 
+// Pool regions: a few class layouts, buffers left free, loaned, posted and held (by the seed
+// generator's second participant: a dead owner for the harness, or the local owner).
+void pool_seeds(const std::filesystem::path& dir, const xproc::sync::Participant* self) {
+  namespace bulk = xproc::bulk;
+  struct Case {
+    const char* name;
+    std::vector<bulk::SizeClass> classes;
+    int loaned, posted, held;
+  };
+  const Case cases[] = {
+      {"one-class", {{64, 4}}, 0, 0, 0},
+      {"busy", {{64, 4}}, 1, 1, 1},
+      {"two-classes", {{256, 2}, {4096, 2}}, 1, 1, 0},
+      {"three-classes", {{64, 3}, {1024, 2}, {8192, 1}}, 2, 1, 1},
+      {"exhausted", {{128, 2}}, 1, 1, 0},
+  };
+  // Op scripts (see pool_region_fuzz.cc: low 3 bits = operation, bit 3 = slot, high nibble = arg).
+  const Bytes scripts[] = {
+      {},
+      {0x10, 0x01, 0x02, 0x02, 0x07, 0x05, 0x06, 0x07},
+      {0x20, 0x28, 0x01, 0x09, 0x33, 0x0a, 0x84, 0x02, 0x0d, 0x06, 0x07},
+      // a peer's writes between ops: the first state word (offset 1024 + 7: its state byte)
+      {0x10, 0x01, 0xff, 0x04, 0x07, 0x07, 0x02, 0x06, 0xff, 0x04, 0x07, 0x03, 0x06, 0x07},
+  };
+  for (const Case& c : cases) {
+    bulk::PoolConfig config;
+    config.classes = c.classes;
+    const std::size_t size = bulk::region_size_for(config);
+    if (size == 0) fail("pool region_size_for");
+    for (bool with_self : {false, true}) {
+      void* memory = ::operator new (size, std::align_val_t{4096});
+      std::memset(memory, 0, size);
+      std::span<std::byte> region(static_cast<std::byte*>(memory), size);
+      if (bulk::format(region, config)) fail("pool format");
+      {
+        auto pool = bulk::PoolView::open(region, with_self ? self : nullptr);
+        if (!pool) fail("PoolView::open");
+        std::vector<bulk::Loan> loans;
+        std::vector<bulk::Held> helds;
+        for (int i = 0; i < c.posted + c.held; ++i) {
+          auto loan = pool->try_loan(static_cast<std::size_t>(10 + i));
+          if (!loan) fail("pool try_loan");
+          auto descriptor = pool->post(std::move(*loan));
+          if (!descriptor) fail("pool post");
+          if (i >= c.posted) {
+            auto held = pool->accept(*descriptor);
+            if (!held) fail("pool accept");
+            helds.push_back(std::move(*held));
+          }
+        }
+        for (int i = 0; i < c.loaned; ++i) {
+          auto loan = pool->try_loan(static_cast<std::size_t>(20 + i));
+          if (!loan) fail("pool try_loan");
+          loans.push_back(std::move(*loan));
+        }
+        const auto* raw = static_cast<const std::uint8_t*>(memory);
+        for (std::size_t s = 0; s < std::size(scripts); ++s) {
+          Bytes input;
+          input.push_back(static_cast<std::uint8_t>((with_self ? 0x80u : 0u) | scripts[s].size()));
+          input.insert(input.end(), scripts[s].begin(), scripts[s].end());
+          input.insert(input.end(), raw, raw + size);
+          write_seed(
+              dir,
+              std::string(c.name) + (with_self ? "-self" : "-local") + "-ops" + std::to_string(s),
+              input);
+        }
+      }  // loans and helds given back before the memory goes
+      ::operator delete (memory, std::align_val_t{4096});
+    }
+  }
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -239,6 +314,7 @@ int main(int argc, char** argv) {
   const std::filesystem::path root(argv[1]);
   std::filesystem::create_directories(root / "segment_open_fuzz");
   std::filesystem::create_directories(root / "channel_region_fuzz");
+  std::filesystem::create_directories(root / "pool_region_fuzz");
   segment_seeds(root / "segment_open_fuzz");
   // Owner ids in the channel seeds: slot 1 of a private table (slot 0 is the creator's), so that
   // the fuzz harness, whose own id is slot 0's, sees them as dead peers' ids.
@@ -250,6 +326,7 @@ int main(int argc, char** argv) {
                                                  static_cast<off_t>(shm::kParticipantLockBase));
   if (!second) fail("attach");
   channel_seeds(root / "channel_region_fuzz", &*second);
+  pool_seeds(root / "pool_region_fuzz", &*second);
   std::printf("xproc_fuzz_seeds: wrote seeds under %s\n", argv[1]);
   return 0;
 }
