@@ -1,6 +1,6 @@
 // Seed generator for the fuzz corpus: `xproc_fuzz_seeds <corpus-root>` writes real segments,
-// channel regions and pool regions (and damaged variants) into <corpus-root>/segment_open_fuzz/,
-// <corpus-root>/channel_region_fuzz/ and <corpus-root>/pool_region_fuzz/, as files named seed-*.
+// channel regions, pool regions and transfer tables (and damaged variants) into
+// <corpus-root>/<target>/ for each fuzz target, as files named seed-*.
 // The committed corpus (tests/fuzz/corpus) is this program's output plus the fuzzer's minimized
 // finds (named by their SHA-1, as libFuzzer writes them). docs/design/fuzzing.md, "Corpus", says
 // how to regenerate.
@@ -306,6 +306,9 @@ void pool_seeds(const std::filesystem::path& dir, const xproc::sync::Participant
 
 }  // namespace
 
+// make_seeds_transfer.cc
+void transfer_seeds(const std::filesystem::path& dir);
+
 int main(int argc, char** argv) {
   if (argc != 2) {
     std::fprintf(stderr, "usage: %s <corpus-root>\n", argv[0]);
@@ -315,6 +318,7 @@ int main(int argc, char** argv) {
   std::filesystem::create_directories(root / "segment_open_fuzz");
   std::filesystem::create_directories(root / "channel_region_fuzz");
   std::filesystem::create_directories(root / "pool_region_fuzz");
+  std::filesystem::create_directories(root / "transfer_table_fuzz");
   segment_seeds(root / "segment_open_fuzz");
   // Owner ids in the channel seeds: slot 1 of a private table (slot 0 is the creator's), so that
   // the fuzz harness, whose own id is slot 0's, sees them as dead peers' ids.
@@ -327,6 +331,7 @@ int main(int argc, char** argv) {
   if (!second) fail("attach");
   channel_seeds(root / "channel_region_fuzz", &*second);
   pool_seeds(root / "pool_region_fuzz", &*second);
+  transfer_seeds(root / "transfer_table_fuzz");
   std::printf("xproc_fuzz_seeds: wrote seeds under %s\n", argv[1]);
   return 0;
 }

@@ -11,7 +11,7 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$root"
 seconds=${1:-${XPROC_FUZZ_SECONDS:-15}}
-targets=(segment_open_fuzz channel_region_fuzz pool_region_fuzz)
+targets=(segment_open_fuzz channel_region_fuzz pool_region_fuzz transfer_table_fuzz)
 build=${XPROC_FUZZ_BUILD:-$root/build/fuzz}
 
 cmake -S "$root" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \

@@ -12,11 +12,11 @@ root=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$root"
 seconds=${1:-300}
 build="$root/build/fuzz"
-cmake --build "$build" --target xproc_fuzz_seeds segment_open_fuzz channel_region_fuzz pool_region_fuzz
+cmake --build "$build" --target xproc_fuzz_seeds segment_open_fuzz channel_region_fuzz pool_region_fuzz transfer_table_fuzz
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 "$build/tests/fuzz/xproc_fuzz_seeds" "$work/seeds"
-for target in segment_open_fuzz channel_region_fuzz pool_region_fuzz; do
+for target in segment_open_fuzz channel_region_fuzz pool_region_fuzz transfer_table_fuzz; do
   mkdir -p "$work/new/$target" "$work/merged/$target"
   "$build/tests/fuzz/$target" -max_total_time="$seconds" -timeout=5 \
     -artifact_prefix="$build/$target-" "$work/new/$target" "$work/seeds/$target" \
