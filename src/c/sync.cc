@@ -40,6 +40,8 @@ int to_errno(std::error_code error) noexcept {
         return EEXIST;
       case errc::already_returned:
         return EALREADY;
+      case errc::cancelled:
+        return ECANCELED;
       case errc::bad_descriptor:
       case errc::wrong_kind:
       case errc::invalid_argument:

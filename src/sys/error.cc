@@ -51,6 +51,8 @@ class ErrorCategory final : public std::error_category {
         return "a bulk descriptor its issuer never issued (forged, foreign or out of range)";
       case errc::already_returned:
         return "a loan or transfer completed a second time";
+      case errc::cancelled:
+        return "the operation was cancelled";
     }
     return "unknown xproc error " + std::to_string(value);
   }
@@ -81,6 +83,8 @@ class ErrorCategory final : public std::error_category {
         return std::errc::no_such_file_or_directory;
       case errc::already_exists:
         return std::errc::file_exists;
+      case errc::cancelled:
+        return std::errc::operation_canceled;
       default:
         return {value, *this};
     }
@@ -133,6 +137,8 @@ const char* errc_name(errc e) noexcept {
       return "bad_descriptor";
     case errc::already_returned:
       return "already_returned";
+    case errc::cancelled:
+      return "cancelled";
   }
   return nullptr;
 }

@@ -34,6 +34,7 @@ enum class errc : int {
   bad_descriptor,     // a bulk descriptor (loan, transfer) its issuer never issued: forged, foreign
                       // or out of range (descriptors are untrusted input)
   already_returned,   // a loan returned, or a transfer completed, a second time
+  cancelled,          // the operation was cancelled by its caller before it completed (rpc calls)
 };
 
 const std::error_category& error_category() noexcept;

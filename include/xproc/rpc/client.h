@@ -1,0 +1,163 @@
+#pragma once
+// xproc::rpc::Client: the calling side of request/response over channels (server.h; layout.h;
+// docs/decisions/0050-rpc.md).
+//
+// Client::connect(name) opens a server's segment and claims one client slot (its own response
+// channel). Calls carry a correlation id (per client, growing from 1); one receiver thread per
+// Client takes responses off the response channel and completes the matching call, whatever the
+// order the server answers in. Many calls may be in flight at once, from any number of threads:
+// call() (blocking), async_call() (a PendingCall handle: wait, wait_until, poll, cancel) and
+// call_many() (responses handed to a callback in completion order, each with its request index).
+//
+// Deadlines are the client's: a call not answered by its deadline completes with timed_out; a
+// response that comes later is dropped and counted (late_responses), never handed to another
+// call (correlation ids are never reused within a Client; the slot generation in each frame
+// tells a response meant for a slot's previous owner). Cancellation is local: the call completes
+// with errc::cancelled at once; the server still runs the request and its response is dropped
+// as late.
+//
+// Thread-safety: every Client member may be called concurrently from any thread (not while the
+// Client is moved or destroyed). A PendingCall is a value for one thread at a time; different
+// PendingCalls of one Client may be used concurrently.
+// Blocking: call() and PendingCall::wait*() block until the response, the deadline, or the
+// server's death; sending blocks while the request ring is full (bounded the same way).
+// call_many() blocks until every call completed. poll() and cancel() never block.
+// Failures (of a call): timed_out, cancelled, peer_dead (no live server: the server died or
+// shut down before answering, or none serves the segment now), message_too_large (body above the
+// server's max_request_body), corrupt_segment (a channel no correct peer writes). connect:
+// the segment's errors (not_found when nobody created the name), the layout's (layout_mismatch,
+// corrupt_segment), limit_reached (every slot held by a live client).
+// Responses that fail a check (layout.h, Frames) are dropped and counted in statistics().
+// Deaths:
+//   * the server dies (or shuts down): calls in flight complete with peer_dead within
+//     channel::kPeerCheckPeriod of the receiver's next look (it looks every kPeerCheckPeriod
+//     while calls are in flight, every kIdlePeerCheckPeriod while none is, so the first call
+//     after an idle time may wait up to that long); new calls fail with peer_dead at once while
+//     no live server holds the segment.
+//   * a restarted server (Server::create of the same name taking the segment over) serves this
+//     client again without reconnecting: calls made after it took over succeed; calls in flight
+//     across the restart fail with peer_dead (the epoch they went to is gone). A server that had
+//     to create a new segment (another config) is found only by a new Client::connect.
+//   * this client dies: the server drops its responses and frees its slot (server.h).
+// Destruction: stops the receiver, completes calls in flight with cancelled, frees the slot.
+// fork(): a child's copy of a Client has no receiver thread and a detached participant: it must
+// not be used; connect again in the child.
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <span>
+#include <string_view>
+#include <system_error>
+#include <vector>
+
+#include "xproc/channel/endpoint.h"
+#include "xproc/rpc/layout.h"
+#include "xproc/shm/segment.h"
+#include "xproc/sync/scope.h"
+#include "xproc/sys/result.h"
+
+namespace xproc::rpc {
+
+struct ClientOptions {
+  shm::SegmentOptions segment{};      // mode checks, allow_other_owner, ready_timeout...
+  channel::WaitPolicy wait_policy{};  // how the receiver thread waits for responses
+};
+
+struct Response {
+  std::uint32_t status = 0;  // the server's status (kStatusAbandoned: the handler dropped it)
+  std::vector<std::byte> body;
+};
+
+struct ClientStatistics {
+  std::uint64_t calls = 0;                // calls started
+  std::uint64_t responses = 0;            // delivered to their call
+  std::uint64_t timed_out = 0;            // calls completed with timed_out
+  std::uint64_t cancelled = 0;            // calls completed with cancelled
+  std::uint64_t peer_dead = 0;            // calls completed with peer_dead
+  std::uint64_t late_responses = 0;       // for a call that had timed out or was cancelled
+  std::uint64_t unknown_responses = 0;    // a correlation id this client never issued
+  std::uint64_t stale_responses = 0;      // another generation of the slot (a previous owner's)
+  std::uint64_t malformed_responses = 0;  // bad version, lengths or flags
+};
+
+// One request of call_many().
+struct CallSpec {
+  std::uint32_t method = 0;
+  std::span<const std::byte> body{};
+};
+
+namespace detail {
+class ClientCore;
+struct CallState;
+}  // namespace detail
+
+// A call in flight (async_call()). Destroying it before completion cancels the call.
+class PendingCall {
+ public:
+  PendingCall() noexcept = default;
+  PendingCall(PendingCall&&) noexcept = default;
+  PendingCall& operator=(PendingCall&& other) noexcept;
+  PendingCall(const PendingCall&) = delete;
+  PendingCall& operator=(const PendingCall&) = delete;
+  ~PendingCall();
+
+  // The outcome, once complete: the response, or the call's error. Blocks until the response,
+  // the call's deadline, or the server's death. An empty PendingCall: invalid_argument.
+  // The outcome is handed over once: a second wait() returns invalid_argument.
+  Result<Response> wait();
+  // As wait(), but returns timed_out at `deadline` if the call is still in flight then (the
+  // call itself goes on, up to its own deadline).
+  Result<Response> wait_until(sync::Deadline deadline);
+  // True once the call completed (wait() then returns without blocking).
+  bool poll() const noexcept;
+  // Completes the call with errc::cancelled if it is still in flight (its response, should it
+  // come, is dropped as late). No effect on a completed call.
+  void cancel() noexcept;
+  bool valid() const noexcept { return state_ != nullptr; }
+
+ private:
+  friend class detail::ClientCore;
+  friend class Client;
+  explicit PendingCall(std::shared_ptr<detail::CallState> state) noexcept
+      : state_(std::move(state)) {}
+  std::shared_ptr<detail::CallState> state_;
+};
+
+class Client {
+ public:
+  static Result<Client> connect(std::string_view name, const ClientOptions& options = {});
+
+  Client() noexcept = default;
+  Client(Client&& other) noexcept;
+  Client& operator=(Client&& other) noexcept;
+  Client(const Client&) = delete;
+  Client& operator=(const Client&) = delete;
+  ~Client();
+
+  // One call, blocking until its outcome (banner: Failures).
+  Result<Response> call(std::uint32_t method, std::span<const std::byte> body,
+                        sync::Deadline deadline);
+  // Starts a call; its outcome comes from the handle. Never fails itself: a call that could not
+  // be sent is a handle already complete with the error.
+  PendingCall async_call(std::uint32_t method, std::span<const std::byte> body,
+                         sync::Deadline deadline);
+  // Starts every request, then calls on_complete(index, outcome) once per request, in the order
+  // the outcomes arrive, from the calling thread; returns when all have been handed over.
+  // Requests still in flight at `deadline` complete with timed_out.
+  using Completion = std::function<void(std::size_t index, Result<Response> outcome)>;
+  void call_many(std::span<const CallSpec> requests, sync::Deadline deadline,
+                 const Completion& on_complete);
+
+  ClientStatistics statistics() const noexcept;
+  std::uint32_t slot() const noexcept;
+  const ServerConfig& config() const noexcept;
+  bool valid() const noexcept { return core_ != nullptr; }
+
+ private:
+  std::shared_ptr<detail::ClientCore> core_;
+};
+
+}  // namespace xproc::rpc

@@ -1,0 +1,556 @@
+// Client: claims a slot, sends request frames, and matches responses to calls by correlation id
+// in one receiver thread (client.h; docs/decisions/0050-rpc.md).
+#include "xproc/rpc/client.h"
+
+#include <algorithm>
+#include <atomic>
+#include <condition_variable>
+#include <cstring>
+#include <deque>
+#include <mutex>
+#include <thread>
+#include <unordered_map>
+#include <utility>
+
+#include "rpc_internal.h"
+#include "xproc/sys/error.h"
+
+namespace xproc::rpc {
+namespace detail {
+
+// Where call_many() learns which of its calls completed, in completion order.
+struct CompletionQueue {
+  std::mutex mutex;
+  std::condition_variable ready_cv;
+  std::deque<std::size_t> ready;  // tags of completed calls, oldest first
+};
+
+struct CallState {
+  std::mutex mutex;
+  std::condition_variable done_cv;
+  bool done = false;   // outcome is set (under mutex)
+  bool taken = false;  // outcome was handed to a waiter
+  Result<Response> outcome{std::error_code(errc::invalid_argument)};
+
+  // Set before the state is shared, never changed afterwards.
+  std::shared_ptr<ClientCore> core;
+  std::uint64_t id = 0;  // 0: never registered (completed at once)
+  sync::Deadline deadline{};
+  std::uint32_t server = 0;  // the server word the request went to
+  std::shared_ptr<CompletionQueue> sink;
+  std::size_t tag = 0;
+};
+
+namespace {
+void bump(std::atomic<std::uint64_t>& counter) noexcept {
+  counter.fetch_add(1, std::memory_order_relaxed);  // relaxed: a statistic
+}
+
+void complete(CallState& state, Result<Response> outcome) {
+  {
+    const std::lock_guard lock(state.mutex);
+    state.outcome = std::move(outcome);
+    state.done = true;
+  }
+  state.done_cv.notify_all();
+  if (state.sink != nullptr) {
+    {
+      const std::lock_guard lock(state.sink->mutex);
+      state.sink->ready.push_back(state.tag);
+    }
+    state.sink->ready_cv.notify_all();
+  }
+}
+}  // namespace
+
+class ClientCore : public std::enable_shared_from_this<ClientCore> {
+ public:
+  ClientCore(std::unique_ptr<shm::Segment> segment, SegmentView view, std::uint32_t slot,
+             std::uint32_t generation) noexcept
+      : segment_(std::move(segment)),
+        view_(std::move(view)),
+        slot_(slot),
+        generation_(generation),
+        me_(segment_->self().id().pack()) {}
+
+  // Starts the receiver thread (after construction: it needs shared_from_this-free `this`).
+  void start_receiver() {
+    receiver_ = std::thread([this] { receive_loop(); });
+  }
+
+  std::shared_ptr<CallState> start(std::uint32_t method, std::span<const std::byte> body,
+                                   sync::Deadline deadline, std::shared_ptr<CompletionQueue> sink,
+                                   std::size_t tag);
+  // Completes call `id` with `error` if it is still pending. True when this call completed it.
+  bool finish(std::uint64_t id, std::error_code error);
+  void shut_down() noexcept;
+
+  std::uint32_t slot() const noexcept { return slot_; }
+  const ServerConfig& config() const noexcept { return view_.config; }
+  shm::Segment& segment() noexcept { return *segment_; }
+  ClientStatistics statistics() const noexcept;
+
+ private:
+  void receive_loop() noexcept;
+  void dispatch(std::span<const std::byte> message);
+  // Fails the pending calls whose server is gone (all of them when no live server holds the
+  // segment). One F_OFD_GETLK.
+  void check_server();
+  void fail_all(std::error_code error);
+  void count(std::error_code error) noexcept;
+  // The request frame into a reservation, or the error that ended the wait for room.
+  std::error_code send(const RequestFrame& frame, std::span<const std::byte> body,
+                       sync::Deadline deadline, std::uint32_t server);
+
+  std::unique_ptr<shm::Segment> segment_;
+  SegmentView view_;
+  std::uint32_t slot_;
+  std::uint32_t generation_;
+  std::uint32_t me_;
+
+  std::mutex mutex_;  // guards pending_, next_id_
+  std::unordered_map<std::uint64_t, std::shared_ptr<CallState>> pending_;
+  std::uint64_t next_id_ = 1;
+  // pending_.size(), readable without the mutex (relaxed: the receiver's choice of check
+  // period only).
+  std::atomic<std::size_t> pending_count_{0};
+  std::uint32_t last_server_ = 0;  // receiver thread only
+
+  std::thread receiver_;
+  std::atomic<bool> stopping_{false};
+
+  std::atomic<std::uint64_t> calls_{0};
+  std::atomic<std::uint64_t> responses_{0};
+  std::atomic<std::uint64_t> timed_out_{0};
+  std::atomic<std::uint64_t> cancelled_{0};
+  std::atomic<std::uint64_t> peer_dead_{0};
+  std::atomic<std::uint64_t> late_responses_{0};
+  std::atomic<std::uint64_t> unknown_responses_{0};
+  std::atomic<std::uint64_t> stale_responses_{0};
+  std::atomic<std::uint64_t> malformed_responses_{0};
+};
+
+void ClientCore::count(std::error_code error) noexcept {
+  if (error == errc::timed_out) bump(timed_out_);
+  if (error == errc::cancelled) bump(cancelled_);
+  if (error == errc::peer_dead) bump(peer_dead_);
+}
+
+std::shared_ptr<CallState> ClientCore::start(std::uint32_t method, std::span<const std::byte> body,
+                                             sync::Deadline deadline,
+                                             std::shared_ptr<CompletionQueue> sink,
+                                             std::size_t tag) {
+  auto state = std::make_shared<CallState>();
+  state->core = shared_from_this();
+  state->deadline = deadline;
+  state->sink = std::move(sink);
+  state->tag = tag;
+  bump(calls_);
+  if (body.size() > view_.config.max_request_body) {
+    complete(*state, std::error_code(errc::message_too_large));
+    return state;
+  }
+  // acquire: pairs with the server's release CAS (takeover, withdrawal).
+  state->server = view_.header->server.load(std::memory_order_acquire);
+  if (!packed_alive(segment_->self(), state->server)) {
+    count(errc::peer_dead);
+    complete(*state, std::error_code(errc::peer_dead));
+    return state;
+  }
+  {
+    const std::lock_guard lock(mutex_);
+    state->id = next_id_++;
+    pending_.emplace(state->id, state);
+    pending_count_.store(pending_.size(), std::memory_order_relaxed);
+  }
+  RequestFrame frame{};
+  frame.version = kFrameVersion;
+  frame.client_slot = slot_;
+  frame.generation = generation_;
+  frame.method = method;
+  frame.correlation = state->id;
+  frame.body_length = static_cast<std::uint32_t>(body.size());
+  if (std::error_code error = send(frame, body, deadline, state->server)) {
+    (void)finish(state->id, error);
+  }
+  return state;
+}
+
+std::error_code ClientCore::send(const RequestFrame& frame, std::span<const std::byte> body,
+                                 sync::Deadline deadline, std::uint32_t server) {
+  const channel::Endpoint& out = view_.requests;
+  const std::size_t size = sizeof(RequestFrame) + body.size();
+  Result<channel::Reservation> reservation = out.try_reserve(size);
+  while (!reservation) {
+    if (reservation.error() != errc::would_block && reservation.error() != errc::timed_out) {
+      return reservation.error();
+    }
+    // The request ring is full: wait for room a check period at a time, looking at the server
+    // between periods (its role in the channel is not tracked: clients share the segment).
+    // acquire: as in start().
+    if (view_.header->server.load(std::memory_order_acquire) != server ||
+        !packed_alive(segment_->self(), server)) {
+      return errc::peer_dead;
+    }
+    const sync::Deadline now = sync::Clock::now();
+    if (now >= deadline) return errc::timed_out;
+    reservation = out.reserve_until(size, std::min(deadline, now + channel::kPeerCheckPeriod));
+  }
+  std::memcpy(reservation->data().data(), &frame, sizeof frame);
+  if (!body.empty()) {
+    std::memcpy(reservation->data().data() + sizeof frame, body.data(), body.size());
+  }
+  return out.commit(*reservation);
+}
+
+bool ClientCore::finish(std::uint64_t id, std::error_code error) {
+  std::shared_ptr<CallState> state;
+  {
+    const std::lock_guard lock(mutex_);
+    const auto found = pending_.find(id);
+    if (found == pending_.end()) return false;
+    state = std::move(found->second);
+    pending_.erase(found);
+    pending_count_.store(pending_.size(), std::memory_order_relaxed);
+  }
+  count(error);
+  complete(*state, error);
+  return true;
+}
+
+void ClientCore::fail_all(std::error_code error) {
+  std::unordered_map<std::uint64_t, std::shared_ptr<CallState>> failed;
+  {
+    const std::lock_guard lock(mutex_);
+    failed.swap(pending_);
+    pending_count_.store(0, std::memory_order_relaxed);
+  }
+  for (auto& [id, state] : failed) {
+    count(error);
+    complete(*state, error);
+  }
+}
+
+void ClientCore::check_server() {
+  // acquire: pairs with the server's release CAS (takeover, withdrawal).
+  const std::uint32_t server = view_.header->server.load(std::memory_order_acquire);
+  const bool alive = packed_alive(segment_->self(), server);
+  if (alive && server == last_server_) return;
+  last_server_ = server;
+  std::vector<std::shared_ptr<CallState>> failed;
+  {
+    const std::lock_guard lock(mutex_);
+    for (auto it = pending_.begin(); it != pending_.end();) {
+      if (!alive || it->second->server != server) {
+        failed.push_back(std::move(it->second));
+        it = pending_.erase(it);
+      } else {
+        ++it;
+      }
+    }
+    pending_count_.store(pending_.size(), std::memory_order_relaxed);
+  }
+  for (const auto& state : failed) {
+    count(errc::peer_dead);
+    complete(*state, std::error_code(errc::peer_dead));
+  }
+}
+
+void ClientCore::dispatch(std::span<const std::byte> message) {
+  if (message.empty()) return;  // a wake-up (shut_down)
+  ResponseFrame frame{};
+  if (message.size() < sizeof frame) {
+    bump(malformed_responses_);
+    return;
+  }
+  std::memcpy(&frame, message.data(), sizeof frame);
+  if (frame.version != kFrameVersion || frame.flags != 0 ||
+      frame.body_length != message.size() - sizeof frame) {
+    bump(malformed_responses_);
+    return;
+  }
+  if (frame.generation != generation_) {
+    bump(stale_responses_);  // meant for this slot's previous owner
+    return;
+  }
+  std::shared_ptr<CallState> state;
+  {
+    const std::lock_guard lock(mutex_);
+    const auto found = pending_.find(frame.correlation);
+    if (found == pending_.end()) {
+      const bool issued = frame.correlation != 0 && frame.correlation < next_id_;
+      bump(issued ? late_responses_ : unknown_responses_);
+      return;
+    }
+    state = std::move(found->second);
+    pending_.erase(found);
+    pending_count_.store(pending_.size(), std::memory_order_relaxed);
+  }
+  if (sync::Clock::now() > state->deadline) {
+    bump(late_responses_);
+    count(errc::timed_out);
+    complete(*state, std::error_code(errc::timed_out));
+    return;
+  }
+  Response response;
+  response.status = frame.status;
+  const std::span<const std::byte> body = message.subspan(sizeof frame);
+  response.body.assign(body.begin(), body.end());
+  bump(responses_);
+  complete(*state, std::move(response));
+}
+
+void ClientCore::receive_loop() noexcept {
+  const channel::Endpoint& in = view_.responses[slot_];
+  std::vector<std::byte> buffer;
+  sync::Deadline next_check = sync::Clock::now();
+  // acquire: pairs with the release store in shut_down() (nothing else is published by it).
+  while (!stopping_.load(std::memory_order_acquire)) {
+    const bool busy = pending_count_.load(std::memory_order_relaxed) != 0;
+    sync::Deadline now = sync::Clock::now();
+    if (busy && now >= next_check) {
+      check_server();
+      next_check = now + channel::kPeerCheckPeriod;
+    }
+    const sync::Deadline until = busy ? next_check : now + channel::kIdlePeerCheckPeriod;
+    std::error_code error;
+    try {
+      error = in.receive_until(buffer, until);
+    } catch (const std::bad_alloc&) {
+      error = make_error_code(std::errc::not_enough_memory);  // the message stays queued
+    }
+    if (!error) {
+      try {
+        dispatch(buffer);
+      } catch (const std::bad_alloc&) {
+        // A response body could not be copied: the call will time out; nothing else to do.
+        bump(malformed_responses_);
+      }
+    } else if (error != errc::timed_out) {
+      // corrupt_segment (a peer scribbled on the ring) or no memory: nothing can be received
+      // now. Fail what is pending rather than let it wait for its deadline, and do not spin.
+      fail_all(error == errc::corrupt_segment ? error : std::error_code(errc::peer_dead));
+      std::this_thread::sleep_for(channel::kPeerCheckPeriod);
+    } else if (!busy) {
+      next_check = sync::Clock::now();  // a call that starts now gets a prompt first look
+    }
+  }
+}
+
+void ClientCore::shut_down() noexcept {
+  if (!receiver_.joinable()) return;
+  if (!segment_->self().attached()) {
+    // A fork child's copy: the receiver thread does not exist here, nothing may be joined.
+    receiver_.detach();
+    return;
+  }
+  stopping_.store(true, std::memory_order_release);  // pairs with the receiver's acquire load
+  // Wake the receiver: an empty message on this client's own response channel. A full ring
+  // needs none (the receiver is busy and sees the flag).
+  (void)view_.responses[slot_].try_send({});
+  receiver_.join();
+  fail_all(errc::cancelled);
+  free_slot(view_.slots[slot_], me_);
+}
+
+ClientStatistics ClientCore::statistics() const noexcept {
+  const auto get = [](const std::atomic<std::uint64_t>& counter) {
+    return counter.load(std::memory_order_relaxed);  // relaxed: a statistic
+  };
+  ClientStatistics s;
+  s.calls = get(calls_);
+  s.responses = get(responses_);
+  s.timed_out = get(timed_out_);
+  s.cancelled = get(cancelled_);
+  s.peer_dead = get(peer_dead_);
+  s.late_responses = get(late_responses_);
+  s.unknown_responses = get(unknown_responses_);
+  s.stale_responses = get(stale_responses_);
+  s.malformed_responses = get(malformed_responses_);
+  return s;
+}
+
+}  // namespace detail
+
+// --- PendingCall
+
+PendingCall& PendingCall::operator=(PendingCall&& other) noexcept {
+  if (this != &other) {
+    if (state_ != nullptr && !poll()) cancel();
+    state_ = std::move(other.state_);
+  }
+  return *this;
+}
+
+PendingCall::~PendingCall() {
+  if (state_ != nullptr && !poll()) cancel();
+}
+
+Result<Response> PendingCall::wait() {
+  return wait_until(sync::Deadline::max());
+}
+
+Result<Response> PendingCall::wait_until(sync::Deadline deadline) {
+  if (state_ == nullptr) return make_error_code(errc::invalid_argument);
+  detail::CallState& state = *state_;
+  std::unique_lock lock(state.mutex);
+  for (;;) {
+    if (state.done) {
+      if (state.taken) return make_error_code(errc::invalid_argument);
+      state.taken = true;
+      return std::move(state.outcome);
+    }
+    const sync::Deadline now = sync::Clock::now();
+    if (now >= state.deadline) {
+      // The call's own deadline: complete it here (the receiver may be completing it at this
+      // moment with its response; then finish() finds nothing and the wait below is short).
+      lock.unlock();
+      const bool finished = state.core->finish(state.id, errc::timed_out);
+      lock.lock();
+      if (!finished) state.done_cv.wait(lock, [&state] { return state.done; });
+      continue;
+    }
+    if (now >= deadline) return make_error_code(errc::timed_out);
+    state.done_cv.wait_until(lock, std::min(deadline, state.deadline));
+  }
+}
+
+bool PendingCall::poll() const noexcept {
+  if (state_ == nullptr) return false;
+  const std::lock_guard lock(state_->mutex);
+  return state_->done;
+}
+
+void PendingCall::cancel() noexcept {
+  if (state_ == nullptr || state_->id == 0) return;
+  (void)state_->core->finish(state_->id, errc::cancelled);
+}
+
+// --- Client
+
+Result<Client> Client::connect(std::string_view name, const ClientOptions& options) {
+  Result<shm::Segment> segment = shm::Segment::open(name, shm::SegmentKind::rpc, options.segment);
+  if (!segment) return segment.error();
+  auto owned = std::make_unique<shm::Segment>(std::move(*segment));
+  detail::SegmentView view;
+  if (std::error_code error = detail::open_view(*owned, view)) return error;
+  for (channel::Endpoint& endpoint : view.responses) endpoint.set_wait_policy(options.wait_policy);
+  const sync::Participant& self = owned->self();
+  const std::uint32_t me = self.id().pack();
+  // Claim, step 1: a free slot, or one whose owner is dead (two passes: a slot freed by a
+  // concurrent sweep between our look and our CAS is found on the second).
+  std::uint32_t claimed = view.config.max_clients;
+  for (int pass = 0; pass < 2 && claimed == view.config.max_clients; ++pass) {
+    for (std::uint32_t index = 0; index < view.config.max_clients; ++index) {
+      detail::ClientSlot& slot = view.slots[index];
+      // acquire: pairs with the release CAS that freed or claimed the slot.
+      std::uint32_t owner = slot.owner.load(std::memory_order_acquire);
+      if (owner != 0 && detail::packed_alive(self, owner)) continue;
+      // acq_rel: acquire as above; release publishes the claim (with step 2's bump, which the
+      // server reads after an acquire load of owner).
+      if (slot.owner.compare_exchange_strong(owner, me, std::memory_order_acq_rel,
+                                             std::memory_order_relaxed)) {
+        claimed = index;
+        break;
+      }
+    }
+  }
+  if (claimed == view.config.max_clients) return make_error_code(errc::limit_reached);
+  detail::ClientSlot& slot = view.slots[claimed];
+  // Step 2: a new generation (never 0). release: pairs with the server's acquire load in
+  // respond(); only the owner writes it, so the RMW never races another writer.
+  std::uint32_t generation = slot.generation.fetch_add(1, std::memory_order_release) + 1;
+  if (generation == 0) generation = slot.generation.fetch_add(1, std::memory_order_release) + 1;
+  // Step 3: drop what the previous owner left in the response ring (its generation differs;
+  // the receiver would drop it too, this only frees the room at once).
+  std::vector<std::byte> stale;
+  while (!view.responses[claimed].try_receive(stale)) {
+  }
+  Client client;
+  client.core_ =
+      std::make_shared<detail::ClientCore>(std::move(owned), std::move(view), claimed, generation);
+  client.core_->start_receiver();
+  return client;
+}
+
+Client::Client(Client&& other) noexcept : core_(std::move(other.core_)) {}
+
+Client& Client::operator=(Client&& other) noexcept {
+  if (this != &other) {
+    if (core_ != nullptr) core_->shut_down();
+    core_ = std::move(other.core_);
+  }
+  return *this;
+}
+
+Client::~Client() {
+  if (core_ != nullptr) core_->shut_down();
+}
+
+Result<Response> Client::call(std::uint32_t method, std::span<const std::byte> body,
+                              sync::Deadline deadline) {
+  PendingCall pending = async_call(method, body, deadline);
+  return pending.wait();
+}
+
+PendingCall Client::async_call(std::uint32_t method, std::span<const std::byte> body,
+                               sync::Deadline deadline) {
+  if (core_ == nullptr) return PendingCall();
+  return PendingCall(core_->start(method, body, deadline, nullptr, 0));
+}
+
+void Client::call_many(std::span<const CallSpec> requests, sync::Deadline deadline,
+                       const Completion& on_complete) {
+  if (core_ == nullptr) {
+    for (std::size_t i = 0; i < requests.size(); ++i) {
+      on_complete(i, make_error_code(errc::invalid_argument));
+    }
+    return;
+  }
+  auto sink = std::make_shared<detail::CompletionQueue>();
+  std::vector<PendingCall> calls;
+  calls.reserve(requests.size());
+  for (std::size_t i = 0; i < requests.size(); ++i) {
+    calls.push_back(
+        PendingCall(core_->start(requests[i].method, requests[i].body, deadline, sink, i)));
+  }
+  bool expired = false;
+  for (std::size_t handed = 0; handed < requests.size(); ++handed) {
+    std::size_t tag = 0;
+    {
+      std::unique_lock lock(sink->mutex);
+      while (sink->ready.empty()) {
+        if (!expired && sink->ready_cv.wait_until(lock, deadline) == std::cv_status::timeout) {
+          // Every call still in flight completes with timed_out (and lands in the sink).
+          expired = true;
+          lock.unlock();
+          for (PendingCall& call : calls) {
+            if (call.state_ != nullptr && call.state_->id != 0) {
+              (void)core_->finish(call.state_->id, errc::timed_out);
+            }
+          }
+          lock.lock();
+        } else if (expired) {
+          sink->ready_cv.wait(lock, [&sink] { return !sink->ready.empty(); });
+        }
+      }
+      tag = sink->ready.front();
+      sink->ready.pop_front();
+    }
+    on_complete(tag, calls[tag].wait());
+  }
+}
+
+ClientStatistics Client::statistics() const noexcept {
+  return core_ == nullptr ? ClientStatistics{} : core_->statistics();
+}
+
+std::uint32_t Client::slot() const noexcept {
+  return core_->slot();
+}
+
+const ServerConfig& Client::config() const noexcept {
+  return core_->config();
+}
+
+}  // namespace xproc::rpc

@@ -1,0 +1,437 @@
+// Server: takes requests off the request channel, hands them to handlers, queues responses on
+// the calling client's response channel (server.h; docs/decisions/0050-rpc.md).
+#include "xproc/rpc/server.h"
+
+#include <algorithm>
+#include <cstring>
+#include <exception>
+#include <utility>
+
+#include "rpc_internal.h"
+#include "xproc/sys/error.h"
+
+namespace xproc::rpc {
+namespace detail {
+
+class ServerCore : public std::enable_shared_from_this<ServerCore> {
+ public:
+  ServerCore(std::unique_ptr<shm::Segment> segment, SegmentView view,
+             const ServerOptions& options) noexcept
+      : segment_(std::move(segment)), view_(std::move(view)), options_(options) {
+    view_.requests.set_wait_policy(options.wait_policy);
+    buffer_capacity_ = sizeof(RequestFrame) + view_.config.max_request_body;
+  }
+
+  shm::Segment& segment() noexcept { return *segment_; }
+  const ServerConfig& config() const noexcept { return view_.config; }
+  ServerHeader& header() noexcept { return *view_.header; }
+
+  // One request off the channel, validated and handled. `deadline` nullptr: try once.
+  // {} handled one; would_block / timed_out none came; corrupt_segment. A wake-up (an empty
+  // message) ends the call with would_block when `return_on_wake` (workers: to look at their
+  // stop flag), and is skipped otherwise.
+  std::error_code take_one(const Server::Handler& handler, std::vector<std::byte>& buffer,
+                           const sync::Deadline* deadline, bool return_on_wake = false);
+
+  std::error_code respond(std::uint32_t slot, std::uint32_t generation, std::uint64_t correlation,
+                          std::span<const std::byte> body, std::uint32_t status);
+  // Frees the slots of dead clients (one F_OFD_GETLK per held slot); one sweeper at a time.
+  void sweep();
+  // Queues an empty message on the request channel: a wake-up for one parked worker.
+  void wake() noexcept { (void)view_.requests.try_send({}); }
+  void count_abandoned() noexcept { abandoned_.fetch_add(1, std::memory_order_relaxed); }
+
+  ServerStatistics statistics() const noexcept;
+
+  // Withdraws this server from the header (destruction): clients see no live server.
+  void withdraw() noexcept {
+    std::uint32_t expected = segment_->self().id().pack();
+    // release: orders every response queued before it ahead of clients' acquire load of the
+    // server word (a client that sees 0 has seen the responses sent before).
+    view_.header->server.compare_exchange_strong(expected, 0, std::memory_order_release,
+                                                 std::memory_order_relaxed);
+  }
+
+ private:
+  // Validates a request frame; the request's header when it passes, counting the failure when
+  // not.
+  bool check(std::span<const std::byte> message, RequestFrame& frame) noexcept;
+
+  std::unique_ptr<shm::Segment> segment_;
+  SegmentView view_;
+  ServerOptions options_;
+  std::size_t buffer_capacity_ = 0;
+  std::atomic<bool> sweeping_{false};
+
+  // Statistics: relaxed counters (no order is needed among them; snapshots are approximate).
+  std::atomic<std::uint64_t> requests_{0};
+  std::atomic<std::uint64_t> responses_{0};
+  std::atomic<std::uint64_t> abandoned_{0};
+  std::atomic<std::uint64_t> handler_exceptions_{0};
+  std::atomic<std::uint64_t> bad_version_{0};
+  std::atomic<std::uint64_t> bad_length_{0};
+  std::atomic<std::uint64_t> bad_flags_{0};
+  std::atomic<std::uint64_t> bad_slot_{0};
+  std::atomic<std::uint64_t> stale_requests_{0};
+  std::atomic<std::uint64_t> responses_dead_client_{0};
+  std::atomic<std::uint64_t> responses_timed_out_{0};
+  std::atomic<std::uint64_t> slots_freed_{0};
+};
+
+namespace {
+void bump(std::atomic<std::uint64_t>& counter) noexcept {
+  counter.fetch_add(1, std::memory_order_relaxed);  // relaxed: a statistic
+}
+}  // namespace
+
+bool ServerCore::check(std::span<const std::byte> message, RequestFrame& frame) noexcept {
+  if (message.size() < sizeof(RequestFrame)) {
+    bump(bad_length_);
+    return false;
+  }
+  std::memcpy(&frame, message.data(), sizeof(RequestFrame));
+  if (frame.version != kFrameVersion) {
+    bump(bad_version_);
+    return false;
+  }
+  if (frame.body_length != message.size() - sizeof(RequestFrame) ||
+      frame.body_length > view_.config.max_request_body) {
+    bump(bad_length_);
+    return false;
+  }
+  if ((frame.flags & ~kKnownRequestFlags) != 0 || frame.reserved != 0 || frame.correlation == 0) {
+    bump(bad_flags_);
+    return false;
+  }
+  if (frame.client_slot >= view_.config.max_clients) {
+    bump(bad_slot_);
+    return false;
+  }
+  const ClientSlot& slot = view_.slots[frame.client_slot];
+  // relaxed: a hint only; respond() re-checks before it queues, and the client drops a response
+  // of another generation anyway.
+  if (slot.generation.load(std::memory_order_relaxed) != frame.generation ||
+      slot.owner.load(std::memory_order_relaxed) == 0) {
+    bump(stale_requests_);
+    return false;
+  }
+  return true;
+}
+
+std::error_code ServerCore::take_one(const Server::Handler& handler, std::vector<std::byte>& buffer,
+                                     const sync::Deadline* deadline, bool return_on_wake) {
+  for (;;) {
+    buffer.resize(buffer_capacity_);
+    const Result<std::size_t> received = view_.requests.receive_sized(buffer, deadline, nullptr);
+    if (!received) {
+      // message_too_large: a frame above max_request_body + header cannot have been sent through
+      // this channel (its max_message is that); the channel refused it. Anything else is ours
+      // to return.
+      return received.error();
+    }
+    const std::span<const std::byte> message(buffer.data(), *received);
+    if (message.empty()) {  // a wake-up (Server::stop)
+      if (return_on_wake) return errc::would_block;
+      continue;
+    }
+    RequestFrame frame{};
+    if (!check(message, frame)) continue;
+    bump(requests_);
+    Request request;
+    request.method = frame.method;
+    request.body = message.subspan(sizeof(RequestFrame));
+    request.client_slot = frame.client_slot;
+    request.correlation_id = frame.correlation;
+    try {
+      handler(request, Responder(shared_from_this(), frame.client_slot, frame.generation,
+                                 frame.correlation));
+    } catch (...) {
+      // The handler's Responder (a by-value argument) was destroyed during unwinding: the call
+      // got kStatusAbandoned. The worker goes on.
+      bump(handler_exceptions_);
+    }
+    return {};
+  }
+}
+
+std::error_code ServerCore::respond(std::uint32_t slot_index, std::uint32_t generation,
+                                    std::uint64_t correlation, std::span<const std::byte> body,
+                                    std::uint32_t status) {
+  ClientSlot& slot = view_.slots[slot_index];  // slot_index was checked against max_clients
+  const channel::Endpoint& out = view_.responses[slot_index];
+  const auto size = sizeof(ResponseFrame) + body.size();
+  const sync::Participant& self = segment_->self();
+  const sync::Deadline give_up = sync::Clock::now() + options_.response_timeout;
+  Result<channel::Reservation> reservation = out.try_reserve(size);
+  for (;;) {
+    // acquire: pairs with the claimer's release CAS of owner (client.cc, claim step 1) and the
+    // release bump of generation (step 2): the owner and generation read here are the
+    // current claim's, checked right before the response is written.
+    const std::uint32_t owner = slot.owner.load(std::memory_order_acquire);
+    if (owner == 0 || slot.generation.load(std::memory_order_acquire) != generation) {
+      bump(responses_dead_client_);  // the client left (or died and its slot was taken): the
+      return errc::peer_dead;        // reservation, if any, is abandoned by its destructor
+    }
+    if (reservation) {
+      ResponseFrame frame{};
+      frame.version = kFrameVersion;
+      frame.status = status;
+      frame.correlation = correlation;
+      frame.generation = generation;
+      frame.body_length = static_cast<std::uint32_t>(body.size());
+      std::memcpy(reservation->data().data(), &frame, sizeof frame);
+      if (!body.empty()) {
+        std::memcpy(reservation->data().data() + sizeof frame, body.data(), body.size());
+      }
+      if (std::error_code error = out.commit(*reservation)) return error;
+      bump(responses_);
+      return {};
+    }
+    if (reservation.error() != errc::would_block && reservation.error() != errc::timed_out) {
+      return reservation.error();
+    }
+    // The ring is full: the client reads slowly, or is dead. Look, then wait a check period.
+    if (!packed_alive(self, owner)) {
+      if (free_slot(slot, owner)) bump(slots_freed_);
+      bump(responses_dead_client_);
+      return errc::peer_dead;
+    }
+    const sync::Deadline now = sync::Clock::now();
+    if (now >= give_up) {
+      bump(responses_timed_out_);
+      return errc::timed_out;
+    }
+    reservation = out.reserve_until(size, std::min(give_up, now + channel::kPeerCheckPeriod));
+  }
+}
+
+void ServerCore::sweep() {
+  // acquire/relaxed: a try-flag among this process's workers; acquire pairs with the release
+  // store below so sweeps do not overlap.
+  if (sweeping_.exchange(true, std::memory_order_acquire)) return;
+  const sync::Participant& self = segment_->self();
+  for (std::uint32_t index = 0; index < view_.config.max_clients; ++index) {
+    ClientSlot& slot = view_.slots[index];
+    // relaxed: free_slot's CAS decides; a stale read only skips or retries a slot.
+    const std::uint32_t owner = slot.owner.load(std::memory_order_relaxed);
+    if (owner != 0 && !packed_alive(self, owner) && free_slot(slot, owner)) bump(slots_freed_);
+  }
+  sweeping_.store(false, std::memory_order_release);  // pairs with the exchange above
+}
+
+ServerStatistics ServerCore::statistics() const noexcept {
+  const auto get = [](const std::atomic<std::uint64_t>& counter) {
+    return counter.load(std::memory_order_relaxed);  // relaxed: a statistic
+  };
+  ServerStatistics s;
+  s.requests = get(requests_);
+  s.responses = get(responses_);
+  s.abandoned = get(abandoned_);
+  s.handler_exceptions = get(handler_exceptions_);
+  s.bad_version = get(bad_version_);
+  s.bad_length = get(bad_length_);
+  s.bad_flags = get(bad_flags_);
+  s.bad_slot = get(bad_slot_);
+  s.stale_requests = get(stale_requests_);
+  s.responses_dead_client = get(responses_dead_client_);
+  s.responses_timed_out = get(responses_timed_out_);
+  s.slots_freed = get(slots_freed_);
+  return s;
+}
+
+}  // namespace detail
+
+// --- Responder
+
+Responder& Responder::operator=(Responder&& other) noexcept {
+  if (this != &other) {
+    if (core_ != nullptr) {
+      core_->count_abandoned();
+      (void)core_->respond(slot_, generation_, correlation_, {}, kStatusAbandoned);
+    }
+    core_ = std::move(other.core_);
+    slot_ = other.slot_;
+    generation_ = other.generation_;
+    correlation_ = other.correlation_;
+  }
+  return *this;
+}
+
+Responder::~Responder() {
+  if (core_ == nullptr) return;
+  core_->count_abandoned();
+  // Best effort: the client learns its call will never be answered (or times out if this
+  // fails too).
+  (void)core_->respond(slot_, generation_, correlation_, {}, kStatusAbandoned);
+}
+
+std::error_code Responder::respond(std::span<const std::byte> body, std::uint32_t status) {
+  if (core_ == nullptr) return errc::invalid_argument;
+  if (body.size() > core_->config().max_response_body) return errc::message_too_large;
+  const std::shared_ptr<detail::ServerCore> core = std::move(core_);  // spent from here on
+  return core->respond(slot_, generation_, correlation_, body, status);
+}
+
+// --- Server
+
+Result<Server> Server::create(std::string_view name, const ServerOptions& options) {
+  const detail::Layout layout = detail::layout_for(options.config);
+  if (!layout.valid) return make_error_code(errc::invalid_argument);
+  if (options.segment.participant_capacity < options.config.max_clients + 2) {
+    return make_error_code(errc::invalid_argument);
+  }
+  shm::SegmentOptions segment_options = options.segment;
+  segment_options.unlink_when_last_detaches = true;
+  segment_options.if_exists = shm::IfExists::fail;
+  // A few rounds cover the races with a concurrent creator, takeover or unlink; each round
+  // either returns or saw another process change the name's state.
+  for (int round = 0; round < 8; ++round) {
+    bool fresh = true;
+    Result<shm::Segment> segment = shm::Segment::create(
+        name, shm::SegmentKind::rpc, layout.body_size, segment_options,
+        [&options](std::span<std::byte> body) { return detail::format(body, options.config); });
+    if (!segment) {
+      if (segment.error() != errc::already_exists) return segment.error();
+      fresh = false;
+      segment = shm::Segment::open(name, shm::SegmentKind::rpc, segment_options);
+      if (!segment) {
+        if (segment.error() == errc::not_found) continue;  // unlinked meanwhile
+        return segment.error();
+      }
+    }
+    auto owned = std::make_unique<shm::Segment>(std::move(*segment));
+    detail::SegmentView view;
+    if (std::error_code error = detail::open_view(*owned, view)) return error;
+    const std::uint32_t me = owned->self().id().pack();
+    std::uint32_t current = view.header->server.load(std::memory_order_acquire);
+    // (acquire: pairs with the release CAS of the previous server's takeover or withdrawal.)
+    if (current != 0 && detail::packed_alive(owned->self(), current)) {
+      return make_error_code(errc::already_exists);
+    }
+    const ServerConfig& found = view.config;
+    if (!fresh && (found.max_clients != options.config.max_clients ||
+                   found.request_capacity != options.config.request_capacity ||
+                   found.response_capacity != options.config.response_capacity ||
+                   found.max_request_body != options.config.max_request_body ||
+                   found.max_response_body != options.config.max_response_body)) {
+      // A dead server's segment of another shape: replace it (its clients must reconnect).
+      (void)owned->unlink();
+      continue;
+    }
+    // acq_rel: acquire pairs with the previous holder's release; release publishes this
+    // server's id after its view is open (clients only read the word).
+    if (!view.header->server.compare_exchange_strong(current, me, std::memory_order_acq_rel,
+                                                     std::memory_order_relaxed)) {
+      continue;  // another server took it first: look again
+    }
+    // relaxed: the epoch is read by clients only as a changed/unchanged hint next to the
+    // server word, whose CAS above orders it.
+    const std::uint32_t epoch =
+        view.header->server_epoch.fetch_add(1, std::memory_order_relaxed) + 1;
+    Server server;
+    server.core_ = std::make_shared<detail::ServerCore>(std::move(owned), std::move(view), options);
+    server.stopping_ = std::make_shared<std::atomic<bool>>(false);
+    server.epoch_ = epoch;
+    return server;
+  }
+  return make_error_code(errc::already_exists);
+}
+
+Server::Server(Server&& other) noexcept
+    : core_(std::move(other.core_)),
+      workers_(std::move(other.workers_)),
+      stopping_(std::move(other.stopping_)),
+      epoch_(other.epoch_) {}
+
+Server& Server::operator=(Server&& other) noexcept {
+  if (this != &other) {
+    shut_down();
+    core_ = std::move(other.core_);
+    workers_ = std::move(other.workers_);
+    stopping_ = std::move(other.stopping_);
+    epoch_ = other.epoch_;
+  }
+  return *this;
+}
+
+Server::~Server() {
+  shut_down();
+}
+
+void Server::shut_down() noexcept {
+  stop();
+  // A fork child's copy (detached participant) withdraws nothing: the parent still serves.
+  if (core_ != nullptr && core_->segment().self().attached()) core_->withdraw();
+  core_.reset();
+}
+
+std::error_code Server::serve(Handler handler, unsigned threads) {
+  if (core_ == nullptr || threads == 0 || !workers_.empty() || !handler) {
+    return errc::invalid_argument;
+  }
+  stopping_->store(false, std::memory_order_relaxed);  // no worker runs yet
+  auto shared_handler = std::make_shared<Handler>(std::move(handler));
+  for (unsigned i = 0; i < threads; ++i) {
+    try {
+      workers_.emplace_back([core = core_, stopping = stopping_, shared_handler] {
+        std::vector<std::byte> buffer;
+        // acquire: pairs with the release store in stop(); nothing else is published by it.
+        while (!stopping->load(std::memory_order_acquire)) {
+          const sync::Deadline deadline = sync::Clock::now() + kSweepPeriod;
+          const std::error_code error =
+              core->take_one(*shared_handler, buffer, &deadline, /*return_on_wake=*/true);
+          if (error == errc::timed_out) {
+            core->sweep();
+          } else if (error && error != errc::would_block) {
+            // corrupt_segment: the channel no longer holds a request we can read. Do not spin:
+            // wait a sweep period, as if idle, and try again (stop() still ends the loop).
+            std::this_thread::sleep_for(kSweepPeriod);
+          }
+        }
+      });
+    } catch (const std::system_error& error) {
+      stop();
+      return error.code();
+    }
+  }
+  return {};
+}
+
+void Server::stop() {
+  if (workers_.empty()) return;
+  stopping_->store(true, std::memory_order_release);  // pairs with the workers' acquire load
+  // Wake every worker parked on the request channel (an empty message is a wake-up, never a
+  // request). When the ring is full none is needed: the workers are busy and see the flag.
+  for (std::size_t i = 0; i < workers_.size(); ++i) core_->wake();
+  for (std::thread& worker : workers_) worker.join();
+  workers_.clear();
+}
+
+Result<bool> Server::poll_one(const Handler& handler) {
+  if (core_ == nullptr) return make_error_code(errc::invalid_argument);
+  std::vector<std::byte> buffer;
+  const std::error_code error = core_->take_one(handler, buffer, nullptr);
+  if (!error) return true;
+  if (error == errc::would_block) return false;
+  return error;
+}
+
+std::error_code Server::serve_one(const Handler& handler, sync::Deadline deadline) {
+  if (core_ == nullptr) return errc::invalid_argument;
+  std::vector<std::byte> buffer;
+  return core_->take_one(handler, buffer, &deadline);
+}
+
+ServerStatistics Server::statistics() const noexcept {
+  return core_ == nullptr ? ServerStatistics{} : core_->statistics();
+}
+
+const ServerConfig& Server::config() const noexcept {
+  return core_->config();
+}
+
+shm::Segment& Server::segment() const noexcept {
+  return core_->segment();
+}
+
+}  // namespace xproc::rpc
