@@ -1,0 +1,217 @@
+// bulk::BulkChannel across processes: several producer and consumer processes (each payload
+// exactly once, byte-exact, pull and pool paths mixed), a non-dumpable producer that falls
+// back to the pool and says why, a consumer killed mid-pull (the producer re-sends through the
+// pool), and a producer killed with a pulled payload in flight (consumers skip it, no hang).
+
+#include <signal.h>
+#include <sys/prctl.h>
+#include <unistd.h>
+
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstring>
+#include <thread>
+#include <vector>
+
+#include "bulk_channel_test_support.h"
+#include "child_process.h"
+#include "shared_object.h"
+#include "transfer_test_support.h"
+#include "xproc/bulk/bulk_channel.h"
+#include "xproc/bulk/transfer.h"
+#include "xproc/bulk/transfer_layout.h"
+#include "xproc/sys/error.h"
+#include "xproc/sys/file.h"
+
+namespace xproc::bulk {
+namespace {
+
+using namespace std::chrono_literals;
+using test::check_payload;
+using test::config_for;
+using test::make_payload;
+using xproc::test::Child;
+
+constexpr std::uint64_t kMiB = 1u << 20;
+constexpr std::uint32_t kParticipants = 16;
+
+shm::SegmentOptions segment_options() {
+  shm::SegmentOptions options;
+  options.participant_capacity = kParticipants;
+  return options;
+}
+
+BulkChannel create(const BulkChannelConfig& config) {
+  return BulkChannel::create_anonymous(config, segment_options()).value();
+}
+
+// A fork child's own attachment (the parent's copy is detached in the child).
+BulkChannel join(const BulkChannel& parent, const BulkProcessOptions& process = {}) {
+  return BulkChannel::adopt(sys::reopen(parent.segment().fd()).value(), segment_options(), process)
+      .value();
+}
+
+struct Tally {
+  static constexpr std::uint32_t kProducers = 4;
+  static constexpr std::uint32_t kMaxSequence = 4096;
+  std::atomic<std::uint32_t> delivered[kProducers][kMaxSequence];
+  std::atomic<std::uint32_t> received;
+  std::atomic<std::uint32_t> bad;
+  std::atomic<std::uint32_t> flag;
+  std::atomic<std::uint64_t> fallbacks;
+};
+using SharedTally = xproc::test::SharedObject<Tally>;
+
+TEST(BulkChannelProcess, ProducerAndConsumerProcessesDeliverEachPayloadOnceByteExact) {
+  const auto per_producer =
+      static_cast<std::uint32_t>(std::min<long>(xproc::test::scaled(40), 4000));
+  constexpr std::uint32_t kProducers = 2;
+  constexpr int kConsumers = 2;
+  BulkChannel channel = create(config_for(16 * kMiB, kMiB, 3));
+  SharedTally tally;
+  const std::uint32_t total = kProducers * per_producer;
+  const std::size_t sizes[] = {16, 4095, 70000, kMiB, 3 * kMiB + 8, 200, 16 * kMiB, 9000};
+  std::vector<Child> children;
+  for (std::uint32_t p = 0; p < kProducers; ++p) {
+    children.push_back(Child::start([&, p] {
+      BulkProcessOptions process;
+      process.allow_pull = p == 0;  // producer 0 pulls from 1 MiB, producer 1 never
+      BulkChannel own = join(channel, process);
+      for (std::uint32_t i = 0; i < per_producer; ++i) {
+        const std::size_t size = sizes[(i + p) % std::size(sizes)];
+        if (own.send(make_payload(size, p, i))) return 1;
+      }
+      const PathReport report = own.path_report();
+      if (p == 0 && report.sent_pull == 0) return 2;
+      if (p == 1 && (report.sent_pull != 0 || report.pull_reason.empty())) return 3;
+      return 0;
+    }));
+  }
+  for (int c = 0; c < kConsumers; ++c) {
+    children.push_back(Child::start([&] {
+      BulkChannel own = join(channel);
+      std::vector<std::byte> out;
+      while (tally->received.load() < total) {
+        std::error_code error = own.receive_until(out, sync::Clock::now() + 50ms);
+        if (error == errc::timed_out) continue;
+        if (error) return 4;
+        tally->received.fetch_add(1);
+        const auto id = check_payload(out);
+        if (!id || id->producer >= kProducers || id->sequence >= per_producer) {
+          tally->bad.fetch_add(1);
+          continue;
+        }
+        tally->delivered[id->producer][id->sequence].fetch_add(1);
+      }
+      return 0;
+    }));
+  }
+  for (Child& child : children) {
+    const xproc::test::ChildStatus status = child.wait(180s);
+    EXPECT_TRUE(status.ok()) << status.exit_code << " " << status.term_signal;
+  }
+  EXPECT_EQ(tally->bad.load(), 0u);
+  EXPECT_EQ(tally->received.load(), total);
+  for (std::uint32_t p = 0; p < kProducers; ++p) {
+    for (std::uint32_t i = 0; i < per_producer; ++i) {
+      EXPECT_EQ(tally->delivered[p][i].load(), 1u) << p << "/" << i;
+    }
+  }
+  const BulkChannelStatistics stats = channel.statistics();
+  EXPECT_EQ(stats.pool_free, stats.pool_buffers);
+}
+
+TEST(BulkChannelProcess, NonDumpableProducerUsesThePoolAndSaysWhy) {
+  BulkChannel channel = create(config_for(4 * kMiB, kMiB));
+  Child producer = Child::start([&] {
+    if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0) return 1;
+    BulkChannel own = join(channel);
+    const PathReport report = own.path_report();
+    if (report.pull_enabled) return 2;
+    if (report.pull_reason.find("not dumpable") == std::string::npos) return 3;
+    if (own.path_for(2 * kMiB) != BulkPath::pool_copy) return 4;
+    for (std::uint32_t i = 0; i < 4; ++i) {
+      if (own.send(make_payload(2 * kMiB, 1, i))) return 5;
+    }
+    return own.path_report().sent_pool == 4 ? 0 : 6;
+  });
+  std::vector<std::byte> out;
+  for (std::uint32_t i = 0; i < 4; ++i) {
+    ASSERT_FALSE(channel.receive_until(out, sync::Clock::now() + 30s));
+    const auto id = check_payload(out);
+    ASSERT_TRUE(id.has_value());
+    EXPECT_EQ(id->sequence, i);
+  }
+  EXPECT_TRUE(producer.wait(30s).ok());
+}
+
+TEST(BulkChannelProcess, ConsumerKilledMidPullMakesTheProducerResendThroughThePool) {
+  BulkChannel channel = create(config_for(4 * kMiB, kMiB));
+  SharedTally tally;
+  const std::vector<std::byte> payload = make_payload(2 * kMiB, 1, 7);
+  std::error_code sent = make_error_code(errc::timed_out);
+  std::thread producer([&] { sent = channel.send(payload); });
+  // The consumer claims the record and the transfer (as pull() does before its copy), then is
+  // killed before it copies anything.
+  Child consumer = Child::start([&] {
+    BulkChannel own = join(channel);
+    Result<channel::Message> message = own.endpoint().peek_until(sync::Clock::now() + 30s);
+    if (!message || message->data().size() != 48) return 1;
+    Descriptor descriptor;
+    std::memcpy(&descriptor, message->data().data() + 16, sizeof descriptor);
+    detail::TransferSlot& slot = test::slot_of(own.segment(), descriptor.slot);
+    std::uint64_t word = slot.state.load();
+    if (detail::state_of(word) != detail::SlotState::open) return 2;
+    if (!slot.state.compare_exchange_strong(
+            word, detail::make_state(descriptor.generation, detail::SlotState::claimed,
+                                     own.segment().self().id().pack()))) {
+      return 3;
+    }
+    tally->flag.store(1, std::memory_order_release);
+    for (;;) pause();
+  });
+  ASSERT_TRUE(test::await_flag(tally->flag, sync::Clock::now() + 30s));
+  consumer.kill(SIGKILL);
+  (void)consumer.wait(10s);
+  // The dead consumer's record is redelivered to us (its pull is refused and skipped), then the
+  // payload re-sent through the pool arrives: exactly once.
+  std::vector<std::byte> out;
+  ASSERT_FALSE(channel.receive_until(out, sync::Clock::now() + 30s));
+  EXPECT_EQ(out, payload);
+  producer.join();
+  EXPECT_FALSE(sent) << sent.message();
+  EXPECT_EQ(channel.path_report().pull_fallbacks, 1u);
+  EXPECT_EQ(channel.try_receive(out), errc::would_block);
+}
+
+TEST(BulkChannelProcess, ProducerKilledWithAPullInFlightIsSkippedWithoutHang) {
+  BulkChannel channel = create(config_for(4 * kMiB, kMiB));
+  SharedTally tally;
+  Child producer = Child::start([&] {
+    BulkChannel own = join(channel);
+    // An intact pool payload first, then a pulled one whose owner dies before any copy.
+    if (own.send(make_payload(100000, 1, 0))) return 1;
+    const std::vector<std::byte> pulled = make_payload(2 * kMiB, 1, 1);
+    Result<Completion> completion = own.post(pulled);
+    if (!completion || completion->path() != BulkPath::pull) return 2;
+    tally->flag.store(1, std::memory_order_release);
+    for (;;) pause();
+  });
+  ASSERT_TRUE(test::await_flag(tally->flag, sync::Clock::now() + 30s));
+  producer.kill(SIGKILL);
+  (void)producer.wait(10s);
+  std::vector<std::byte> out;
+  ASSERT_FALSE(channel.receive_until(out, sync::Clock::now() + 30s));
+  const auto id = check_payload(out);
+  ASSERT_TRUE(id.has_value());
+  EXPECT_EQ(id->sequence, 0u);
+  // The pulled payload's owner is dead: its record is skipped; every producer is gone, so the
+  // receive ends with peer_dead (or times out), never with a torn payload.
+  const std::error_code error = channel.receive_until(out, sync::Clock::now() + 5s);
+  EXPECT_TRUE(error == errc::peer_dead || error == errc::timed_out) << error.message();
+}
+
+}  // namespace
+}  // namespace xproc::bulk
