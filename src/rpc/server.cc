@@ -37,6 +37,15 @@ class ServerCore : public std::enable_shared_from_this<ServerCore> {
                           std::span<const std::byte> body, std::uint32_t status);
   // Frees the slots of dead clients (one F_OFD_GETLK per held slot); one sweeper at a time.
   void sweep();
+  // sweep() when the last one is kSweepPeriod old (busy workers call it after each request).
+  void maybe_sweep() {
+    // relaxed: a time hint; two workers sweeping at once is excluded by sweeping_.
+    if (sync::Clock::now().time_since_epoch().count() -
+            last_sweep_.load(std::memory_order_relaxed) >=
+        std::chrono::duration_cast<sync::Clock::duration>(kSweepPeriod).count()) {
+      sweep();
+    }
+  }
   // Queues an empty message on the request channel: a wake-up for one parked worker.
   void wake() noexcept { (void)view_.requests.try_send({}); }
   void count_abandoned() noexcept { abandoned_.fetch_add(1, std::memory_order_relaxed); }
@@ -62,6 +71,7 @@ class ServerCore : public std::enable_shared_from_this<ServerCore> {
   ServerOptions options_;
   std::size_t buffer_capacity_ = 0;
   std::atomic<bool> sweeping_{false};
+  std::atomic<sync::Clock::rep> last_sweep_{0};  // steady clock ticks of the last sweep
 
   // Statistics: relaxed counters (no order is needed among them; snapshots are approximate).
   std::atomic<std::uint64_t> requests_{0};
@@ -216,6 +226,7 @@ void ServerCore::sweep() {
     const std::uint32_t owner = slot.owner.load(std::memory_order_relaxed);
     if (owner != 0 && !packed_alive(self, owner) && free_slot(slot, owner)) bump(slots_freed_);
   }
+  last_sweep_.store(sync::Clock::now().time_since_epoch().count(), std::memory_order_relaxed);
   sweeping_.store(false, std::memory_order_release);  // pairs with the exchange above
 }
 
@@ -380,7 +391,9 @@ std::error_code Server::serve(Handler handler, unsigned threads) {
           const sync::Deadline deadline = sync::Clock::now() + kSweepPeriod;
           const std::error_code error =
               core->take_one(*shared_handler, buffer, &deadline, /*return_on_wake=*/true);
-          if (error == errc::timed_out) {
+          if (!error) {
+            core->maybe_sweep();
+          } else if (error == errc::timed_out) {
             core->sweep();
           } else if (error && error != errc::would_block) {
             // corrupt_segment: the channel no longer holds a request we can read. Do not spin:
