@@ -700,7 +700,12 @@ Result<std::size_t> BulkChannel::receive_impl(const sync::Deadline* deadline, Si
         Result<Held> held = descriptor.length == header.length
                                 ? state.pool.accept_redelivered(descriptor)
                                 : Result<Held>(code(errc::bad_descriptor));
-        // The buffer is ours (accepted) before the record is released (LoanChannel's K2, K3).
+        // The buffer is ours (accepted) before the record is released (LoanChannel's K2, K3),
+        // and copied out before too: a consumer that dies mid-copy leaves the record claimed,
+        // so it is redelivered and the next consumer takes the buffer over.
+        if (held && held->size() == into.size() && !into.empty()) {
+          std::memcpy(into.data(), held->data().data(), into.size());
+        }
         if (std::error_code error = state.endpoint.release(message)) return error;
         if (!held) {
           // already_returned: a redelivered record whose buffer was freed after its first
@@ -709,7 +714,6 @@ Result<std::size_t> BulkChannel::receive_impl(const sync::Deadline* deadline, Si
           return held.error();
         }
         if (held->size() != into.size()) return code(errc::bad_descriptor);
-        if (!into.empty()) std::memcpy(into.data(), held->data().data(), into.size());
         (void)held->give_back();  // already_returned: a detached view; the bytes are copied
         return into.size();
       }
