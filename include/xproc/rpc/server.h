@@ -148,7 +148,8 @@ class Server {
   // Starts `threads` workers that call `handler` for each request until stop(). invalid_argument
   // when threads is 0, the server is empty or already serving; the OS error of thread creation.
   [[nodiscard]] std::error_code serve(Handler handler, unsigned threads);
-  // Stops the workers (each finishes the handler it runs) and joins them. Idempotent.
+  // Stops the workers (each finishes the handler it runs) and joins them. Idempotent. Not from
+  // a handler running on a worker (it would join itself).
   void stop();
 
   // Handles one request in the calling thread if one is queued: true when a request went to
