@@ -103,6 +103,7 @@ TEST(Rpc, DroppedResponderAnswersAbandoned) {
   ASSERT_TRUE(response);
   EXPECT_EQ(response->status, kStatusAbandoned);
   EXPECT_EQ(server->statistics().abandoned, 1u);
+  server->stop();  // joins the workers before the test's locals they use go away
 }
 
 TEST(Rpc, OversizedBodiesAreRefusedBothWays) {
@@ -125,6 +126,7 @@ TEST(Rpc, OversizedBodiesAreRefusedBothWays) {
   ASSERT_TRUE(response);
   EXPECT_EQ(response->status, 3u);
   EXPECT_EQ(answered, errc::message_too_large);
+  server->stop();  // joins the workers before the test's locals they use go away
 }
 
 // Many threads of one client, handlers completing in random order after random delays on a
@@ -203,6 +205,7 @@ TEST(Rpc, ConcurrentCallsMatchTheirResponsesWithRandomCompletionOrder) {
   const ClientStatistics stats = client->statistics();
   EXPECT_EQ(stats.responses, static_cast<std::uint64_t>(4 * calls));
   EXPECT_EQ(stats.late_responses + stats.unknown_responses + stats.stale_responses, 0u);
+  server->stop();  // joins the workers before the test's locals they use go away
 }
 
 TEST(Rpc, LateResponseIsDroppedAndCountedNeverDeliveredToALaterCall) {
@@ -231,6 +234,7 @@ TEST(Rpc, LateResponseIsDroppedAndCountedNeverDeliveredToALaterCall) {
   EXPECT_EQ(text(response->body), "2:fresh");
   ASSERT_TRUE(eventually([&] { return client->statistics().late_responses == 1; }));
   EXPECT_EQ(client->statistics().timed_out, 1u);
+  server->stop();  // joins the workers before the test's locals they use go away
 }
 
 TEST(Rpc, CancelledCallCompletesAtOnceAndItsResponseIsDropped) {
@@ -254,6 +258,7 @@ TEST(Rpc, CancelledCallCompletesAtOnceAndItsResponseIsDropped) {
   EXPECT_FALSE(parked.release(0));
   ASSERT_TRUE(eventually([&] { return client->statistics().late_responses == 1; }));
   EXPECT_EQ(client->statistics().cancelled, 1u);
+  server->stop();  // joins the workers before the test's locals they use go away
 }
 
 // A handler holds the first request until every other one completed: call_many hands the
@@ -291,6 +296,7 @@ TEST(Rpc, CallManyHandsBackResponsesInCompletionOrder) {
   });
   ASSERT_EQ(order.size(), kCalls);
   EXPECT_EQ(order.back(), 0u);
+  server->stop();  // joins the workers before the test's locals they use go away
 }
 
 TEST(Rpc, CallManyTimesOutWhatIsStillInFlight) {
@@ -318,6 +324,7 @@ TEST(Rpc, CallManyTimesOutWhatIsStillInFlight) {
   ASSERT_EQ(seen.size(), 2u);
   EXPECT_EQ(seen[0], std::make_pair(std::size_t{1}, std::error_code()));
   EXPECT_EQ(seen[1], std::make_pair(std::size_t{0}, std::error_code(errc::timed_out)));
+  server->stop();  // joins the workers before the test's locals they use go away
 }
 
 // Raw frames written into the request channel (as a buggy or hostile client would) are dropped
