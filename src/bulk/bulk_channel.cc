@@ -217,6 +217,8 @@ struct BulkChannel::State {
 
   void disable_pull(std::string reason) {
     std::lock_guard<std::mutex> lock(mutex);
+    // relaxed: the mutex orders the reason with the flag for path_report(); path_for() reads the
+    // flag alone and needs no ordering (a late pull is caught by the safety net).
     if (pull_on.exchange(false, std::memory_order_relaxed) || pull_reason.empty()) {
       pull_reason = std::move(reason);
     }
@@ -341,6 +343,7 @@ Result<BulkChannel> BulkChannel::wrap(Result<shm::Segment> segment,
   state.liveness_period = process.liveness_period;
   std::string blocker = pull_blocker(state, process);
   if (blocker.empty()) {
+    // relaxed: before this object is returned; no other thread sees it yet.
     state.pull_on.store(true, std::memory_order_relaxed);
   } else {
     state.disable_pull(std::move(blocker));
@@ -405,9 +408,11 @@ PathReport BulkChannel::path_report() const {
   report.max_payload = state.max_payload;
   {
     std::lock_guard<std::mutex> lock(state.mutex);
+    // relaxed: changed only under the mutex (disable_pull) or before the channel is shared.
     report.pull_enabled = state.pull_on.load(std::memory_order_relaxed);
     report.pull_reason = report.pull_enabled ? std::string() : state.pull_reason;
   }
+  // relaxed (the four): counters of this process, a snapshot; nothing is published with them.
   report.sent_inline = state.sent_inline.load(std::memory_order_relaxed);
   report.sent_pool = state.sent_pool.load(std::memory_order_relaxed);
   report.sent_pull = state.sent_pull.load(std::memory_order_relaxed);
