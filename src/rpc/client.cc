@@ -85,6 +85,14 @@ class ClientCore : public std::enable_shared_from_this<ClientCore> {
   bool finish(std::uint64_t id, std::error_code error);
   void shut_down() noexcept;
 
+  // True when `server` (a packed id a call went to) no longer serves: the header names another
+  // server (or none), or that participant is dead. One F_OFD_GETLK.
+  bool server_gone(std::uint32_t server) const noexcept {
+    // acquire: pairs with the server's release CAS (takeover, withdrawal).
+    return view_.header->server.load(std::memory_order_acquire) != server ||
+           !packed_alive(segment_->self(), server);
+  }
+
   std::uint32_t slot() const noexcept { return slot_; }
   const ServerConfig& config() const noexcept { return view_.config; }
   shm::Segment& segment() noexcept { return *segment_; }
@@ -394,6 +402,7 @@ Result<Response> PendingCall::wait_until(sync::Deadline deadline) {
   if (state_ == nullptr) return make_error_code(errc::invalid_argument);
   detail::CallState& state = *state_;
   std::unique_lock lock(state.mutex);
+  sync::Deadline next_look = sync::Clock::now() + channel::kPeerCheckPeriod;
   for (;;) {
     if (state.done) {
       if (state.taken) return make_error_code(errc::invalid_argument);
@@ -401,17 +410,26 @@ Result<Response> PendingCall::wait_until(sync::Deadline deadline) {
       return std::move(state.outcome);
     }
     const sync::Deadline now = sync::Clock::now();
+    std::error_code ending;
     if (now >= state.deadline) {
-      // The call's own deadline: complete it here (the receiver may be completing it at this
-      // moment with its response; then finish() finds nothing and the wait below is short).
+      ending = errc::timed_out;  // the call's own deadline
+    } else if (now >= next_look) {
+      // The waiter looks at the server itself every check period, so a death is seen promptly
+      // even while the receiver sleeps its idle period.
+      if (state.core->server_gone(state.server)) ending = errc::peer_dead;
+      next_look = now + channel::kPeerCheckPeriod;
+    }
+    if (ending) {
+      // Complete it here (the receiver may be completing it at this moment with its response;
+      // then finish() finds nothing and the wait below is short).
       lock.unlock();
-      const bool finished = state.core->finish(state.id, errc::timed_out);
+      const bool finished = state.core->finish(state.id, ending);
       lock.lock();
       if (!finished) state.done_cv.wait(lock, [&state] { return state.done; });
       continue;
     }
     if (now >= deadline) return make_error_code(errc::timed_out);
-    state.done_cv.wait_until(lock, std::min(deadline, state.deadline));
+    state.done_cv.wait_until(lock, std::min({deadline, state.deadline, next_look}));
   }
 }
 
@@ -520,7 +538,21 @@ void Client::call_many(std::span<const CallSpec> requests, sync::Deadline deadli
     {
       std::unique_lock lock(sink->mutex);
       while (sink->ready.empty()) {
-        if (!expired && sink->ready_cv.wait_until(lock, deadline) == std::cv_status::timeout) {
+        const sync::Deadline look = sync::Clock::now() + channel::kPeerCheckPeriod;
+        if (!expired && look < deadline) {
+          // As PendingCall::wait_until: look at the server every check period.
+          if (sink->ready_cv.wait_until(lock, look) == std::cv_status::timeout) {
+            lock.unlock();
+            for (PendingCall& call : calls) {
+              const detail::CallState& state = *call.state_;
+              if (state.id != 0 && core_->server_gone(state.server)) {
+                (void)core_->finish(state.id, errc::peer_dead);
+              }
+            }
+            lock.lock();
+          }
+        } else if (!expired &&
+                   sink->ready_cv.wait_until(lock, deadline) == std::cv_status::timeout) {
           // Every call still in flight completes with timed_out (and lands in the sink).
           expired = true;
           lock.unlock();

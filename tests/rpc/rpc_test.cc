@@ -478,6 +478,30 @@ TEST(Rpc, CallsFailWithPeerDeadWhenTheServerLeavesAndSucceedAfterARestart) {
   parked.held.clear();  // the old server's responders: their responses are dropped as late
 }
 
+TEST(Rpc, CallManyEndsWithPeerDeadWhenTheServerGoes) {
+  const std::string name = test::unique_name("many-dead");
+  Parked parked;
+  std::optional<Server> server;
+  server.emplace(std::move(Server::create(name, small_options()).value()));
+  ASSERT_FALSE(
+      server->serve([&parked](const Request& request,
+                              Responder responder) { parked.park(request, std::move(responder)); },
+                    1));
+  Result<Client> client = Client::connect(name);
+  ASSERT_TRUE(client);
+  const std::vector<CallSpec> specs{{1, bytes("a")}, {2, bytes("b")}, {3, bytes("c")}};
+  std::thread shutdown([&] {
+    ASSERT_TRUE(eventually([&] { return parked.count() == specs.size(); }));
+    server.reset();  // joins the worker, withdraws the server word
+  });
+  std::vector<std::error_code> seen;
+  client->call_many(specs, sync::Deadline::max(), [&](std::size_t, Result<Response> outcome) {
+    seen.push_back(outcome.error());
+  });
+  shutdown.join();
+  EXPECT_EQ(seen, std::vector<std::error_code>(specs.size(), make_error_code(errc::peer_dead)));
+}
+
 TEST(Rpc, EverySlotTakenIsLimitReachedUntilAClientLeaves) {
   const std::string name = test::unique_name("slots");
   Result<Server> server = Server::create(name, small_options(2));

@@ -29,11 +29,12 @@
 // corrupt_segment), limit_reached (every slot held by a live client).
 // Responses that fail a check (layout.h, Frames) are dropped and counted in statistics().
 // Deaths:
-//   * the server dies (or shuts down): calls in flight complete with peer_dead within
-//     channel::kPeerCheckPeriod of the receiver's next look (it looks every kPeerCheckPeriod
-//     while calls are in flight, every kIdlePeerCheckPeriod while none is, so the first call
-//     after an idle time may wait up to that long); new calls fail with peer_dead at once while
-//     no live server holds the segment.
+//   * the server dies (or shuts down): calls in flight complete with peer_dead about
+//     channel::kPeerCheckPeriod (2 ms) after the death: a caller blocked in call(),
+//     PendingCall::wait*() or call_many() looks at the server itself every kPeerCheckPeriod, and
+//     the receiver thread does so for every pending call every kPeerCheckPeriod while calls are
+//     pending (every kIdlePeerCheckPeriod while none is). New calls fail with peer_dead at once
+//     while no live server holds the segment.
 //   * a restarted server (Server::create of the same name taking the segment over) serves this
 //     client again without reconnecting: calls made after it took over succeed; calls in flight
 //     across the restart fail with peer_dead (the epoch they went to is gone). A server that had
