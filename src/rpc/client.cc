@@ -13,6 +13,7 @@
 #include <utility>
 
 #include "rpc_internal.h"
+#include "xproc/sync/detail/spin.h"
 #include "xproc/sys/error.h"
 
 namespace xproc::rpc {
@@ -28,7 +29,10 @@ struct CompletionQueue {
 struct CallState {
   std::mutex mutex;
   std::condition_variable done_cv;
-  bool done = false;   // outcome is set (under mutex)
+  bool done = false;  // outcome is set (under mutex)
+  // `done` for waiters that spin before they lock and park: stored true (release) after the
+  // outcome, under the mutex; pairs with the acquire loads in PendingCall::wait_until().
+  std::atomic<bool> finished{false};
   bool taken = false;  // outcome was handed to a waiter
   Result<Response> outcome{std::error_code(errc::invalid_argument)};
 
@@ -51,6 +55,7 @@ void complete(CallState& state, Result<Response> outcome) {
     const std::lock_guard lock(state.mutex);
     state.outcome = std::move(outcome);
     state.done = true;
+    state.finished.store(true, std::memory_order_release);  // see CallState::finished
   }
   state.done_cv.notify_all();
   if (state.sink != nullptr) {
@@ -66,12 +71,16 @@ void complete(CallState& state, Result<Response> outcome) {
 class ClientCore : public std::enable_shared_from_this<ClientCore> {
  public:
   ClientCore(std::unique_ptr<shm::Segment> segment, SegmentView view, std::uint32_t slot,
-             std::uint32_t generation) noexcept
+             std::uint32_t generation, const channel::WaitPolicy& wait_policy) noexcept
       : segment_(std::move(segment)),
         view_(std::move(view)),
         slot_(slot),
         generation_(generation),
-        me_(segment_->self().id().pack()) {}
+        me_(segment_->self().id().pack()),
+        wait_policy_(wait_policy) {}
+
+  // How callers wait before they park (ClientOptions::wait_policy).
+  const channel::WaitPolicy& wait_policy() const noexcept { return wait_policy_; }
 
   // Starts the receiver thread (after construction: it needs shared_from_this-free `this`).
   void start_receiver() {
@@ -115,6 +124,7 @@ class ClientCore : public std::enable_shared_from_this<ClientCore> {
   std::uint32_t slot_;
   std::uint32_t generation_;
   std::uint32_t me_;
+  channel::WaitPolicy wait_policy_;
 
   std::mutex mutex_;  // guards pending_, next_id_
   std::unordered_map<std::uint64_t, std::shared_ptr<CallState>> pending_;
@@ -401,6 +411,14 @@ Result<Response> PendingCall::wait() {
 Result<Response> PendingCall::wait_until(sync::Deadline deadline) {
   if (state_ == nullptr) return make_error_code(errc::invalid_argument);
   detail::CallState& state = *state_;
+  // Spin, then yield, before parking: a response that comes within microseconds is taken
+  // without a futex sleep and wake-up (ClientOptions::wait_policy).
+  const auto is_finished = [&state] { return state.finished.load(std::memory_order_acquire); };
+  const channel::WaitPolicy& policy = state.core->wait_policy();
+  if (!sync::detail::spin_until(is_finished, policy.spin_rounds,
+                                channel::WaitPolicy::kMaxPausesPerRound)) {
+    (void)sync::detail::yield_until(is_finished, policy.yield_rounds);
+  }
   std::unique_lock lock(state.mutex);
   sync::Deadline next_look = sync::Clock::now() + channel::kPeerCheckPeriod;
   for (;;) {
@@ -485,8 +503,8 @@ Result<Client> Client::connect(std::string_view name, const ClientOptions& optio
   while (!view.responses[claimed].try_receive(stale)) {
   }
   Client client;
-  client.core_ =
-      std::make_shared<detail::ClientCore>(std::move(owned), std::move(view), claimed, generation);
+  client.core_ = std::make_shared<detail::ClientCore>(std::move(owned), std::move(view), claimed,
+                                                      generation, options.wait_policy);
   client.core_->start_receiver();
   return client;
 }

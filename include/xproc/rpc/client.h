@@ -63,8 +63,10 @@
 namespace xproc::rpc {
 
 struct ClientOptions {
-  shm::SegmentOptions segment{};      // mode checks, allow_other_owner, ready_timeout...
-  channel::WaitPolicy wait_policy{};  // how the receiver thread waits for responses
+  shm::SegmentOptions segment{};  // mode checks, allow_other_owner, ready_timeout...
+  // How the receiver thread waits for responses, and how a caller blocked in call(),
+  // PendingCall::wait*() spins and yields before it parks (endpoint.h, WaitPolicy).
+  channel::WaitPolicy wait_policy{};
 };
 
 struct Response {
