@@ -12,6 +12,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstring>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -211,6 +212,56 @@ TEST(BulkChannelProcess, ProducerKilledWithAPullInFlightIsSkippedWithoutHang) {
   // receive ends with peer_dead (or times out), never with a torn payload.
   const std::error_code error = channel.receive_until(out, sync::Clock::now() + 5s);
   EXPECT_TRUE(error == errc::peer_dead || error == errc::timed_out) << error.message();
+}
+
+TEST(BulkChannelProcess, ConsumerKilledBeforeReleaseHandsThePoolPayloadToTheNextConsumer) {
+  BulkChannel channel = create(config_for(4 * kMiB, kPullNever));
+  SharedTally tally;
+  const std::vector<std::byte> payload = make_payload(kMiB, 1, 3);
+  ASSERT_FALSE(channel.send(payload));
+  // The consumer takes the record (as receive() does before copying out) and is killed.
+  Child consumer = Child::start([&] {
+    BulkChannel own = join(channel);
+    Result<channel::Message> message = own.endpoint().peek_until(sync::Clock::now() + 30s);
+    if (!message || message->data().size() != 48) return 1;
+    tally->flag.store(1, std::memory_order_release);
+    for (;;) pause();
+  });
+  ASSERT_TRUE(test::await_flag(tally->flag, sync::Clock::now() + 30s));
+  consumer.kill(SIGKILL);
+  (void)consumer.wait(10s);
+  std::vector<std::byte> out;
+  ASSERT_FALSE(channel.receive_until(out, sync::Clock::now() + 30s));
+  EXPECT_EQ(out, payload);
+  EXPECT_EQ(channel.try_receive(out), errc::would_block);
+  EXPECT_GE(channel.statistics().channel.redelivered, 1u);
+  const BulkChannelStatistics stats = channel.statistics();
+  EXPECT_EQ(stats.pool_free, stats.pool_buffers);
+}
+
+TEST(BulkChannelProcess, NamedChannelIsOpenedByAnotherProcess) {
+  const std::string name = "bulkfront-test-" + std::to_string(getpid());
+  shm::SegmentOptions options = segment_options();
+  options.unlink_when_last_detaches = true;
+  Result<BulkChannel> created = BulkChannel::create(name, config_for(4 * kMiB, kMiB), options);
+  ASSERT_TRUE(created) << created.error().message();
+  Child producer = Child::start([&] {
+    Result<BulkChannel> opened = BulkChannel::open(name, segment_options());
+    if (!opened) return 1;
+    for (std::uint32_t i = 0; i < 3; ++i) {
+      if (opened->send(make_payload(i == 1 ? 2 * kMiB : 5000, 2, i))) return 2;
+    }
+    return opened->path_report().sent_pull == 1 ? 0 : 3;
+  });
+  std::vector<std::byte> out;
+  for (std::uint32_t i = 0; i < 3; ++i) {
+    ASSERT_FALSE(created->receive_until(out, sync::Clock::now() + 30s));
+    const auto id = check_payload(out);
+    ASSERT_TRUE(id.has_value());
+    EXPECT_EQ(id->sequence, i);
+  }
+  EXPECT_TRUE(producer.wait(30s).ok());
+  EXPECT_EQ(BulkChannel::open("bulkfront-test-none", segment_options()).error(), errc::not_found);
 }
 
 }  // namespace
