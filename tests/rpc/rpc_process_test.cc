@@ -29,6 +29,7 @@ using xproc::test::eventually;
 using xproc::test::SharedObject;
 
 struct Flags {
+  std::atomic<int> go{0};
   std::atomic<int> ready{0};
   std::atomic<int> entered{0};
 };
@@ -81,13 +82,16 @@ TEST(RpcProcess, EveryCallGetsExactlyItsResponseAcrossClientProcesses) {
   const std::string name = test::unique_name("procs");
   Result<Server> server = Server::create(name, small_options());
   ASSERT_TRUE(server);
-  ASSERT_FALSE(server->serve(delayed_echo, 4));
   const long calls = xproc::test::scaled(150);
   std::vector<Child> children;
   for (int process = 0; process < 2; ++process) {
     children.push_back(
         Child::start([&name, process, calls] { return call_and_check(name, process, 3, calls); }));
   }
+  // The workers start after the forks (every fork in these tests happens while the parent has
+  // one thread: a child of a multi-threaded parent may inherit a lock held by another thread,
+  // e.g. ASan's allocator's). The children's first requests wait in the ring meanwhile.
+  ASSERT_FALSE(server->serve(delayed_echo, 4));
   for (Child& child : children) {
     const xproc::test::ChildStatus status = child.wait();
     EXPECT_TRUE(status.ok()) << "exit " << status.exit_code << " signal " << status.term_signal;
@@ -96,9 +100,11 @@ TEST(RpcProcess, EveryCallGetsExactlyItsResponseAcrossClientProcesses) {
   EXPECT_EQ(server->statistics().responses, static_cast<std::uint64_t>(2 * 3 * calls));
 }
 
-// A server process that serves `handler` until killed.
-Child start_server(const std::string& name, Flags& flags, bool park) {
-  return Child::start([&name, &flags, park] {
+// A server process that starts serving once flags.go reaches `go`, until killed: echo, or
+// park every request unanswered (counted in flags.entered).
+Child start_server(const std::string& name, Flags& flags, int go, bool park) {
+  return Child::start([&name, &flags, go, park] {
+    if (!eventually([&] { return flags.go.load() >= go; }, std::chrono::seconds(60))) return 22;
     Result<Server> server = Server::create(name, small_options());
     if (!server) return 20;
     std::mutex mutex;
@@ -125,7 +131,10 @@ Child start_server(const std::string& name, Flags& flags, bool park) {
 TEST(RpcProcess, ServerKilledMidRequestGivesPeerDeadThenARestartedServerIsFoundByName) {
   const std::string name = test::unique_name("killed-server");
   SharedObject<Flags> flags;
-  Child first = start_server(name, *flags, /*park=*/true);
+  // Both servers are forked now, while this process has one thread (see above); the second
+  // starts when told.
+  Child first = start_server(name, *flags, /*go=*/0, /*park=*/true);
+  Child second = start_server(name, *flags, /*go=*/1, /*park=*/false);
   ASSERT_TRUE(eventually([&] { return flags->ready.load() == 1; }));
   Result<Client> client = Client::connect(name);
   ASSERT_TRUE(client) << client.error().message();
@@ -137,7 +146,7 @@ TEST(RpcProcess, ServerKilledMidRequestGivesPeerDeadThenARestartedServerIsFoundB
   EXPECT_EQ(in_flight.wait().error(), errc::peer_dead);
   EXPECT_EQ(client->call(2, bytes("nobody"), sync::Deadline::max()).error(), errc::peer_dead);
 
-  Child second = start_server(name, *flags, /*park=*/false);
+  flags->go.store(1);
   ASSERT_TRUE(eventually([&] { return flags->ready.load() == 2; }));
   Result<Response> response = client->call(3, bytes("again"), in(kLong));
   ASSERT_TRUE(response) << response.error().message();
@@ -151,6 +160,17 @@ TEST(RpcProcess, ClientKilledWithRequestsInFlightLosesItsResponsesAndItsSlot) {
   const std::string name = test::unique_name("killed-client");
   Result<Server> server = Server::create(name, small_options(/*max_clients=*/1));
   ASSERT_TRUE(server);
+  constexpr std::size_t kInFlight = 4;
+  // Forked before the workers start (see above); its requests wait in the ring meanwhile.
+  Child child = Child::start([&name] {
+    Result<Client> client = Client::connect(name);
+    if (!client) return 30;
+    std::vector<PendingCall> calls;
+    for (std::size_t i = 0; i < kInFlight; ++i) {
+      calls.push_back(client->async_call(0, bytes("held"), sync::Deadline::max()));
+    }
+    for (;;) std::this_thread::sleep_for(std::chrono::seconds(1));  // until killed
+  });
   std::mutex mutex;
   std::vector<Responder> parked;
   ASSERT_FALSE(server->serve(
@@ -167,16 +187,6 @@ TEST(RpcProcess, ClientKilledWithRequestsInFlightLosesItsResponsesAndItsSlot) {
     const std::lock_guard lock(mutex);
     return parked.size();
   };
-  constexpr std::size_t kInFlight = 4;
-  Child child = Child::start([&name] {
-    Result<Client> client = Client::connect(name);
-    if (!client) return 30;
-    std::vector<PendingCall> calls;
-    for (std::size_t i = 0; i < kInFlight; ++i) {
-      calls.push_back(client->async_call(0, bytes("held"), sync::Deadline::max()));
-    }
-    for (;;) std::this_thread::sleep_for(std::chrono::seconds(1));  // until killed
-  });
   ASSERT_TRUE(eventually([&] { return parked_count() == kInFlight; }));
   EXPECT_EQ(Client::connect(name).error(), errc::limit_reached);  // the one slot is held
   child.kill(SIGKILL);
