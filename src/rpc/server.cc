@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cstring>
 #include <exception>
+#include <new>
 #include <utility>
 
 #include "rpc_internal.h"
@@ -19,7 +20,6 @@ class ServerCore : public std::enable_shared_from_this<ServerCore> {
              const ServerOptions& options) noexcept
       : segment_(std::move(segment)), view_(std::move(view)), options_(options) {
     view_.requests.set_wait_policy(options.wait_policy);
-    buffer_capacity_ = sizeof(RequestFrame) + view_.config.max_request_body;
   }
 
   shm::Segment& segment() noexcept { return *segment_; }
@@ -69,7 +69,6 @@ class ServerCore : public std::enable_shared_from_this<ServerCore> {
   std::unique_ptr<shm::Segment> segment_;
   SegmentView view_;
   ServerOptions options_;
-  std::size_t buffer_capacity_ = 0;
   std::atomic<bool> sweeping_{false};
   std::atomic<sync::Clock::rep> last_sweep_{0};  // steady clock ticks of the last sweep
 
@@ -131,15 +130,17 @@ bool ServerCore::check(std::span<const std::byte> message, RequestFrame& frame) 
 std::error_code ServerCore::take_one(const Server::Handler& handler, std::vector<std::byte>& buffer,
                                      const sync::Deadline* deadline, bool return_on_wake) {
   for (;;) {
-    buffer.resize(buffer_capacity_);
-    const Result<std::size_t> received = view_.requests.receive_sized(buffer, deadline, nullptr);
-    if (!received) {
-      // message_too_large: a frame above max_request_body + header cannot have been sent through
-      // this channel (its max_message is that); the channel refused it. Anything else is ours
-      // to return.
-      return received.error();
+    // Into a vector (its capacity is reused): never message_too_large, whatever a peer wrote;
+    // the frame's own lengths are checked below. std::bad_alloc leaves the message queued.
+    std::error_code error;
+    try {
+      error = deadline == nullptr ? view_.requests.try_receive(buffer)
+                                  : view_.requests.receive_until(buffer, *deadline);
+    } catch (const std::bad_alloc&) {
+      error = make_error_code(std::errc::not_enough_memory);
     }
-    const std::span<const std::byte> message(buffer.data(), *received);
+    if (error) return error;
+    const std::span<const std::byte> message(buffer.data(), buffer.size());
     if (message.empty()) {  // a wake-up (Server::stop)
       if (return_on_wake) return errc::would_block;
       continue;
@@ -396,7 +397,7 @@ std::error_code Server::serve(Handler handler, unsigned threads) {
           } else if (error == errc::timed_out) {
             core->sweep();
           } else if (error && error != errc::would_block) {
-            // corrupt_segment: the channel no longer holds a request we can read. Do not spin:
+            // corrupt_segment (the channel holds nothing we can read) or no memory. Do not spin:
             // wait a sweep period, as if idle, and try again (stop() still ends the loop).
             std::this_thread::sleep_for(kSweepPeriod);
           }

@@ -154,9 +154,11 @@ class Server {
 
   // Handles one request in the calling thread if one is queued: true when a request went to
   // `handler`, false when none was ready (malformed requests met on the way are dropped and
-  // counted), or corrupt_segment.
+  // counted), or corrupt_segment / ENOMEM (std::errc::not_enough_memory: the request stays
+  // queued).
   Result<bool> poll_one(const Handler& handler);
-  // Waits for one request until `deadline` and handles it: {} or timed_out / corrupt_segment.
+  // Waits for one request until `deadline` and handles it: {} or timed_out / corrupt_segment /
+  // ENOMEM.
   [[nodiscard]] std::error_code serve_one(const Handler& handler, sync::Deadline deadline);
 
   ServerStatistics statistics() const noexcept;
