@@ -448,6 +448,79 @@ TEST(Rpc, MalformedResponseFramesAreRejectedAndCounted) {
   EXPECT_EQ(text(call.wait().value().body), "1:x");
 }
 
+// Random bytes, some with a plausible header, into both directions: every message is either
+// served (a well-formed request) or counted under one drop reason; nothing else happens.
+TEST(Rpc, RandomFramesAreEachServedOrCountedOnce) {
+  const std::string name = test::unique_name("random");
+  Result<Server> server = Server::create(name, small_options());
+  ASSERT_TRUE(server);
+  Result<Client> client = Client::connect(name);
+  ASSERT_TRUE(client);
+  shm::Segment& segment = server->segment();
+  const detail::Layout layout = detail::layout_for(server->config());
+  Result<channel::Endpoint> requests = channel::Endpoint::open(
+      segment.body().subspan(layout.request_offset, layout.request_size), &segment.self());
+  Result<channel::Endpoint> responses = channel::Endpoint::open(
+      segment.body().subspan(layout.response_offset + client->slot() * layout.response_stride,
+                             layout.response_size),
+      &segment.self());
+  ASSERT_TRUE(requests);
+  ASSERT_TRUE(responses);
+  const auto* slots =
+      reinterpret_cast<const detail::ClientSlot*>(segment.body().data() + layout.slots_offset);
+  const std::uint32_t generation = slots[client->slot()].generation.load();
+  std::minstd_rand random(7);
+  const auto random_message = [&random, generation, &client](bool request) {
+    std::vector<std::byte> message(1 + random() % 64);
+    for (std::byte& b : message) b = static_cast<std::byte>(random());
+    if (random() % 4 != 0 && message.size() >= 32) {  // a plausible header, fields often right
+      const std::uint16_t version = random() % 4 == 0 ? 2 : detail::kFrameVersion;
+      std::memcpy(message.data(), &version, 2);
+      if (random() % 4 != 0) std::memset(message.data() + 2, 0, 2);  // flags 0
+      const std::uint32_t body =
+          static_cast<std::uint32_t>(message.size() - (request ? sizeof(detail::RequestFrame)
+                                                               : sizeof(detail::ResponseFrame)));
+      if (request) {
+        const std::uint32_t slot = random() % 4 != 0 ? client->slot() : random() % 16;
+        std::memcpy(message.data() + 4, &slot, 4);
+        if (random() % 4 != 0) std::memcpy(message.data() + 8, &generation, 4);
+        if (random() % 4 != 0) std::memcpy(message.data() + 24, &body, 4);
+        if (random() % 4 != 0) std::memset(message.data() + 28, 0, 4);
+      } else {
+        if (random() % 4 != 0) std::memcpy(message.data() + 16, &generation, 4);
+        if (random() % 4 != 0) std::memcpy(message.data() + 20, &body, 4);
+      }
+    }
+    return message;
+  };
+  const long rounds = xproc::test::scaled(400);
+  long served = 0;
+  for (long i = 0; i < rounds; ++i) {
+    ASSERT_FALSE(requests->send(random_message(true)));
+    Result<bool> handled = server->poll_one([&served](const Request&, Responder responder) {
+      ++served;
+      responder = Responder();  // answers kStatusAbandoned: an unknown id for the client
+    });
+    ASSERT_TRUE(handled);
+    ASSERT_FALSE(responses->send(random_message(false)));
+  }
+  const ServerStatistics s = server->statistics();
+  EXPECT_GT(served, 0);  // the generator makes well-formed requests too
+  EXPECT_GT(s.bad_slot + s.stale_requests, 0u);
+  EXPECT_EQ(s.requests, static_cast<std::uint64_t>(served));
+  EXPECT_EQ(s.requests + s.bad_version + s.bad_length + s.bad_flags + s.bad_slot + s.stale_requests,
+            static_cast<std::uint64_t>(rounds));
+  ASSERT_TRUE(eventually([&] {
+    const ClientStatistics c = client->statistics();
+    return c.malformed_responses + c.stale_responses + c.unknown_responses + c.late_responses ==
+           static_cast<std::uint64_t>(rounds + served);
+  }));
+  EXPECT_EQ(client->statistics().responses, 0u);
+  PendingCall call = client->async_call(3, bytes("still"), in(kLong));
+  EXPECT_FALSE(server->serve_one(echo, in(kLong)));
+  EXPECT_EQ(text(call.wait().value().body), "3:still");
+}
+
 TEST(Rpc, CallsFailWithPeerDeadWhenTheServerLeavesAndSucceedAfterARestart) {
   const std::string name = test::unique_name("restart");
   std::optional<Server> server;
