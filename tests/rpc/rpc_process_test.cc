@@ -3,6 +3,7 @@
 // client killed with requests in flight (its responses dropped, its slot freed and reused).
 #include <gtest/gtest.h>
 #include <signal.h>
+#include <sys/wait.h>
 
 #include <atomic>
 #include <mutex>
@@ -206,6 +207,65 @@ TEST(RpcProcess, ClientKilledWithRequestsInFlightLosesItsResponsesAndItsSlot) {
   ASSERT_TRUE(response);
   EXPECT_EQ(text(response->body), "5:mine");
   EXPECT_EQ(successor->statistics().stale_responses, 0u);
+}
+
+// A client that stops reading (SIGSTOP: alive, not reading): once its response ring is full,
+// each further response waits response_timeout, then is dropped and counted.
+TEST(RpcProcess, ResponsesToAClientThatStopsReadingAreDroppedAfterTheResponseTimeout) {
+  const std::string name = test::unique_name("stopped-client");
+  ServerOptions options = small_options();
+  options.response_timeout = std::chrono::milliseconds(20);
+  Result<Server> server = Server::create(name, options);
+  ASSERT_TRUE(server);
+  // Each response takes about 1 KiB of the 16 KiB ring: 24 of them cannot all fit.
+  constexpr std::size_t kCalls = 24;
+  Child child = Child::start([&name] {  // forked before the workers start (see above)
+    Result<Client> client = Client::connect(name);
+    if (!client) return 40;
+    std::vector<PendingCall> calls;
+    for (std::size_t i = 0; i < kCalls; ++i) {
+      calls.push_back(client->async_call(0, bytes("big"), sync::Deadline::max()));
+    }
+    for (;;) std::this_thread::sleep_for(std::chrono::seconds(1));  // until killed
+  });
+  std::mutex mutex;
+  std::vector<Responder> parked;
+  ASSERT_FALSE(server->serve(
+      [&](const Request&, Responder responder) {
+        const std::lock_guard lock(mutex);
+        parked.push_back(std::move(responder));
+      },
+      1));
+  ASSERT_TRUE(eventually([&] {
+    const std::lock_guard lock(mutex);
+    return parked.size() == kCalls;
+  }));
+  child.kill(SIGSTOP);
+  // Wait until it is stopped (not reaped: WUNTRACED reports the stop), so that none of the
+  // responses below is read.
+  int status = 0;
+  ASSERT_EQ(::waitpid(child.pid(), &status, WUNTRACED), child.pid());
+  ASSERT_TRUE(WIFSTOPPED(status));
+  const std::vector<std::byte> body(1000);
+  std::size_t sent = 0;
+  std::size_t dropped = 0;
+  {
+    const std::lock_guard lock(mutex);
+    for (Responder& responder : parked) {
+      const std::error_code error = responder.respond(body);
+      if (!error) {
+        ++sent;
+      } else {
+        EXPECT_EQ(error, errc::timed_out);
+        ++dropped;
+      }
+    }
+  }
+  EXPECT_EQ(sent + dropped, kCalls);
+  EXPECT_GE(dropped, 1u);
+  EXPECT_EQ(server->statistics().responses_timed_out, dropped);
+  child.kill(SIGKILL);
+  EXPECT_TRUE(child.wait().signaled);
 }
 
 }  // namespace
