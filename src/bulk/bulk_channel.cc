@@ -8,10 +8,12 @@
 #include <algorithm>
 #include <atomic>
 #include <cstring>
+#include <limits>
 #include <mutex>
 #include <new>
 #include <optional>
 #include <sstream>
+#include <thread>
 #include <type_traits>
 #include <utility>
 
@@ -19,6 +21,7 @@
 #include "xproc/bulk/pool.h"
 #include "xproc/sys/cross_memory.h"
 #include "xproc/sys/error.h"
+#include "xproc/sys/futex.h"
 
 namespace xproc::bulk {
 
@@ -57,6 +60,39 @@ static_assert(sizeof(RecordHeader) == 16);
 constexpr std::size_t kDescriptorRecord = sizeof(RecordHeader) + sizeof(Descriptor);
 static_assert(sizeof(Descriptor) == sizeof(detail::PullWire));
 
+// Record kind of a streamed pool_copy payload (BulkPath values are 1..3).
+constexpr std::uint32_t kStreamKind = 4;
+
+// The first 64 bytes of a streamed payload's pool buffer (the payload follows). Written by the
+// producer, which holds the buffer's loan while it streams (nobody else may take the buffer);
+// read by the consumer that claimed the stream's record. Every field is atomic: a consumer of an
+// earlier stream of the same buffer (whose producer died) may still look at it.
+struct StreamHeader {
+  // Chunks published (futex word): 0..n while streaming, n + 1 once the buffer is posted and
+  // `descriptor` holds its pool descriptor, kStreamAborted when the producer gave up.
+  std::atomic<std::uint32_t> chunks;
+  std::atomic<std::uint32_t> waiters;        // consumers about to park on `chunks` (a hint)
+  std::atomic<std::uint64_t> stream_id;      // the record's channel position (unique)
+  std::atomic<std::uint64_t> descriptor[4];  // the pool Descriptor, valid at chunks == n + 1
+  std::uint64_t reserved[2];
+};
+static_assert(sizeof(StreamHeader) == 64);
+static_assert(sizeof(Descriptor) == sizeof(std::uint64_t) * 4);
+constexpr std::size_t kStreamHeader = sizeof(StreamHeader);
+constexpr std::uint32_t kStreamAborted = ~std::uint32_t{0};
+constexpr std::uint32_t kMinStreamChunk = 4096;
+
+// The record body of a stream (after the RecordHeader; 32 bytes like the descriptors).
+struct StreamRecord {
+  std::uint32_t size_class = 0;  // the buffer's class
+  std::uint32_t chunk = 0;       // chunk bytes (>= kMinStreamChunk)
+  std::uint64_t offset = 0;      // the buffer's offset from the pool region's start
+  std::uint32_t producer = 0;    // packed ParticipantId of the producer
+  std::uint32_t reserved = 0;    // 0
+  std::uint64_t reserved2 = 0;   // 0
+};
+static_assert(sizeof(StreamRecord) == sizeof(Descriptor));
+
 constexpr std::uint32_t kSignature = static_cast<std::uint32_t>(sizeof(BulkHeader)) << 16 ^
                                      static_cast<std::uint32_t>(sizeof(RecordHeader)) << 8 ^
                                      static_cast<std::uint32_t>(sizeof(Descriptor)) ^ 0xb0000000u;
@@ -79,14 +115,15 @@ std::uint32_t max_message_for(std::uint32_t inline_max) noexcept {
 }
 
 // The pool of a config: 64 KiB, 1 MiB, 16 MiB, 256 MiB classes below max_payload, then
-// max_payload; each pool_buffers buffers.
+// max_payload (each + 64 bytes for a stream header); each pool_buffers buffers.
 PoolConfig pool_config_for(const BulkChannelConfig& config) {
   PoolConfig pool;
+  // Every buffer has room for a stream header in front of the payload.
   const std::uint64_t top = std::max<std::uint64_t>(config.max_payload, 64);
   for (std::uint64_t size = std::uint64_t{64} << 10; size < top; size *= 16) {
-    pool.classes.push_back({static_cast<std::uint32_t>(size), config.pool_buffers});
+    pool.classes.push_back({static_cast<std::uint32_t>(size + kStreamHeader), config.pool_buffers});
   }
-  pool.classes.push_back({static_cast<std::uint32_t>(top), config.pool_buffers});
+  pool.classes.push_back({static_cast<std::uint32_t>(top + kStreamHeader), config.pool_buffers});
   return pool;
 }
 
@@ -103,7 +140,7 @@ struct Sizes {
 };
 
 Sizes sizes_for(const BulkChannelConfig& config, const shm::SegmentOptions& options) {
-  if (config.max_payload > kMaxBufferSize || config.inline_max > kMaxInline ||
+  if (config.max_payload > kMaxBufferSize - kStreamHeader || config.inline_max > kMaxInline ||
       config.pull_min == 0 || config.pool_buffers == 0 || config.pool_buffers > 1024 ||
       config.transfer_slots == 0) {
     return Sizes{};
@@ -203,6 +240,7 @@ struct BulkChannel::State {
   std::uint64_t max_payload = 0;
   std::uint64_t pull_min = kPullNever;
   std::chrono::milliseconds liveness_period{10};
+  std::uint32_t stream_chunk = 0;  // BulkProcessOptions::stream_chunk
 
   // relaxed (all below): process-local flags and counters; pull_reason is guarded by mutex and
   // written before pull_on is cleared, read under the mutex.
@@ -288,7 +326,8 @@ shm::Segment& BulkChannel::segment() const noexcept {
 Result<BulkChannel> BulkChannel::wrap(Result<shm::Segment> segment,
                                       const BulkProcessOptions& process) {
   if (!segment) return segment.error();
-  if (process.liveness_period <= std::chrono::milliseconds::zero()) {
+  if (process.liveness_period <= std::chrono::milliseconds::zero() ||
+      (process.stream_chunk != 0 && process.stream_chunk < kMinStreamChunk)) {
     return code(errc::invalid_argument);
   }
   BulkChannel result;
@@ -319,7 +358,7 @@ Result<BulkChannel> BulkChannel::wrap(Result<shm::Segment> segment,
   if (channel_offset != header_offset + kHeaderBytes || channel_size > body.size() ||
       pool_offset != round_up_64(channel_offset + channel_size) || pool_offset > body.size() ||
       pool_size > body.size() - pool_offset || header->inline_max > kMaxInline ||
-      header->max_payload > kMaxBufferSize || header->pull_min == 0) {
+      header->max_payload > kMaxBufferSize - kStreamHeader || header->pull_min == 0) {
     return code(errc::corrupt_segment);
   }
   Result<channel::Endpoint> endpoint =
@@ -332,7 +371,7 @@ Result<BulkChannel> BulkChannel::wrap(Result<shm::Segment> segment,
       &state.segment.self());
   if (!pool) return pool.error();
   if (endpoint->max_message() != max_message_for(header->inline_max) ||
-      pool->max_loan() < header->max_payload) {
+      pool->max_loan() < header->max_payload + kStreamHeader) {
     return code(errc::corrupt_segment);
   }
   state.endpoint = *endpoint;
@@ -341,6 +380,7 @@ Result<BulkChannel> BulkChannel::wrap(Result<shm::Segment> segment,
   state.max_payload = header->max_payload;
   state.pull_min = header->pull_min;
   state.liveness_period = process.liveness_period;
+  state.stream_chunk = process.stream_chunk;
   std::string blocker = pull_blocker(state, process);
   if (blocker.empty()) {
     // relaxed: before this object is returned; no other thread sees it yet.
@@ -443,6 +483,89 @@ BulkChannelStatistics BulkChannel::statistics() const noexcept {
 
 namespace {
 
+// Wakes consumers parked on a stream's chunk counter, after a release store to it.
+void wake_stream(StreamHeader& stream) noexcept {
+  // seq_cst fence: the store-load "publish chunks, then look for parked consumers" against a
+  // consumer's "announce in waiters, fence, re-check chunks" (wait_stream): either it sees our
+  // store or we see its announcement.
+  std::atomic_thread_fence(std::memory_order_seq_cst);
+  // relaxed: ordered by the fence above; a hint (a stale count only costs a futex call).
+  if (stream.waiters.load(std::memory_order_relaxed) != 0) {
+    (void)sys::futex_wake(stream.chunks, std::numeric_limits<int>::max(),
+                          sys::FutexScope::process_shared);
+  }
+}
+
+// The streamed pool copy (docs/layout/bulk_channel.md, "Streams"):
+//   T1) loan a buffer of length + 64 (the loan is ours until T5: nobody else may take it);
+//   T2) reserve the record (position p); write the stream header (chunks 0, stream_id p);
+//   T3) commit the record (release: publishes the header to the consumer that claims it);
+//   T4) copy chunk by chunk, each followed by a release store of the chunk count and a wake;
+//   T5) post the buffer at p (loaned -> posted), write its descriptor into the header, store
+//       chunks = n + 1 (release) and wake.
+// Death before T3: record aborted, loan reclaimed (as send_copy). Between T3 and T5: the loan is
+// reclaimed; the consumer sees the producer dead (or the buffer's stream_id changed) and skips
+// the record. After T5: a posted buffer at p, taken by the consumer that holds p (it releases p
+// only after it saw n + 1, so p stays above the reclaim position while we write the header).
+std::error_code send_stream(BulkChannel::State& state, std::span<const std::byte> payload,
+                            const sync::Deadline* deadline) noexcept {
+  Result<Loan> loan =
+      state.pool.loan_with(payload.size() + kStreamHeader, deadline, &reclaim_hook, &state);
+  if (!loan) return loan.error();
+  Result<channel::Reservation> reservation =
+      reserve_record(state.endpoint, kDescriptorRecord, deadline);
+  if (!reservation) return reservation.error();  // the loan goes back with its destructor
+  const std::uint64_t position = reservation->position();
+  std::byte* const buffer = loan->data().data();
+  auto& stream = *reinterpret_cast<StreamHeader*>(buffer);
+  // relaxed (three): published by the commit below (release; the claimer acquires it). A
+  // consumer of an earlier stream of this buffer acquires `chunks` of our later release stores
+  // and then sees our stream_id: it skips.
+  stream.chunks.store(0, std::memory_order_relaxed);
+  stream.waiters.store(0, std::memory_order_relaxed);
+  stream.stream_id.store(position, std::memory_order_relaxed);
+  RecordHeader header;
+  header.kind = kStreamKind;
+  header.length = payload.size();
+  StreamRecord body;
+  body.size_class = loan->size_class();
+  body.chunk = state.stream_chunk;
+  body.offset = static_cast<std::uint64_t>(buffer - state.pool.ref().base);
+  body.producer = state.segment.self().id().pack();
+  std::byte* out = reservation->data().data();
+  std::memcpy(out, &header, sizeof header);
+  std::memcpy(out + sizeof header, &body, sizeof body);
+  if (std::error_code error = state.endpoint.commit(*reservation)) return error;
+  std::byte* const data = buffer + kStreamHeader;
+  const std::size_t chunk = state.stream_chunk;
+  std::uint32_t published = 0;
+  for (std::size_t done = 0; done < payload.size(); done += chunk) {
+    const std::size_t bytes = std::min(chunk, payload.size() - done);
+    std::memcpy(data + done, payload.data() + done, bytes);
+    // release: publishes the chunk's bytes; pairs with wait_stream()'s acquire load.
+    stream.chunks.store(++published, std::memory_order_release);
+    wake_stream(stream);
+  }
+  Result<Descriptor> descriptor = state.pool.post_at(std::move(*loan), position);
+  if (!descriptor) {
+    // release: the consumer stops waiting and skips the record (the loan went back or was never
+    // ours: already_returned).
+    stream.chunks.store(kStreamAborted, std::memory_order_release);
+    wake_stream(stream);
+    return descriptor.error();
+  }
+  std::uint64_t words[4];
+  std::memcpy(words, &*descriptor, sizeof words);
+  // relaxed (four): published by the release store of n + 1 below.
+  for (std::size_t i = 0; i < 4; ++i)
+    stream.descriptor[i].store(words[i], std::memory_order_relaxed);
+  // release: publishes the descriptor; pairs with wait_stream()'s acquire load.
+  stream.chunks.store(published + 1, std::memory_order_release);
+  wake_stream(stream);
+  state.sent_pool.fetch_add(1, std::memory_order_relaxed);
+  return {};
+}
+
 // Sends `payload` inline or through the pool (copy semantics).
 std::error_code send_copy(BulkChannel::State& state, std::span<const std::byte> payload,
                           BulkPath path, const sync::Deadline* deadline) noexcept {
@@ -459,6 +582,9 @@ std::error_code send_copy(BulkChannel::State& state, std::span<const std::byte> 
     if (std::error_code error = state.endpoint.commit(*reservation)) return error;
     state.sent_inline.fetch_add(1, std::memory_order_relaxed);
     return {};
+  }
+  if (state.stream_chunk != 0 && payload.size() > state.stream_chunk) {
+    return send_stream(state, payload, deadline);
   }
   // pool_copy: loan (waiting with the reclaim pass), copy in, then the record (as LoanChannel's
   // S1-S4, loan_channel.h: the record position goes into the buffer's word before `posted`).
@@ -640,6 +766,115 @@ struct VectorSink {
 
 }  // namespace
 
+namespace {
+
+// Waits until a stream's chunk counter reaches `target` (send_stream): spins (yielding), then
+// parks on the counter for at most channel::kPeerCheckPeriod at a time and checks that the
+// producer lives. {} when reached; errc::peer_dead when the stream will never get there (the
+// producer died or gave up, or the buffer now carries another stream): the caller skips it.
+std::error_code wait_stream(const BulkChannel::State& state, StreamHeader& stream,
+                            std::uint32_t target, std::uint64_t position,
+                            sync::ParticipantId producer) noexcept {
+  constexpr int kSpinYields = 64;
+  // relaxed: called after an acquire load of `chunks` that a later stream's release stores
+  // would have published its stream_id with.
+  auto same_stream = [&] { return stream.stream_id.load(std::memory_order_relaxed) == position; };
+  for (int round = 0;; ++round) {
+    // acquire: pairs with the producer's release stores of `chunks` (send_stream T4, T5).
+    std::uint32_t seen = stream.chunks.load(std::memory_order_acquire);
+    if (seen == kStreamAborted) return code(errc::peer_dead);
+    if (seen >= target) return same_stream() ? std::error_code{} : code(errc::peer_dead);
+    if (round < kSpinYields) {
+      std::this_thread::yield();
+      continue;
+    }
+    // relaxed: ordered by the fence below (wake_stream's pairing).
+    stream.waiters.fetch_add(1, std::memory_order_relaxed);
+    std::atomic_thread_fence(std::memory_order_seq_cst);
+    // acquire: as above.
+    seen = stream.chunks.load(std::memory_order_acquire);
+    if (seen != kStreamAborted && seen < target) {
+      (void)sys::futex_wait(stream.chunks, seen, sys::FutexScope::process_shared,
+                            sync::Clock::now() + channel::kPeerCheckPeriod);
+    }
+    // relaxed: a hint; a count left behind by a consumer of an earlier stream (the producer
+    // resets it) only costs the producer futex calls.
+    stream.waiters.fetch_sub(1, std::memory_order_relaxed);
+    if (!same_stream()) return code(errc::peer_dead);
+    Result<bool> alive = state.segment.self().is_alive(producer);
+    if (!alive) return code(errc::bad_descriptor);  // an id this segment cannot have issued
+    if (!*alive) {
+      // It may have finished just before it died: one more look.
+      // acquire: as above.
+      seen = stream.chunks.load(std::memory_order_acquire);
+      if (seen != kStreamAborted && seen >= target && same_stream()) return {};
+      return code(errc::peer_dead);
+    }
+  }
+}
+
+// The consumer's side of a stream whose record (at `position`) it holds: copies each chunk into
+// `into` (exactly `length` bytes) as it is published, then takes the posted buffer and gives it
+// back. {} delivered; peer_dead: skip the record (the producer died or gave up mid-stream; the
+// bytes in `into` are garbage); bad_descriptor: the record names no stream buffer of this pool.
+std::error_code receive_stream(BulkChannel::State& state, std::uint64_t position,
+                               const StreamRecord& body, std::uint64_t length,
+                               std::span<std::byte> into) noexcept {
+  const detail::PoolRef& ref = state.pool.ref();
+  if (body.size_class >= ref.class_count || body.chunk < kMinStreamChunk || body.reserved != 0 ||
+      body.reserved2 != 0) {
+    return code(errc::bad_descriptor);
+  }
+  const detail::PoolRef::Class& entry = ref.classes[body.size_class];
+  if (body.offset < entry.data_offset || (body.offset - entry.data_offset) % entry.stride != 0 ||
+      (body.offset - entry.data_offset) / entry.stride >= entry.count ||
+      length + kStreamHeader > entry.buffer_size) {
+    return code(errc::bad_descriptor);
+  }
+  const sync::ParticipantId producer = sync::ParticipantId::unpack(body.producer);
+  if (!producer.valid() || producer.slot >= state.segment.info().participant_capacity) {
+    return code(errc::bad_descriptor);
+  }
+  std::byte* const buffer = ref.base + body.offset;
+  auto& stream = *reinterpret_cast<StreamHeader*>(buffer);
+  const std::byte* const data = buffer + kStreamHeader;
+  const std::uint64_t chunks = (length + body.chunk - 1) / body.chunk;
+  for (std::uint64_t i = 0; i <= chunks; ++i) {
+    // i == chunks: wait for the posted buffer's descriptor (n + 1).
+    if (std::error_code error =
+            wait_stream(state, stream, static_cast<std::uint32_t>(i + 1), position, producer)) {
+      return error;
+    }
+    if (i < chunks) {
+      const std::uint64_t offset = i * body.chunk;
+      const std::uint64_t bytes = std::min<std::uint64_t>(body.chunk, length - offset);
+      std::memcpy(into.data() + offset, data + offset, static_cast<std::size_t>(bytes));
+    }
+  }
+  std::uint64_t words[4];
+  // relaxed (four): ordered after wait_stream's acquire of n + 1, which published them.
+  for (std::size_t i = 0; i < 4; ++i)
+    words[i] = stream.descriptor[i].load(std::memory_order_relaxed);
+  // acquire fence: keeps the loads above before the re-check below (a later stream of this buffer
+  // changes stream_id before anything else).
+  std::atomic_thread_fence(std::memory_order_acquire);
+  // relaxed: ordered by the fence.
+  if (stream.stream_id.load(std::memory_order_relaxed) != position) return code(errc::peer_dead);
+  Descriptor descriptor;
+  std::memcpy(&descriptor, words, sizeof descriptor);
+  if (descriptor.length != length + kStreamHeader) return code(errc::bad_descriptor);
+  Result<Held> held = state.pool.accept_redelivered(descriptor);
+  if (!held) {
+    // already_returned: a redelivered record whose buffer was freed after its first consumer
+    // died holding it.
+    return is(held.error(), errc::already_returned) ? code(errc::peer_dead) : held.error();
+  }
+  (void)held->give_back();  // already_returned: a detached view; the bytes are copied
+  return {};
+}
+
+}  // namespace
+
 template <class Sink>
 Result<std::size_t> BulkChannel::receive_impl(const sync::Deadline* deadline, Sink& sink) const {
   if (!state_) return code(errc::invalid_argument);
@@ -668,11 +903,12 @@ Result<std::size_t> BulkChannel::receive_impl(const sync::Deadline* deadline, Si
     if (valid) {
       std::memcpy(&header, record.data(), sizeof header);
       const auto kind = static_cast<BulkPath>(header.kind);
-      valid = header.reserved == 0 && header.length <= state.max_payload &&
-              ((kind == BulkPath::inline_record && header.length <= state.inline_max &&
-                record.size() == sizeof header + header.length) ||
-               ((kind == BulkPath::pool_copy || kind == BulkPath::pull) &&
-                record.size() == kDescriptorRecord));
+      valid =
+          header.reserved == 0 && header.length <= state.max_payload &&
+          ((kind == BulkPath::inline_record && header.length <= state.inline_max &&
+            record.size() == sizeof header + header.length) ||
+           ((kind == BulkPath::pool_copy || kind == BulkPath::pull || header.kind == kStreamKind) &&
+            record.size() == kDescriptorRecord));
     }
     if (!valid) {
       if (std::error_code error = state.endpoint.release(message)) return error;
@@ -693,6 +929,18 @@ Result<std::size_t> BulkChannel::receive_impl(const sync::Deadline* deadline, Si
       return prepared;
     }
     const std::byte* body = record.data() + sizeof header;
+    if (header.kind == kStreamKind) {
+      StreamRecord stream;
+      std::memcpy(&stream, body, sizeof stream);
+      // Copied before the record is released (as pool_copy): a consumer that dies mid-stream
+      // leaves the record claimed, and the next consumer starts the stream over.
+      const std::error_code streamed =
+          receive_stream(state, message.position(), stream, header.length, into);
+      if (std::error_code error = state.endpoint.release(message)) return error;
+      if (!streamed) return into.size();
+      if (is(streamed, errc::peer_dead)) continue;  // skipped: never a torn payload
+      return streamed;
+    }
     switch (static_cast<BulkPath>(header.kind)) {
       case BulkPath::inline_record: {
         if (!into.empty()) std::memcpy(into.data(), body, into.size());

@@ -264,5 +264,45 @@ TEST(BulkChannelProcess, NamedChannelIsOpenedByAnotherProcess) {
   EXPECT_EQ(BulkChannel::open("bulkfront-test-none", segment_options()).error(), errc::not_found);
 }
 
+TEST(BulkChannelProcess, ProducerKilledMidStreamNeverYieldsATornPayload) {
+  // A 64 MiB payload streamed in 4 KiB chunks takes milliseconds to copy; the producer is killed
+  // at some point of it. The consumer gets the whole payload (the kill came late) or nothing
+  // (the record is skipped and the receive ends), never a torn payload, and never hangs.
+  BulkChannel channel = create(config_for(64 * kMiB, kPullNever, 2));
+  SharedTally tally;
+  for (int round = 0; round < 3; ++round) {
+    tally->flag.store(0);
+    Child producer = Child::start([&] {
+      BulkProcessOptions process;
+      process.stream_chunk = 4096;
+      BulkChannel own = join(channel, process);
+      const std::vector<std::byte> payload = make_payload(64 * kMiB, 1, 0);
+      tally->flag.store(1, std::memory_order_release);
+      if (own.send(payload)) return 1;
+      for (;;) pause();
+    });
+    ASSERT_TRUE(test::await_flag(tally->flag, sync::Clock::now() + 30s));
+    // The record is in the channel (committed: a reservation lasts a few stores): the copy runs.
+    const sync::Deadline limit = sync::Clock::now() + 30s;
+    while (channel.statistics().channel.depth_messages == 0 && sync::Clock::now() < limit) {
+      std::this_thread::yield();
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(1 + 2 * round));
+    producer.kill(SIGKILL);
+    (void)producer.wait(10s);
+    std::vector<std::byte> out;
+    const std::error_code error = channel.receive_until(out, sync::Clock::now() + 5s);
+    if (!error) {
+      EXPECT_TRUE(check_payload(out).has_value()) << "torn payload in round " << round;
+    } else {
+      EXPECT_TRUE(error == errc::peer_dead || error == errc::timed_out) << error.message();
+    }
+  }
+  // Every buffer of the dead producers comes back.
+  ASSERT_TRUE(channel.recover());
+  const BulkChannelStatistics stats = channel.statistics();
+  EXPECT_EQ(stats.pool_free, stats.pool_buffers);
+}
+
 }  // namespace
 }  // namespace xproc::bulk

@@ -211,8 +211,27 @@ TEST(BulkChannel, ForgedRecordsAreRefusedWithBadDescriptor) {
   std::memcpy(forged_pull.data(), &tag, 4);
   std::memcpy(forged_pull.data() + 16, &length, 8);
   ASSERT_FALSE(send_raw(channel, 3, length, forged_pull));
+  // Streams (kind 4) naming no stream buffer: a class out of range, an offset inside a buffer,
+  // a chunk below 4096, an impossible producer id.
+  struct Stream {
+    std::uint32_t size_class;
+    std::uint32_t chunk;
+    std::uint64_t offset;
+    std::uint32_t producer;
+    std::uint32_t reserved;
+    std::uint64_t reserved2;
+  };
+  const Stream streams[] = {{99, 1u << 18, 0, 1, 0, 0},
+                            {0, 1u << 18, 12345, 1, 0, 0},
+                            {0, 100, 0, 1, 0, 0},
+                            {0, 1u << 18, 0, 0, 0, 0}};
+  for (const Stream& stream : streams) {
+    std::vector<std::byte> stream_body(32);
+    std::memcpy(stream_body.data(), &stream, sizeof stream);
+    ASSERT_FALSE(send_raw(channel, 4, 10000, stream_body));
+  }
   std::vector<std::byte> out;
-  for (int i = 0; i < 8; ++i) {
+  for (int i = 0; i < 12; ++i) {
     EXPECT_EQ(channel.try_receive(out), errc::bad_descriptor) << "record " << i;
   }
   const std::vector<std::byte> good = make_payload(20000, 4, 0);

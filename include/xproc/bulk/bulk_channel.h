@@ -5,7 +5,10 @@
 //   inline     the payload travels inside the channel record (small payloads: one copy in, one out)
 //   pool_copy  the producer copies into a buffer of the shared pool, a 48-byte record names it,
 //              the consumer copies out and gives the buffer back (two copies; in a stream the
-//              producer's copy of payload i+1 overlaps the consumer's copy of payload i)
+//              producer's copy of payload i+1 overlaps the consumer's copy of payload i). Above
+//              BulkProcessOptions::stream_chunk the payload is streamed: the record goes first
+//              and the consumer copies each chunk as soon as the producer published it, so the
+//              two copies of one payload overlap too (docs/layout/bulk_channel.md, "Streams")
 //   pull       the producer registers its memory in the transfer table, a 48-byte record names
 //              the transfer, the consumer copies it with process_vm_readv (one copy); the
 //              producer's send()/Completion waits until the copy is done
@@ -69,7 +72,12 @@
 //     consumer never returned it to anyone) and returns {} once that is sent; the redelivered
 //     record's pull is refused (already_returned) and skipped, so the payload arrives once.
 //   * consumer dies while copying out of the pool: the record is redelivered and the next
-//     consumer takes the buffer over (LoanChannel's rule, loan_channel.h).
+//     consumer takes the buffer over (LoanChannel's rule, loan_channel.h), or, streamed, starts
+//     the stream over.
+//   * producer dies while streaming (after its record, before the last chunk): its loan is
+//     reclaimed; the consumer sees it dead (or the buffer reused: the stream id changed) and skips
+//     the record: never a torn payload. A consumer waiting for a chunk checks the producer's
+//     liveness every channel::kPeerCheckPeriod.
 //   * pool buffers of dead processes are freed by the reclaim pass (loan_channel.h).
 // fork(): the child's copy is detached (the segment's rule): open or adopt again in the child.
 
@@ -123,6 +131,10 @@ struct BulkProcessOptions {
   // Under Yama ptrace_scope 1: PR_SET_PTRACER_ANY for this process (transfer.h). Off by default.
   bool allow_any_reader = false;
   std::chrono::milliseconds liveness_period{10};  // how often a pull's owner checks the claimer
+  // pool_copy payloads above this many bytes are streamed: the record is committed before the
+  // copy and the consumer copies each chunk of this size as soon as it is in (the two copies
+  // overlap, cache-hot); 0: never (copy all, then commit). 4096..1 GiB otherwise.
+  std::uint32_t stream_chunk = 256u << 10;
 };
 
 // Which paths this process uses, and why (path_report()).
