@@ -3,6 +3,7 @@
 #include "xproc/rpc/client.h"
 
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <condition_variable>
 #include <cstring>
@@ -92,6 +93,9 @@ class ClientCore : public std::enable_shared_from_this<ClientCore> {
                                    std::size_t tag);
   // Completes call `id` with `error` if it is still pending. True when this call completed it.
   bool finish(std::uint64_t id, std::error_code error);
+  // Tells the server that call `id` was cancelled (layout.h, kFlagCancel), if the request ring
+  // has room now: best effort, never waits.
+  void notify_cancel(std::uint64_t id) noexcept;
   void shut_down() noexcept;
 
   // True when `server` (a packed id a call went to) no longer serves: the header names another
@@ -146,6 +150,7 @@ class ClientCore : public std::enable_shared_from_this<ClientCore> {
   std::atomic<std::uint64_t> unknown_responses_{0};
   std::atomic<std::uint64_t> stale_responses_{0};
   std::atomic<std::uint64_t> malformed_responses_{0};
+  std::atomic<std::uint64_t> cancel_notices_{0};
 };
 
 void ClientCore::count(std::error_code error) noexcept {
@@ -234,6 +239,18 @@ bool ClientCore::finish(std::uint64_t id, std::error_code error) {
   count(error);
   complete(*state, error);
   return true;
+}
+
+void ClientCore::notify_cancel(std::uint64_t id) noexcept {
+  RequestFrame frame{};
+  frame.version = kFrameVersion;
+  frame.flags = kFlagCancel;
+  frame.client_slot = slot_;
+  frame.generation = generation_;
+  frame.correlation = id;
+  std::array<std::byte, sizeof frame> message{};
+  std::memcpy(message.data(), &frame, sizeof frame);
+  if (!view_.requests.try_send(message)) bump(cancel_notices_);
 }
 
 void ClientCore::fail_all(std::error_code error) {
@@ -385,6 +402,7 @@ ClientStatistics ClientCore::statistics() const noexcept {
   s.unknown_responses = get(unknown_responses_);
   s.stale_responses = get(stale_responses_);
   s.malformed_responses = get(malformed_responses_);
+  s.cancel_notices = get(cancel_notices_);
   return s;
 }
 
@@ -459,7 +477,9 @@ bool PendingCall::poll() const noexcept {
 
 void PendingCall::cancel() noexcept {
   if (state_ == nullptr || state_->id == 0) return;
-  (void)state_->core->finish(state_->id, errc::cancelled);
+  if (state_->core->finish(state_->id, errc::cancelled)) {
+    state_->core->notify_cancel(state_->id);
+  }
 }
 
 // --- Client

@@ -5,7 +5,9 @@
 #include <algorithm>
 #include <cstring>
 #include <exception>
+#include <mutex>
 #include <new>
+#include <unordered_map>
 #include <utility>
 
 #include "rpc_internal.h"
@@ -50,6 +52,12 @@ class ServerCore : public std::enable_shared_from_this<ServerCore> {
   void wake() noexcept { (void)view_.requests.try_send({}); }
   void count_abandoned() noexcept { abandoned_.fetch_add(1, std::memory_order_relaxed); }
 
+  // The cancellation table (ServerOptions::track_cancellation): requests being handled, by
+  // slot, generation and correlation id.
+  std::shared_ptr<std::atomic<bool>> track(const RequestFrame& frame);
+  void forget(std::uint32_t slot, std::uint32_t generation, std::uint64_t correlation) noexcept;
+  void cancel(const RequestFrame& frame) noexcept;
+
   ServerStatistics statistics() const noexcept;
 
   // Withdraws this server from the header (destruction): clients see no live server.
@@ -70,6 +78,21 @@ class ServerCore : public std::enable_shared_from_this<ServerCore> {
   SegmentView view_;
   ServerOptions options_;
   std::atomic<bool> sweeping_{false};
+
+  struct Key {
+    std::uint64_t correlation;
+    std::uint32_t slot;
+    std::uint32_t generation;
+    friend bool operator==(const Key&, const Key&) noexcept = default;
+  };
+  struct KeyHash {
+    std::size_t operator()(const Key& key) const noexcept {
+      return std::hash<std::uint64_t>()(key.correlation ^
+                                        (std::uint64_t{key.slot} << 32 | key.generation));
+    }
+  };
+  std::mutex tracked_mutex_;  // guards tracked_
+  std::unordered_map<Key, std::shared_ptr<std::atomic<bool>>, KeyHash> tracked_;
   std::atomic<sync::Clock::rep> last_sweep_{0};  // steady clock ticks of the last sweep
 
   // Statistics: relaxed counters (no order is needed among them; snapshots are approximate).
@@ -85,6 +108,8 @@ class ServerCore : public std::enable_shared_from_this<ServerCore> {
   std::atomic<std::uint64_t> responses_dead_client_{0};
   std::atomic<std::uint64_t> responses_timed_out_{0};
   std::atomic<std::uint64_t> slots_freed_{0};
+  std::atomic<std::uint64_t> cancels_{0};
+  std::atomic<std::uint64_t> cancels_ignored_{0};
 };
 
 namespace {
@@ -108,7 +133,8 @@ bool ServerCore::check(std::span<const std::byte> message, RequestFrame& frame) 
     bump(bad_length_);
     return false;
   }
-  if ((frame.flags & ~kKnownRequestFlags) != 0 || frame.reserved != 0 || frame.correlation == 0) {
+  if ((frame.flags & ~kKnownRequestFlags) != 0 || frame.reserved != 0 || frame.correlation == 0 ||
+      ((frame.flags & kFlagCancel) != 0 && (frame.body_length != 0 || frame.method != 0))) {
     bump(bad_flags_);
     return false;
   }
@@ -147,6 +173,10 @@ std::error_code ServerCore::take_one(const Server::Handler& handler, std::vector
     }
     RequestFrame frame{};
     if (!check(message, frame)) continue;
+    if ((frame.flags & kFlagCancel) != 0) {
+      cancel(frame);
+      continue;
+    }
     bump(requests_);
     Request request;
     request.method = frame.method;
@@ -154,8 +184,9 @@ std::error_code ServerCore::take_one(const Server::Handler& handler, std::vector
     request.client_slot = frame.client_slot;
     request.correlation_id = frame.correlation;
     try {
-      handler(request, Responder(shared_from_this(), frame.client_slot, frame.generation,
-                                 frame.correlation));
+      handler(request,
+              Responder(shared_from_this(), frame.client_slot, frame.generation, frame.correlation,
+                        options_.track_cancellation ? track(frame) : nullptr));
     } catch (...) {
       // The handler's Responder (a by-value argument) was destroyed during unwinding: the call
       // got kStatusAbandoned. The worker goes on.
@@ -216,6 +247,36 @@ std::error_code ServerCore::respond(std::uint32_t slot_index, std::uint32_t gene
   }
 }
 
+std::shared_ptr<std::atomic<bool>> ServerCore::track(const RequestFrame& frame) {
+  auto flag = std::make_shared<std::atomic<bool>>(false);
+  const std::lock_guard lock(tracked_mutex_);
+  tracked_.insert_or_assign(Key{frame.correlation, frame.client_slot, frame.generation}, flag);
+  return flag;
+}
+
+void ServerCore::forget(std::uint32_t slot, std::uint32_t generation,
+                        std::uint64_t correlation) noexcept {
+  const std::lock_guard lock(tracked_mutex_);
+  tracked_.erase(Key{correlation, slot, generation});
+}
+
+void ServerCore::cancel(const RequestFrame& frame) noexcept {
+  std::shared_ptr<std::atomic<bool>> flag;
+  if (options_.track_cancellation) {
+    const std::lock_guard lock(tracked_mutex_);
+    const auto found = tracked_.find(Key{frame.correlation, frame.client_slot, frame.generation});
+    if (found != tracked_.end()) flag = found->second;
+  }
+  if (flag == nullptr) {
+    bump(cancels_ignored_);
+    return;
+  }
+  // release: pairs with the acquire load in Responder::cancelled() (a plain flag: nothing else
+  // is published with it).
+  flag->store(true, std::memory_order_release);
+  bump(cancels_);
+}
+
 void ServerCore::sweep() {
   // acquire/relaxed: a try-flag among this process's workers; acquire pairs with the release
   // store below so sweeps do not overlap.
@@ -248,6 +309,8 @@ ServerStatistics ServerCore::statistics() const noexcept {
   s.responses_dead_client = get(responses_dead_client_);
   s.responses_timed_out = get(responses_timed_out_);
   s.slots_freed = get(slots_freed_);
+  s.cancels = get(cancels_);
+  s.cancels_ignored = get(cancels_ignored_);
   return s;
 }
 
@@ -257,11 +320,9 @@ ServerStatistics ServerCore::statistics() const noexcept {
 
 Responder& Responder::operator=(Responder&& other) noexcept {
   if (this != &other) {
-    if (core_ != nullptr) {
-      core_->count_abandoned();
-      (void)core_->respond(slot_, generation_, correlation_, {}, kStatusAbandoned);
-    }
+    abandon();
     core_ = std::move(other.core_);
+    cancelled_ = std::move(other.cancelled_);
     slot_ = other.slot_;
     generation_ = other.generation_;
     correlation_ = other.correlation_;
@@ -270,18 +331,32 @@ Responder& Responder::operator=(Responder&& other) noexcept {
 }
 
 Responder::~Responder() {
+  abandon();
+}
+
+void Responder::abandon() noexcept {
   if (core_ == nullptr) return;
-  core_->count_abandoned();
+  const std::shared_ptr<detail::ServerCore> core = std::move(core_);
+  if (cancelled_ != nullptr) core->forget(slot_, generation_, correlation_);
+  cancelled_.reset();
+  core->count_abandoned();
   // Best effort: the client learns its call will never be answered (or times out if this
   // fails too).
-  (void)core_->respond(slot_, generation_, correlation_, {}, kStatusAbandoned);
+  (void)core->respond(slot_, generation_, correlation_, {}, kStatusAbandoned);
 }
 
 std::error_code Responder::respond(std::span<const std::byte> body, std::uint32_t status) {
   if (core_ == nullptr) return errc::invalid_argument;
   if (body.size() > core_->config().max_response_body) return errc::message_too_large;
   const std::shared_ptr<detail::ServerCore> core = std::move(core_);  // spent from here on
+  if (cancelled_ != nullptr) core->forget(slot_, generation_, correlation_);
+  cancelled_.reset();
   return core->respond(slot_, generation_, correlation_, body, status);
+}
+
+bool Responder::cancelled() const noexcept {
+  // acquire: pairs with the release store in ServerCore::cancel().
+  return cancelled_ != nullptr && cancelled_->load(std::memory_order_acquire);
 }
 
 // --- Server

@@ -258,6 +258,45 @@ TEST(Rpc, CancelledCallCompletesAtOnceAndItsResponseIsDropped) {
   EXPECT_FALSE(parked.release(0));
   ASSERT_TRUE(eventually([&] { return client->statistics().late_responses == 1; }));
   EXPECT_EQ(client->statistics().cancelled, 1u);
+  EXPECT_EQ(client->statistics().cancel_notices, 1u);
+  // The server does not track cancellation here: the notice is counted and dropped.
+  ASSERT_TRUE(eventually([&] { return server->statistics().cancels_ignored == 1; }));
+  server->stop();  // joins the workers before the test's locals they use go away
+}
+
+TEST(Rpc, CancelNoticeReachesTheHandlerWhenTheServerTracksCancellation) {
+  const std::string name = test::unique_name("cancel-notice");
+  ServerOptions options = small_options();
+  options.track_cancellation = true;
+  Result<Server> server = Server::create(name, options);
+  ASSERT_TRUE(server);
+  Parked parked;
+  ASSERT_FALSE(server->serve(
+      [&parked](const Request& request, Responder responder) {
+        EXPECT_FALSE(responder.cancelled());
+        parked.park(request, std::move(responder));
+      },
+      1));
+  Result<Client> client = Client::connect(name);
+  ASSERT_TRUE(client);
+  PendingCall kept = client->async_call(1, bytes("kept"), in(kLong));
+  PendingCall dropped = client->async_call(2, bytes("dropped"), in(kLong));
+  ASSERT_TRUE(eventually([&] { return parked.count() == 2; }));
+  dropped.cancel();
+  EXPECT_EQ(dropped.wait().error(), errc::cancelled);
+  ASSERT_TRUE(eventually([&] {
+    const std::lock_guard lock(parked.mutex);
+    return parked.held[1].second.cancelled();
+  }));
+  {
+    const std::lock_guard lock(parked.mutex);
+    EXPECT_FALSE(parked.held[0].second.cancelled());
+  }
+  EXPECT_EQ(server->statistics().cancels, 1u);
+  EXPECT_FALSE(parked.release(0));
+  EXPECT_EQ(text(kept.wait().value().body), "kept");
+  kept.cancel();  // a completed call: nothing happens, no notice is sent
+  EXPECT_EQ(client->statistics().cancel_notices, 1u);
   server->stop();  // joins the workers before the test's locals they use go away
 }
 
@@ -508,7 +547,8 @@ TEST(Rpc, RandomFramesAreEachServedOrCountedOnce) {
   EXPECT_GT(served, 0);  // the generator makes well-formed requests too
   EXPECT_GT(s.bad_slot + s.stale_requests, 0u);
   EXPECT_EQ(s.requests, static_cast<std::uint64_t>(served));
-  EXPECT_EQ(s.requests + s.bad_version + s.bad_length + s.bad_flags + s.bad_slot + s.stale_requests,
+  EXPECT_EQ(s.requests + s.bad_version + s.bad_length + s.bad_flags + s.bad_slot +
+                s.stale_requests + s.cancels + s.cancels_ignored,
             static_cast<std::uint64_t>(rounds));
   ASSERT_TRUE(eventually([&] {
     const ClientStatistics c = client->statistics();

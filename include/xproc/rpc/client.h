@@ -12,9 +12,10 @@
 // Deadlines are the client's: a call not answered by its deadline completes with timed_out; a
 // response that comes later is dropped and counted (late_responses), never handed to another
 // call (correlation ids are never reused within a Client; the slot generation in each frame
-// tells a response meant for a slot's previous owner). Cancellation is local: the call completes
-// with errc::cancelled at once; the server still runs the request and its response is dropped
-// as late.
+// tells a response meant for a slot's previous owner). Cancellation completes the call with
+// errc::cancelled at once, and queues a cancel notice to the server if the request ring has room
+// (never waits): a server that tracks cancellation shows it to the handler
+// (Responder::cancelled()); the response, if one still comes, is dropped as late.
 //
 // Thread-safety: every Client member may be called concurrently from any thread (not while the
 // Client is moved or destroyed). A PendingCall is a value for one thread at a time; different
@@ -84,6 +85,7 @@ struct ClientStatistics {
   std::uint64_t unknown_responses = 0;    // a correlation id this client never issued
   std::uint64_t stale_responses = 0;      // another generation of the slot (a previous owner's)
   std::uint64_t malformed_responses = 0;  // bad version, lengths or flags
+  std::uint64_t cancel_notices = 0;       // cancel notices queued to the server
 };
 
 // One request of call_many().
@@ -117,7 +119,8 @@ class PendingCall {
   // True once the call completed (wait() then returns without blocking).
   bool poll() const noexcept;
   // Completes the call with errc::cancelled if it is still in flight (its response, should it
-  // come, is dropped as late). No effect on a completed call.
+  // come, is dropped as late) and tells the server (best effort, see the banner). No effect on
+  // a completed call.
   void cancel() noexcept;
   bool valid() const noexcept { return state_ != nullptr; }
 

@@ -91,8 +91,12 @@ static_assert(std::atomic<std::uint32_t>::is_always_lock_free);
 
 // Frame headers, copied out of a message with memcpy (no alignment assumed).
 inline constexpr std::uint16_t kFrameVersion = 1;
-// Request flags. None is defined in version 1: a set bit is rejected (bad_flags).
-inline constexpr std::uint16_t kKnownRequestFlags = 0;
+// Request flags; any other bit is rejected (bad_flags).
+// kFlagCancel: not a request but the notice that the client cancelled call `correlation` (no
+// body, method 0). The server marks that request's Responder cancelled if it is still being
+// handled (ServerOptions::track_cancellation), and otherwise ignores it (counted).
+inline constexpr std::uint16_t kFlagCancel = 1;
+inline constexpr std::uint16_t kKnownRequestFlags = kFlagCancel;
 
 struct RequestFrame {
   std::uint16_t version;      // kFrameVersion

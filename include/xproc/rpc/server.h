@@ -71,6 +71,10 @@ struct ServerOptions {
   // this time is dropped (counted in responses_timed_out).
   std::chrono::milliseconds response_timeout{2000};
   channel::WaitPolicy wait_policy{};  // how workers wait for requests (endpoint.h)
+  // Keep a table of the requests being handled, so that a client's cancel notice (layout.h,
+  // kFlagCancel) reaches the Responder (Responder::cancelled()). Costs a mutex and a hash-map
+  // insert and erase per request; off: cancel notices are dropped (cancels_ignored).
+  bool track_cancellation = false;
 };
 
 // One request, as a handler sees it. `body` points into the worker's buffer and is valid only
@@ -95,6 +99,9 @@ struct ServerStatistics {
   std::uint64_t responses_dead_client = 0;  // dropped: the client died or left its slot
   std::uint64_t responses_timed_out = 0;    // dropped: the client's ring stayed full
   std::uint64_t slots_freed = 0;            // slots of dead clients freed by this server
+  std::uint64_t cancels = 0;                // cancel notices that marked a request being handled
+  std::uint64_t cancels_ignored = 0;  // for no request being handled (answered, not yet taken,
+                                      // or tracking off)
 };
 
 namespace detail {
@@ -117,14 +124,25 @@ class Responder {
   // stayed full for response_timeout: dropped, spent), corrupt_segment (spent).
   [[nodiscard]] std::error_code respond(std::span<const std::byte> body, std::uint32_t status = 0);
   bool active() const noexcept { return core_ != nullptr; }
+  // True once the client's cancel notice for this request arrived (with
+  // ServerOptions::track_cancellation; always false without). The client has given up on the
+  // call: a handler may stop early; whatever it responds is dropped by the client as late.
+  bool cancelled() const noexcept;
 
  private:
   friend class detail::ServerCore;
   Responder(std::shared_ptr<detail::ServerCore> core, std::uint32_t slot, std::uint32_t generation,
-            std::uint64_t correlation) noexcept
-      : core_(std::move(core)), slot_(slot), generation_(generation), correlation_(correlation) {}
+            std::uint64_t correlation, std::shared_ptr<std::atomic<bool>> cancelled) noexcept
+      : core_(std::move(core)),
+        cancelled_(std::move(cancelled)),
+        slot_(slot),
+        generation_(generation),
+        correlation_(correlation) {}
+  // Answers kStatusAbandoned (destruction, move-assignment over an active responder).
+  void abandon() noexcept;
 
   std::shared_ptr<detail::ServerCore> core_;
+  std::shared_ptr<std::atomic<bool>> cancelled_;  // the tracking table's flag; null: untracked
   std::uint32_t slot_ = 0;
   std::uint32_t generation_ = 0;
   std::uint64_t correlation_ = 0;
