@@ -11,11 +11,12 @@
 //       posted. After: held by a dead owner -> recover() frees it.
 //   G1) give back (Loan or Held destroyed): CAS loaned/held(g, me) -> free(g), release; then
 //       notify `returned`. Dying between the CAS and the notify only delays a parked loaner until
-//       its next periodic wake (kPeerCheckPeriod).
+//       its next periodic wake (kPeerCheckPeriod, growing to kMaxReclaimPeriod).
 //   R1) recover: for a loaned/held word whose owner is dead (participant table), CAS it -> free(g)
 //       (the CAS fails if the owner moved on: it was alive after all). LoanChannel's variant also
 //       frees posted words whose record position is below the channel's reclaim position.
 #include <algorithm>
+#include <chrono>
 #include <cstring>
 #include <utility>
 
@@ -33,6 +34,10 @@ constexpr std::uint32_t kLoanSpinRounds = 12;  // a few microseconds before the 
 // Then yield a few times: with more runnable processes than CPUs the consumer that will give a
 // buffer back may need this CPU (as the channel's waits do, src/channel/endpoint.cc).
 constexpr std::uint32_t kLoanYieldRounds = 4;
+// kMaxReclaimPeriod (pool.h): under the channel's 10 ms recovery goal for a dead holder, while
+// a loaner that waits 50 ms for a live consumer (a 256 MiB payload being read) wakes 7 times
+// instead of 25.
+static_assert(kMaxReclaimPeriod >= channel::kPeerCheckPeriod);
 
 std::error_code code(errc e) noexcept {
   return make_error_code(e);
@@ -207,21 +212,26 @@ Result<Loan> PoolView::loan_with(std::size_t size, const sync::Deadline* deadlin
   if (deadline == nullptr) return code(errc::would_block);
   sync::EventCount& returned = ref_.header->wait.returned;
   sync::Deadline next_check{};  // the first wait reclaims at once
+  sync::Clock::duration period = channel::kPeerCheckPeriod;
+  bool spin = true;  // before the first park and after a notify; not after a timed-out park
   for (;;) {
-    if (sync::detail::spin_until(attempt, kLoanSpinRounds) ||
-        sync::detail::yield_until(attempt, kLoanYieldRounds)) {
+    if (spin && (sync::detail::spin_until(attempt, kLoanSpinRounds) ||
+                 sync::detail::yield_until(attempt, kLoanYieldRounds))) {
       return finish();
     }
     const sync::Deadline now = sync::Clock::now();
     if (now >= next_check) {
       // Never wait for the dead: free what dead participants hold (or, for LoanChannel, what
-      // its channel lost) before parking, and again every period while parked.
+      // its channel lost) before parking, and again while parked, at intervals doubling from
+      // kPeerCheckPeriod to kMaxReclaimPeriod (a long wait for a live consumer then costs a
+      // few wakes, not one per kPeerCheckPeriod: docs/decisions/0045-bulk-performance.md).
       if (reclaim != nullptr) {
         if (std::error_code error = reclaim(context)) return error;
       } else {
         (void)recover();
       }
-      next_check = now + channel::kPeerCheckPeriod;
+      next_check = now + period;
+      period = std::min<sync::Clock::duration>(period * 2, kMaxReclaimPeriod);
       if (attempt()) return finish();
     }
     if (now >= *deadline) return code(errc::timed_out);
@@ -230,7 +240,7 @@ Result<Loan> PoolView::loan_with(std::size_t size, const sync::Deadline* deadlin
       returned.cancel_wait();
       return finish();
     }
-    (void)returned.wait_until(key, std::min(*deadline, next_check));
+    spin = returned.wait_until(key, std::min(*deadline, next_check)) != errc::timed_out;
   }
 }
 

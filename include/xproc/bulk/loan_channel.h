@@ -42,8 +42,8 @@
 //   Why this is exact: a live consumer accepts before it releases, so a posted buffer whose
 //   record lies below the reclaim position (every record there is released or reclaimed for
 //   good, Endpoint::reclaim_position) can never be accepted any more.
-// The reclaim pass (recover(); run by every loaner that would wait, before parking and every
-// channel::kPeerCheckPeriod while parked): the channel's recover() (dead consumers' records),
+// The reclaim pass (recover(); run by every loaner that would wait, before parking and while
+// parked, as pool.h says): the channel's recover() (dead consumers' records),
 // then frees posted buffers below the reclaim position and loaned/held buffers of dead owners.
 // Deaths, in short: loaned by a dead producer -> free; held by a dead consumer -> free; posted
 // and lost with its record -> free; posted and still queued -> delivered to a later consumer.

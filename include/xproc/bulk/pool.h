@@ -25,8 +25,9 @@
 // a time (move-only); it may be moved to another thread or destroyed there.
 // Blocking: loan / loan_until / loan_for wait when every fitting class is empty: spin briefly,
 // then park on the pool's `returned` EventCount (a giver-back makes a futex call only when
-// somebody waits); a parked loaner wakes every channel::kPeerCheckPeriod to reclaim buffers of
-// dead participants (never waits for the dead). Nothing else blocks.
+// somebody waits); a parked loaner wakes to reclaim buffers of dead participants (never waits
+// for the dead) after channel::kPeerCheckPeriod, then at intervals doubling up to
+// kMaxReclaimPeriod (below). Nothing else blocks.
 // Failures: loan: message_too_large, would_block (try_loan), timed_out (loan_until); accept:
 // bad_descriptor (wrong pool tag or check, class/index out of range, a generation never issued,
 // length above the buffer size), already_returned (given back already, or a stale generation);
@@ -40,8 +41,8 @@
 // Deaths (a participant SIGKILLed at any instant; liveness only from the participant table that
 // `self` is attached to; an owner recorded without a Participant is never declared dead):
 //   * dies in loan (before its CAS): nothing changed. After it: the buffer is `loaned` by a dead
-//     owner: recover() (run by every loaner that would wait, then every kPeerCheckPeriod while it
-//     waits) frees it.
+//     owner: recover() (run by every loaner that would wait, then at least every
+//     kMaxReclaimPeriod while it waits) frees it.
 //   * dies holding a Loan (writing): the same, freed by recover().
 //   * dies inside post(): before the CAS the buffer is loaned (freed as above); after it the
 //     buffer is `posted` and the descriptor is the only way to it: a plain PoolView never frees a
@@ -81,6 +82,11 @@ namespace xproc::bulk {
 
 inline constexpr std::uint32_t kMaxClasses = 16;
 inline constexpr std::uint32_t kMaxBufferSize = 1u << 30;  // 1 GiB per buffer
+// The longest a parked loaner sleeps between reclaim passes (4 x channel::kPeerCheckPeriod):
+// a buffer held by a participant that died is back in the pool within this long of the death,
+// while a loaner waiting long for live consumers wakes a few times, not every 2 ms
+// (docs/decisions/0045-bulk-performance.md).
+inline constexpr std::chrono::milliseconds kMaxReclaimPeriod{8};
 inline constexpr std::uint32_t kMaxBuffersPerClass = 1u << 20;
 inline constexpr std::uint32_t kMaxBuffers = 1u << 22;  // all classes together
 
@@ -278,7 +284,7 @@ class PoolView {
   // The internals LoanChannel builds on (not for applications).
   const detail::PoolRef& ref() const noexcept { return ref_; }
   // Waits for a buffer as loan_until (deadline nullptr: try once); `reclaim(context)` runs
-  // before the first park and every kPeerCheckPeriod while parked, instead of recover(): it
+  // before the first park and while parked (as the banner says), instead of recover(): it
   // returns {} to keep waiting or an error to return (LoanChannel: peer_dead).
   using ReclaimHook = std::error_code (*)(const void* context) noexcept;
   Result<Loan> loan_with(std::size_t size, const sync::Deadline* deadline, ReclaimHook reclaim,
