@@ -7,10 +7,16 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
 #include <limits>
+#include <new>
+#include <system_error>
+#include <thread>
 #include <utility>
+#include <vector>
 
 #include "transfer_internal.h"
+#include "xproc/sync/detail/spin.h"
 #include "xproc/sys/cross_memory.h"
 #include "xproc/sys/error.h"
 
@@ -19,6 +25,82 @@ namespace xproc::bulk {
 using namespace detail;
 
 namespace {
+
+// Rounds of Transfer::wait_until's spin before it announces itself and parks (spin.h: pauses
+// doubling to 64 per round, some tens of microseconds in all).
+constexpr std::uint32_t kWaitSpinRounds = 64;
+// Then yields before it parks (spin.h, yield_until).
+constexpr std::uint32_t kWaitYieldRounds = 4;
+
+// pull() and push() without a split: one share on the calling thread.
+constexpr PullSplit kOneThread{1, 1};
+
+// Appends to `out` the part [begin, end) of the byte sequence that `ranges` describe.
+void slice(std::span<const iovec> ranges, std::uint64_t begin, std::uint64_t end,
+           std::vector<iovec>& out) {
+  std::uint64_t at = 0;
+  for (const iovec& range : ranges) {
+    const std::uint64_t range_begin = at;
+    const std::uint64_t range_end = at + range.iov_len;  // no overflow: total_of() checked
+    at = range_end;
+    if (range_end <= begin || range.iov_len == 0) continue;
+    if (range_begin >= end) break;
+    const std::uint64_t from = std::max(begin, range_begin);
+    const std::uint64_t to = std::min(end, range_end);
+    out.push_back(iovec{static_cast<char*>(range.iov_base) + (from - range_begin),
+                        static_cast<std::size_t>(to - from)});
+  }
+}
+
+// Step 5 of a pull: the first `total` bytes of `remote` (the owner's ranges) into `local`, cut
+// into up to split.threads contiguous shares of at least split.min_share bytes, page-aligned
+// cuts; share 0 on this thread, one std::thread per other share (one that cannot start runs
+// here). Bytes are summed over the shares; the error is the first share's (in order) that failed.
+// The caller claimed the transfer and completes it only after every share has returned.
+sys::CrossMemoryResult read_split(pid_t pid, std::span<const iovec> local,
+                                  std::span<const iovec> remote, std::uint64_t total,
+                                  const PullSplit& split) noexcept {
+  const std::uint64_t by_size = total / split.min_share;
+  const auto shares =
+      static_cast<std::uint32_t>(std::clamp<std::uint64_t>(by_size, 1, split.threads));
+  if (shares == 1) return sys::read_from(pid, local, remote);
+  constexpr std::uint64_t kPage = 4096;
+  std::array<sys::CrossMemoryResult, kMaxPullThreads> results{};
+  try {
+    std::array<std::vector<iovec>, kMaxPullThreads> local_parts;
+    std::array<std::vector<iovec>, kMaxPullThreads> remote_parts;
+    for (std::uint32_t i = 0; i < shares; ++i) {
+      const std::uint64_t begin = i == 0 ? 0 : total / shares * i / kPage * kPage;
+      const std::uint64_t end = i + 1 == shares ? total : total / shares * (i + 1) / kPage * kPage;
+      slice(local, begin, end, local_parts[i]);
+      slice(remote, begin, end, remote_parts[i]);
+    }
+    auto run = [&](std::uint32_t i) noexcept {
+      results[i] = sys::read_from(pid, local_parts[i], remote_parts[i]);
+    };
+    std::array<std::thread, kMaxPullThreads> helpers;
+    for (std::uint32_t i = 1; i < shares; ++i) {
+      try {
+        helpers[i] = std::thread(run, i);
+      } catch (...) {  // std::system_error (no thread to be had) or std::bad_alloc
+        run(i);        // copy that share here
+      }
+    }
+    run(0);
+    for (std::uint32_t i = 1; i < shares; ++i) {
+      if (helpers[i].joinable()) helpers[i].join();
+    }
+  } catch (const std::bad_alloc&) {
+    // Before any helper started (only the slicing allocates): copy it all on this thread.
+    return sys::read_from(pid, local, remote);
+  }
+  sys::CrossMemoryResult moved;
+  for (std::uint32_t i = 0; i < shares; ++i) {
+    moved.bytes += results[i].bytes;
+    if (!moved.error && results[i].error) moved.error = results[i].error;
+  }
+  return moved;
+}
 
 // Sum of the lengths; false on overflow or on a range whose addresses wrap.
 bool total_of(std::span<const iovec> ranges, std::uint64_t& total) noexcept {
@@ -190,25 +272,38 @@ Result<Transfer> TransferEndpoint::register_ranges(std::span<const iovec> ranges
 Result<std::size_t> TransferEndpoint::pull(const Descriptor& descriptor,
                                            std::span<std::byte> into) {
   const iovec range{into.data(), into.size()};
-  return copy(descriptor, std::span<const iovec>(&range, 1), Direction::source);
+  return copy(descriptor, std::span<const iovec>(&range, 1), Direction::source, kOneThread);
 }
 Result<std::size_t> TransferEndpoint::pull(const Descriptor& descriptor,
                                            std::span<const iovec> into) {
-  return copy(descriptor, into, Direction::source);
+  return copy(descriptor, into, Direction::source, kOneThread);
+}
+Result<std::size_t> TransferEndpoint::pull(const Descriptor& descriptor, std::span<std::byte> into,
+                                           const PullSplit& split) {
+  const iovec range{into.data(), into.size()};
+  return copy(descriptor, std::span<const iovec>(&range, 1), Direction::source, split);
+}
+Result<std::size_t> TransferEndpoint::pull(const Descriptor& descriptor,
+                                           std::span<const iovec> into, const PullSplit& split) {
+  return copy(descriptor, into, Direction::source, split);
 }
 Result<std::size_t> TransferEndpoint::push(const Descriptor& descriptor,
                                            std::span<const std::byte> from) {
   const iovec range{const_cast<std::byte*>(from.data()), from.size()};
-  return copy(descriptor, std::span<const iovec>(&range, 1), Direction::destination);
+  return copy(descriptor, std::span<const iovec>(&range, 1), Direction::destination, kOneThread);
 }
 Result<std::size_t> TransferEndpoint::push(const Descriptor& descriptor,
                                            std::span<const iovec> from) {
-  return copy(descriptor, from, Direction::destination);
+  return copy(descriptor, from, Direction::destination, kOneThread);
 }
 
 Result<std::size_t> TransferEndpoint::copy(const Descriptor& descriptor,
-                                           std::span<const iovec> local, Direction direction) {
+                                           std::span<const iovec> local, Direction direction,
+                                           const PullSplit& split) {
   if (!state_ || !state_->usable()) return make_error_code(errc::invalid_argument);
+  if (split.threads == 0 || split.threads > kMaxPullThreads || split.min_share == 0) {
+    return make_error_code(errc::invalid_argument);
+  }
   EndpointState& endpoint = *state_;
   // Validate the descriptor against what this process knows (untrusted input).
   const sync::ParticipantId owner_id = sync::ParticipantId::unpack(descriptor.owner);
@@ -298,9 +393,10 @@ Result<std::size_t> TransferEndpoint::copy(const Descriptor& descriptor,
       endpoint.owner_pidfd(descriptor.owner, pid);
   if (!pidfd) return finish(pidfd.error(), 0);
   const std::span<const iovec> remote_ranges(remote, range_count);
-  sys::CrossMemoryResult moved = direction == Direction::source
-                                     ? sys::read_from(pid, local, remote_ranges)
-                                     : sys::write_to(pid, local, remote_ranges);
+  sys::CrossMemoryResult moved =
+      direction == Direction::source
+          ? read_split(pid, local, remote_ranges, descriptor.total_length, split)
+          : sys::write_to(pid, local, remote_ranges);
   Result<bool> exited = sys::pidfd_exited((*pidfd)->get());
   if (!exited) return finish(exited.error(), 0);
   if (*exited) {
@@ -424,6 +520,25 @@ std::error_code Transfer::wait_until(sync::Deadline deadline) noexcept {
   if (endpoint_ == nullptr) return errc::invalid_argument;
   const auto period =
       std::chrono::duration_cast<sync::Clock::duration>(endpoint_->options.liveness_period);
+  // First a bounded spin on loads, unannounced, then a few yields (a claimer sharing this CPU
+  // gets it at once), as the channel's and the pool's waits do: a copy that ends within tens of
+  // microseconds (payloads up to a few hundred KiB) is seen here, and the claimer's completion
+  // then finds nobody announced and makes no futex wake (a system call on the claimer's path).
+  // (No spin when the deadline has passed already: the loop below answers at once.)
+  std::error_code spun = errc::would_block;
+  auto settled = [&]() noexcept {
+    spun = check(false);
+    return spun != errc::would_block;
+  };
+  const sync::Clock::time_point started = sync::Clock::now();
+  if (started < deadline && (sync::detail::spin_until(settled, kWaitSpinRounds) ||
+                             sync::detail::yield_until(settled, kWaitYieldRounds))) {
+    return spun;
+  }
+  // The first liveness check comes one period into the wait, not at its start: a claimer is
+  // alive when it claims, and a check per wait would cost every transfer a system call
+  // (F_OFD_GETLK). A dead claimer is still noticed within one period of the wait's start.
+  if (next_liveness_check_ < started) next_liveness_check_ = started + period;
   sync::EventCount& done = endpoint_->slot(descriptor_.slot).done;
   for (;;) {
     std::error_code state = check(true);

@@ -79,7 +79,9 @@ TEST(TransferProcess, ChildSourcesArePulledByteExactFrom1BTo64MiBOr256MiBAtScale
     ASSERT_TRUE(shared->take(i, descriptor, sync::Clock::now() + 60s));
     EXPECT_TRUE(endpoint.permitted(sync::ParticipantId::unpack(descriptor.owner)));
     std::vector<std::byte> target(sizes[i]);
-    Result<std::size_t> pulled = endpoint.pull(descriptor, target);
+    // Every other size through a pull split across three threads (64 KiB shares at least).
+    Result<std::size_t> pulled = i % 2 == 1 ? endpoint.pull(descriptor, target, PullSplit{3, 65536})
+                                            : endpoint.pull(descriptor, target);
     ASSERT_TRUE(pulled) << pulled.error().message();
     ASSERT_EQ(*pulled, sizes[i]);
     EXPECT_TRUE(target == pattern(sizes[i], i)) << sizes[i];

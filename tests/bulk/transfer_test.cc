@@ -73,6 +73,69 @@ TEST_F(TransferTest, ScatteredRangesArriveInOrderIntoScatteredBuffers) {
   EXPECT_FALSE(transfer.wait_for(5s));
 }
 
+TEST_F(TransferTest, SplitPullCopiesEveryByteOfScatteredRangesWithAnyShareCount) {
+  // Shares cut inside ranges on both sides (odd lengths, small min_share), 1..5 threads, and
+  // transfers too small for more than one share.
+  std::vector<std::byte> source = pattern((std::size_t{1} << 20) + 12345, 21);
+  std::vector<iovec> ranges;
+  std::vector<std::byte> expected;
+  for (std::size_t offset = 0; ranges.size() < kMaxTransferRanges && offset < source.size();) {
+    const std::size_t length =
+        std::min<std::size_t>(1 + (offset * 7919) % 40000, source.size() - offset);
+    ranges.push_back(iovec{source.data() + offset, length});
+    expected.insert(expected.end(), source.begin() + static_cast<long>(offset),
+                    source.begin() + static_cast<long>(offset + length));
+    offset += length + 17;
+  }
+  for (std::uint32_t threads = 1; threads <= 5; ++threads) {
+    for (std::size_t min_share :
+         {std::size_t{1}, std::size_t{4096}, std::size_t{300000}, std::size_t{64} << 20}) {
+      Transfer transfer = endpoint_.register_source(ranges).value();
+      std::vector<std::byte> target(expected.size() + 3);
+      std::vector<iovec> into;
+      for (std::size_t at = 0; at < target.size(); at += 77777) {
+        into.push_back(iovec{target.data() + at, std::min<std::size_t>(77777, target.size() - at)});
+      }
+      Result<std::size_t> pulled =
+          endpoint_.pull(transfer.descriptor(), into, PullSplit{threads, min_share});
+      ASSERT_TRUE(pulled) << pulled.error().message() << " threads " << threads;
+      EXPECT_EQ(*pulled, expected.size());
+      EXPECT_EQ(0, std::memcmp(target.data(), expected.data(), expected.size()))
+          << "threads " << threads << " min_share " << min_share;
+      EXPECT_EQ(transfer.wait_for(5s), std::error_code());
+      EXPECT_EQ(transfer.transferred(), expected.size());
+      // Claimed once: a second pull, split or not, is refused.
+      EXPECT_EQ(endpoint_.pull(transfer.descriptor(), target, PullSplit{threads, 1}).error(),
+                errc::already_returned);
+    }
+  }
+  // One contiguous buffer, the default split (two shares of 4 MiB and more).
+  std::vector<std::byte> big = pattern(std::size_t{9} << 20, 22);
+  Transfer transfer = endpoint_.register_source(big).value();
+  std::vector<std::byte> target(big.size());
+  EXPECT_EQ(endpoint_.pull(transfer.descriptor(), target, PullSplit{}).value(), big.size());
+  EXPECT_TRUE(big == target);
+  EXPECT_FALSE(transfer.wait_for(5s));
+}
+
+TEST_F(TransferTest, SplitPullRefusesBadOptionsWithoutClaiming) {
+  std::vector<std::byte> source = pattern(100000, 23);
+  Transfer transfer = endpoint_.register_source(source).value();
+  std::vector<std::byte> target(source.size());
+  EXPECT_EQ(endpoint_.pull(transfer.descriptor(), target, PullSplit{0, 4096}).error(),
+            errc::invalid_argument);
+  EXPECT_EQ(
+      endpoint_.pull(transfer.descriptor(), target, PullSplit{kMaxPullThreads + 1, 4096}).error(),
+      errc::invalid_argument);
+  EXPECT_EQ(endpoint_.pull(transfer.descriptor(), target, PullSplit{2, 0}).error(),
+            errc::invalid_argument);
+  EXPECT_EQ(transfer.poll(), errc::would_block);  // still open
+  EXPECT_EQ(endpoint_.pull(transfer.descriptor(), target, PullSplit{kMaxPullThreads, 1}).value(),
+            source.size());
+  EXPECT_TRUE(source == target);
+  EXPECT_FALSE(transfer.wait_for(5s));
+}
+
 TEST_F(TransferTest, PushWritesIntoTheRegisteredDestination) {
   std::vector<std::byte> destination(100000);
   Transfer transfer = endpoint_.register_destination(destination).value();

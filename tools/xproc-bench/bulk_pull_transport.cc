@@ -3,12 +3,21 @@
 // (register_source) and sends the 32-byte descriptor through an xproc Channel; a consumer
 // receives the descriptor and pull()s the payload into its own private buffer (process_vm_readv
 // inside, validated, completed). Before the producer rewrites a buffer it waits on that buffer's
-// Transfer handle (completion), so B = consumers + 1 buffers keep the consumers busy. Any number
-// of consumers (the descriptor channel is MPMC: each transfer claimed exactly once).
+// Transfer handle (completion). B = 2 x consumers buffers: the memory the process_vm_readv row
+// rotates (two per consumer), so the rows differ in the path only (with consumers + 1, the
+// 1 -> 2 shape had three buffers against that row's four). Any number of consumers (the
+// descriptor channel is MPMC: each transfer claimed exactly once).
+//
+// Row "xproc-pull-split": the same, but the consumer pulls with a PullSplit of two threads
+// (shares of 4 MiB and more, so payloads below 8 MiB stay one share), and it widens its CPU
+// affinity to every CPU the bench process had (the runner pins it to one): the helper thread
+// inherits that affinity and can only help on a CPU the producer leaves idle while it waits.
 //
 // Set-up: the parent creates a memfd segment holding the transfer table and an anonymous
 // channel in create_link(); each child adopts both through new open file descriptions and opens
 // its own TransferEndpoint (allow_any_reader: sibling processes under Yama ptrace_scope 1).
+#include <sched.h>
+
 #include <algorithm>
 #include <memory>
 #include <string>
@@ -23,6 +32,8 @@
 
 namespace xproc::bench {
 namespace {
+
+constexpr bulk::PullSplit kSplit{2, std::size_t{4} << 20};
 
 constexpr std::uint32_t kParticipants = 32;
 constexpr std::uint32_t kSlots = 64;
@@ -47,8 +58,11 @@ bulk::TransferEndpoint open_endpoint(const shm::Segment& segment) {
 
 class PullLink final : public BulkLink {
  public:
-  explicit PullLink(const BulkShape& shape)
-      : payload_(shape.payload), buffers_(static_cast<std::uint32_t>(shape.consumers) + 1) {
+  PullLink(const BulkShape& shape, bool split)
+      : payload_(shape.payload),
+        buffers_(2 * static_cast<std::uint32_t>(shape.consumers)),
+        split_(split) {
+    if (sched_getaffinity(0, sizeof cpus_, &cpus_) != 0) CPU_ZERO(&cpus_);
     bulk::TransferTableOptions table{kSlots};
     Result<shm::Segment> segment = shm::Segment::create_anonymous(
         shm::SegmentKind::raw, bulk::transfer_table_size(table, kParticipants), segment_options(),
@@ -85,6 +99,8 @@ class PullLink final : public BulkLink {
 
   std::size_t payload_;
   std::uint32_t buffers_;
+  bool split_;
+  cpu_set_t cpus_;  // the bench process's CPUs, before the runner pins each child
   shm::Segment segment_;
   channel::Channel channel_;
 };
@@ -143,13 +159,19 @@ class PullReceiver final : public BulkReceiver {
       : segment_(std::make_unique<shm::Segment>(link.join_segment())),
         channel_(link.join_channel()),
         endpoint_(open_endpoint(*segment_)),
-        buffer_(link.payload_) {}
+        buffer_(link.payload_),
+        split_(link.split_) {
+    // Best effort: a consumer left pinned still pulls correctly, its helper just shares its CPU.
+    if (split_ && CPU_COUNT(&link.cpus_) > 0)
+      (void)sched_setaffinity(0, sizeof link.cpus_, &link.cpus_);
+  }
   std::span<const std::byte> receive() override {
     bulk::Descriptor descriptor;
     Result<std::size_t> got = channel_->receive(std::as_writable_bytes(std::span(&descriptor, 1)));
     if (!got) fail(got.error(), "receive of a descriptor");
     if (*got != sizeof descriptor) throw std::runtime_error("xproc-pull: short descriptor");
-    Result<std::size_t> pulled = endpoint_.pull(descriptor, buffer_.span());
+    Result<std::size_t> pulled = split_ ? endpoint_.pull(descriptor, buffer_.span(), kSplit)
+                                        : endpoint_.pull(descriptor, buffer_.span());
     if (!pulled) fail(pulled.error(), "pull");
     return {buffer_.data(), *pulled};
   }
@@ -160,6 +182,7 @@ class PullReceiver final : public BulkReceiver {
   channel::Channel channel_;
   bulk::TransferEndpoint endpoint_;
   PrivateBuffer buffer_;
+  bool split_;
 };
 
 std::unique_ptr<BulkSender> PullLink::open_sender() {
@@ -171,22 +194,30 @@ std::unique_ptr<BulkReceiver> PullLink::open_receiver(int) {
 
 class PullTransport final : public BulkTransport {
  public:
-  std::string name() const override { return "xproc-pull"; }
+  explicit PullTransport(bool split) : split_(split) {}
+  std::string name() const override { return split_ ? "xproc-pull-split" : "xproc-pull"; }
   std::string description() const override {
-    return "bulk::TransferEndpoint: register, send the descriptor, consumer pull()s (1 copy), "
-           "completion";
+    return split_ ? "as xproc-pull, the consumer's pull split in 2 threads (4 MiB shares and up), "
+                    "consumer unpinned"
+                  : "bulk::TransferEndpoint: register, send the descriptor, consumer pull()s (1 "
+                    "copy), completion";
   }
   std::string unsupported(const BulkShape& shape) const override {
     if (shape.consumers + 2 > static_cast<int>(kParticipants)) return "too many consumers";
     return {};
   }
   std::unique_ptr<BulkLink> create_link(const BulkShape& shape) override {
-    return std::make_unique<PullLink>(shape);
+    return std::make_unique<PullLink>(shape, split_);
   }
+
+ private:
+  bool split_;
 };
 
-const BulkTransportRegistration pull_registration{70,
-                                                  [] { return std::make_unique<PullTransport>(); }};
+const BulkTransportRegistration pull_registration{
+    70, [] { return std::make_unique<PullTransport>(false); }};
+const BulkTransportRegistration pull_split_registration{
+    71, [] { return std::make_unique<PullTransport>(true); }};
 
 }  // namespace
 }  // namespace xproc::bench

@@ -21,12 +21,15 @@
 // Thread- and process-safety: any thread of any member may register, pull, push and probe
 // concurrently. A Transfer handle is a value owned by one thread at a time (like any object).
 // Blocking: only Transfer::wait/wait_until and the destructor of a claimed-but-unfinished
-// Transfer block. Once claimed, only while the claimer is alive: the owner checks the claimer's
-// liveness every `liveness_period`, so a dead claimer is noticed within one period. While still
-// open (no counterpart has claimed it: the descriptor may sit in a channel, or be lost with a
-// dead consumer) nobody is known to wait for, so wait_until lasts until its deadline (give one);
-// the destructor withdraws an open transfer at once. pull/push never wait for anyone: they copy
-// (page faults only) and return. A parked owner costs the claimer a futex wake; poll() does not.
+// Transfer block. Once claimed, only while the claimer is alive: the waiting owner checks the
+// claimer's liveness one `liveness_period` into the wait and every period after, so a dead
+// claimer is noticed within one period. While still open (no counterpart has claimed it: the
+// descriptor may sit in a channel, or be lost with a dead consumer) nobody is known to wait for,
+// so wait_until lasts until its deadline (give one); the destructor withdraws an open transfer
+// at once. pull/push never wait for anyone: they copy (page faults only) and return. A wait
+// spins on loads for some tens of microseconds, then yields a few times, before it parks; a
+// parked owner costs the claimer a futex wake, a spinning one or poll() does not (why:
+// docs/decisions/0045-bulk-performance.md).
 // Failures (Result / std::error_code of xproc::errc):
 //   register_*:  invalid_argument (no ranges, a zero-length total, an address range that wraps, a
 //                fork child's endpoint), limit_reached (more than kMaxTransferRanges ranges, or
@@ -128,6 +131,21 @@ namespace detail {
 struct EndpointState;  // src/bulk/transfer_internal.h
 }  // namespace detail
 
+// A pull split across threads (the overloads of pull() taking PullSplit): the transfer's bytes
+// are cut into `threads` contiguous shares of at least `min_share` bytes (fewer shares when the
+// transfer is smaller: a 1 MiB pull with the defaults is one share), the calling thread copies
+// the first share and one std::thread per other share copies the rest; the transfer is claimed
+// once before and completed once after all of them (the same protocol, results and errors as
+// pull()). The helper threads inherit the caller's CPU affinity: they can only help where that
+// allows another CPU. Measured on a 2-vCPU VM (docs/decisions/0045-bulk-performance.md): two
+// shares copy 16-256 MiB about 1.3x faster when the other CPU is partly idle (a producer waiting
+// for completions); below a few MiB the thread start costs more than it saves.
+inline constexpr std::uint32_t kMaxPullThreads = 16;
+struct PullSplit {
+  std::uint32_t threads = 2;                     // 1..kMaxPullThreads, the caller's included
+  std::size_t min_share = std::size_t{4} << 20;  // bytes, >= 1
+};
+
 struct TransferEndpointOptions {
   // How often a waiting owner checks that the claimer of its transfer is alive.
   std::chrono::milliseconds liveness_period{10};
@@ -208,6 +226,13 @@ class TransferEndpoint {
   // completes it. Returns the bytes copied (== descriptor.total_length).
   Result<std::size_t> pull(const Descriptor& descriptor, std::span<std::byte> into);
   Result<std::size_t> pull(const Descriptor& descriptor, std::span<const iovec> into);
+  // As pull(), split across threads (PullSplit above). invalid_argument also for threads outside
+  // 1..kMaxPullThreads or a zero min_share (nothing is claimed); a helper thread that cannot
+  // start leaves its share to the calling thread.
+  Result<std::size_t> pull(const Descriptor& descriptor, std::span<std::byte> into,
+                           const PullSplit& split);
+  Result<std::size_t> pull(const Descriptor& descriptor, std::span<const iovec> into,
+                           const PullSplit& split);
   // Copies `from` (at most total_length bytes) into the destination `descriptor` names and
   // completes it. Returns the bytes copied (== from's size).
   Result<std::size_t> push(const Descriptor& descriptor, std::span<const std::byte> from);
@@ -226,7 +251,7 @@ class TransferEndpoint {
  private:
   Result<Transfer> register_ranges(std::span<const iovec> ranges, detail::Direction direction);
   Result<std::size_t> copy(const Descriptor& descriptor, std::span<const iovec> local,
-                           detail::Direction direction);
+                           detail::Direction direction, const PullSplit& split);
 
   std::unique_ptr<detail::EndpointState> state_;
 };
