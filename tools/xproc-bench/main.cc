@@ -17,6 +17,7 @@
 
 #include "bulk_runner.h"
 #include "report.h"
+#include "rpc_runner.h"
 #include "runner.h"
 #include "transport.h"
 
@@ -41,8 +42,9 @@ struct Options {
 
 constexpr const char* kUsage = R"(usage: xproc-bench [options]
 Runs IPC transports side by side between processes; every message is verified.
-  --mode latency|stream|mpmc|bulk|all   what to measure (default all = latency,stream,mpmc;
-                                   a comma list also works; bulk: large payloads, GB/s)
+  --mode latency|stream|mpmc|bulk|rpc|all   what to measure (default all = latency,stream,
+                                   mpmc; a comma list also works; bulk: large payloads, GB/s;
+                                   rpc: 64 B request/response round trips, only when named)
   --transports a,b,c               rows to run (default all; --list shows them)
   --sizes 8,64,1K,16K,64K          message sizes in bytes (K = 1024; default 8,64,1K,16K,64K;
                                    at most 1M except in bulk mode: M = 2^20, bulk default
@@ -120,6 +122,8 @@ Options parse(int argc, char** argv) {
           options.modes.push_back(Mode::mpmc);
         else if (m == "bulk")
           options.modes.push_back(Mode::bulk);
+        else if (m == "rpc")
+          options.modes.push_back(Mode::rpc);
         else
           usage_error("unknown mode '" + m + "'");
       }
@@ -292,6 +296,7 @@ int run(int argc, char** argv) {
     for (const auto& t : all)
       std::printf("%-12s %s\n", t->name().c_str(), t->description().c_str());
     for (const auto& line : bulk_transport_descriptions()) std::printf("%s\n", line.c_str());
+    for (const auto& line : rpc_row_descriptions()) std::printf("%s\n", line.c_str());
     return 0;
   }
   std::vector<Transport*> chosen;
@@ -299,11 +304,14 @@ int run(int argc, char** argv) {
     for (const auto& t : all) chosen.push_back(t.get());
   } else {
     const std::vector<std::string> bulk_names = bulk_transport_names();
+    const std::vector<std::string> rpc_names = rpc_row_names();
     for (const auto& name : options.transports) {
       auto it =
           std::find_if(all.begin(), all.end(), [&](const auto& t) { return t->name() == name; });
       bool bulk = std::find(bulk_names.begin(), bulk_names.end(), name) != bulk_names.end();
-      if (it == all.end() && !bulk) usage_error("unknown transport '" + name + "' (see --list)");
+      bool rpc = std::find(rpc_names.begin(), rpc_names.end(), name) != rpc_names.end();
+      if (it == all.end() && !bulk && !rpc)
+        usage_error("unknown transport '" + name + "' (see --list)");
       if (it != all.end()) chosen.push_back(it->get());
     }
   }
@@ -317,7 +325,7 @@ int run(int argc, char** argv) {
   for (Mode mode : options.modes)
     for (std::size_t size : options.sizes)
       for (Transport* t : chosen) {
-        if (mode == Mode::bulk) break;  // its own transports: run_bulk_rows below
+        if (mode == Mode::bulk || mode == Mode::rpc) break;  // their own rows: see below
         Row row;
         row.transport = t->name();
         row.mode = mode;
@@ -370,6 +378,17 @@ int run(int argc, char** argv) {
     bulk.quick = options.quick;
     bulk.cpus = pinned ? cpus : std::vector<int>{};
     run_bulk_rows(bulk, rows);
+  }
+
+  if (std::find(options.modes.begin(), options.modes.end(), Mode::rpc) != options.modes.end()) {
+    RpcOptions rpc;
+    rpc.transports = options.transports;
+    rpc.repetitions = options.repetitions;
+    rpc.duration = options.duration;
+    rpc.timeout = options.timeout;
+    rpc.quick = options.quick;
+    rpc.cpus = pinned ? cpus : std::vector<int>{};
+    run_rpc_rows(rpc, rows);
   }
 
   ReportContext context;

@@ -31,16 +31,18 @@ double switches(const RunResult& r) {
 }
 
 bool higher_is_better(Mode mode) {
-  return mode != Mode::latency;
+  return mode != Mode::latency && mode != Mode::rpc;
 }
 double figure(const Row& row) {
-  return row.median(row.mode == Mode::latency ? p50 : rate);
+  return row.median(higher_is_better(row.mode) ? rate : p50);
 }
 
 // The bulk mode always compares with its memcpy row (1 -> 1, the same payload size).
 constexpr const char* kBulkBaseline = "memcpy";
+// The rpc mode compares with the same exchange over a Unix stream socket.
+constexpr const char* kRpcBaseline = "rpc-unix";
 std::string baseline_name(const Row& row, const std::string& name) {
-  return row.mode == Mode::bulk ? kBulkBaseline : name;
+  return row.mode == Mode::bulk ? kBulkBaseline : row.mode == Mode::rpc ? kRpcBaseline : name;
 }
 
 const Row* baseline_of(const Row& row, const std::vector<Row>& rows, const std::string& name) {
@@ -80,7 +82,7 @@ std::string size_text(std::size_t size) {
 }
 
 std::string shape_text(const Row& row) {
-  if (row.mode == Mode::latency) return "1<->1";
+  if (row.mode == Mode::latency || row.mode == Mode::rpc) return "1<->1";
   return std::to_string(row.producers) + "->" + std::to_string(row.consumers);
 }
 
@@ -149,7 +151,7 @@ double Row::max(const std::function<double(const RunResult&)>& get) const {
 
 void print_tables(const std::vector<Row>& rows, const ReportContext& context) {
   std::printf("xproc-bench: %s\n", context.machine.c_str());
-  for (Mode mode : {Mode::latency, Mode::stream, Mode::mpmc, Mode::bulk}) {
+  for (Mode mode : {Mode::latency, Mode::stream, Mode::mpmc, Mode::bulk, Mode::rpc}) {
     bool any = false;
     for (const Row& row : rows) any = any || row.mode == mode;
     if (!any) continue;
@@ -160,6 +162,14 @@ void print_tables(const std::vector<Row>& rows, const ReportContext& context) {
           context.repetitions, kBulkBaseline);
       std::printf("%-16s %8s %6s %8s %17s %10s %9s %8s\n", "transport", "size", "P->C", "GB/s",
                   "GB/s spread", "payload/s", "csw/msg", "ratio");
+    } else if (mode == Mode::rpc) {
+      std::printf(
+          "\n== rpc: request/response round trip in us, 64 B each way, client and server "
+          "processes (median of %d; csw/call = context switches per call, both processes; "
+          "ratio = %s p50 / this p50) ==\n",
+          context.repetitions, kRpcBaseline);
+      std::printf("%-12s %7s %9s %9s %9s %19s %8s %9s\n", "transport", "size", "p50", "p99",
+                  "p99.9", "p50 spread", "csw/call", "ratio");
     } else if (mode == Mode::latency) {
       std::printf(
           "\n== latency: ping-pong round trip in us (median of %d; csw/rt = context switches "
@@ -197,7 +207,7 @@ void print_tables(const std::vector<Row>& rows, const ReportContext& context) {
         std::printf("%-16s %8s %6s %8.2f %17s %10s %9.3f %8s\n", row.transport.c_str(),
                     size.c_str(), shape_text(row).c_str(), row.median(rate) * bytes, spread,
                     human_rate(row.median(rate)).c_str(), row.median(switches), r.c_str());
-      } else if (mode == Mode::latency) {
+      } else if (mode == Mode::latency || mode == Mode::rpc) {
         char spread[48];
         std::snprintf(spread, sizeof spread, "%.2f..%.2f", row.min(p50), row.max(p50));
         std::printf("%-12s %7s %9.2f %9.2f %9.2f %19s %8.2f %9s\n", row.transport.c_str(),
@@ -276,7 +286,7 @@ std::string write_png(const std::vector<Row>& rows, const ReportContext& context
   std::string dir = directory;
   // One panel per mode with data; one line per transport (figure against message size).
   std::vector<Mode> modes;
-  for (Mode mode : {Mode::latency, Mode::stream, Mode::mpmc, Mode::bulk})
+  for (Mode mode : {Mode::latency, Mode::stream, Mode::mpmc, Mode::bulk, Mode::rpc})
     for (const Row& row : rows)
       if (row.mode == mode && row.ok()) {
         modes.push_back(mode);
@@ -300,10 +310,11 @@ std::string write_png(const std::vector<Row>& rows, const ReportContext& context
                  mode == Mode::latency  ? "ping-pong round trip p50"
                  : mode == Mode::stream ? "stream 1->1"
                  : mode == Mode::bulk   ? "bulk payloads"
+                 : mode == Mode::rpc    ? "rpc round trip p50"
                                         : "mpmc",
-                 mode == Mode::latency ? "microseconds (lower is better)"
-                 : mode == Mode::bulk  ? "GB/s (higher is better)"
-                                       : "messages per second (higher is better)");
+                 mode == Mode::latency || mode == Mode::rpc ? "microseconds (lower is better)"
+                 : mode == Mode::bulk                       ? "GB/s (higher is better)"
+                                      : "messages per second (higher is better)");
     std::set<std::string> seen;
     bool first = true;
     for (const Row& row : rows) {

@@ -264,6 +264,8 @@ const char* mode_name(Mode mode) {
       return "mpmc";
     case Mode::bulk:
       return "bulk";
+    case Mode::rpc:
+      return "rpc";
   }
   return "?";
 }

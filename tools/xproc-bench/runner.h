@@ -26,7 +26,8 @@
 namespace xproc::bench {
 
 // bulk: large payloads, 1 producer -> C consumers, GB/s (bulk_runner.h; its own transports).
-enum class Mode { latency, stream, mpmc, bulk };
+// rpc: request/response round trips, client and server processes (rpc_runner.h; its own rows).
+enum class Mode { latency, stream, mpmc, bulk, rpc };
 const char* mode_name(Mode mode);
 
 struct RunConfig {

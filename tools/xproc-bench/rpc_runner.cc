@@ -1,0 +1,463 @@
+#include "rpc_runner.h"
+
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cerrno>
+#include <chrono>
+#include <climits>
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <exception>
+#include <memory>
+#include <new>
+#include <stdexcept>
+#include <utility>
+
+#include "children.h"
+#include "transport.h"
+#include "xproc/rpc/client.h"
+#include "xproc/rpc/server.h"
+#include "xproc/sys/futex.h"
+
+namespace xproc::bench {
+namespace {
+
+constexpr std::size_t kMessageSize = 64;
+constexpr auto kShared = sys::FutexScope::process_shared;
+
+enum class Kind { xproc_spin, xproc_sleep, unix_socket, tcp };
+
+struct RpcRowInfo {
+  const char* name;
+  Kind kind;
+  const char* description;
+};
+
+constexpr RpcRowInfo kRows[] = {
+    {"rpc-spin", Kind::xproc_spin,
+     "xproc::rpc, 1 server worker, default WaitPolicy both sides (spin, yield, park)"},
+    {"rpc-sleep", Kind::xproc_sleep, "xproc::rpc, 1 server worker, WaitPolicy{0,0} both sides"},
+    {"rpc-unix", Kind::unix_socket, "Unix stream socketpair, 4-byte length prefix each way, echo"},
+    {"rpc-tcp", Kind::tcp, "TCP loopback (TCP_NODELAY), 4-byte length prefix each way, echo"},
+};
+
+struct RpcReport {
+  double p50_us, p99_us, p999_us;
+  double seconds;         // client: first .. last call of its window
+  std::int64_t switches;  // over the process's window
+  char error[240];
+};
+
+struct RpcControl {
+  std::atomic<std::uint32_t> ready;      // futex word: children set up
+  std::atomic<std::uint32_t> go;         // futex word: 0 -> 1 starts them
+  std::atomic<std::uint32_t> server_up;  // futex word: the server exists (xproc rows)
+  std::atomic<std::uint32_t> done;       // futex word: the client finished its calls
+  RpcReport reports[2];                  // 0: client, 1: server
+};
+
+struct RpcRun {
+  Kind kind = Kind::unix_socket;
+  long warmup = 0;
+  long calls = 0;
+  double timeout_seconds = 30;
+  std::vector<int> cpus;
+};
+
+void store_error(RpcReport& report, const char* text) {
+  std::snprintf(report.error, sizeof report.error, "%s", text);
+}
+
+void set_word(std::atomic<std::uint32_t>& word) {
+  // release: what the setter did before (the server created, the calls made) is visible to
+  // whoever sees 1 (wait_word's acquire load).
+  word.store(1, std::memory_order_release);
+  (void)sys::futex_wake(word, INT_MAX, kShared);
+}
+
+void wait_word(std::atomic<std::uint32_t>& word) {
+  // acquire: pairs with set_word's release store. The supervising parent bounds the wait (it
+  // kills a run that outlives its timeout).
+  while (word.load(std::memory_order_acquire) == 0) (void)sys::futex_wait(word, 0, kShared);
+}
+
+// ---- the request/response bodies --------------------------------------------------------
+
+void fill_request(std::byte* body, std::uint64_t sequence) {
+  std::memset(body, 0x5a, kMessageSize);
+  std::memcpy(body, &sequence, sizeof sequence);
+  std::memcpy(body + kMessageSize - sizeof sequence, &sequence, sizeof sequence);
+}
+
+void check_response(const std::byte* request, const std::byte* response, std::size_t size) {
+  if (size != kMessageSize)
+    throw std::runtime_error("response of " + std::to_string(size) + " bytes, expected 64");
+  if (std::memcmp(request, response, kMessageSize) != 0)
+    throw std::runtime_error("response does not echo its request");
+}
+
+// ---- socket framing ---------------------------------------------------------------------------
+
+void send_all(int fd, const std::byte* data, std::size_t size) {
+  while (size > 0) {
+    ssize_t sent = ::send(fd, data, size, MSG_NOSIGNAL);
+    if (sent < 0) {
+      if (errno == EINTR) continue;
+      throw_errno("send");
+    }
+    data += sent;
+    size -= static_cast<std::size_t>(sent);
+  }
+}
+
+// False: the peer closed before the first byte.
+bool receive_all(int fd, std::byte* data, std::size_t size) {
+  std::size_t done = 0;
+  while (done < size) {
+    ssize_t got = ::recv(fd, data + done, size - done, MSG_WAITALL);
+    if (got < 0) {
+      if (errno == EINTR) continue;
+      throw_errno("recv");
+    }
+    if (got == 0) {
+      if (done == 0) return false;
+      throw std::runtime_error("recv: peer closed mid-frame");
+    }
+    done += static_cast<std::size_t>(got);
+  }
+  return true;
+}
+
+constexpr std::size_t kPrefix = sizeof(std::uint32_t);
+constexpr std::size_t kMaxFrame = 16u << 10;
+
+// One frame: the length (host order: both ends are on this machine), then the body.
+void send_frame(int fd, const std::byte* body, std::size_t size) {
+  std::byte frame[kPrefix + kMaxFrame];
+  auto length = static_cast<std::uint32_t>(size);
+  std::memcpy(frame, &length, kPrefix);
+  std::memcpy(frame + kPrefix, body, size);
+  send_all(fd, frame, kPrefix + size);
+}
+
+// The body's length, or -1 when the peer closed between frames.
+long receive_frame(int fd, std::byte* body) {
+  std::uint32_t length = 0;
+  std::byte prefix[kPrefix];
+  if (!receive_all(fd, prefix, kPrefix)) return -1;
+  std::memcpy(&length, prefix, kPrefix);
+  if (length > kMaxFrame) throw std::runtime_error("frame length above 16 KiB");
+  if (!receive_all(fd, body, length)) throw std::runtime_error("recv: peer closed mid-frame");
+  return static_cast<long>(length);
+}
+
+// ---- the client's measurement -------------------------------------------------------------
+
+// Makes warmup + calls calls through `call` (request body in, response body checked); fills the
+// client report. `call(request, response) -> response size`.
+template <typename Call>
+void measure_calls(const RpcRun& run, RpcReport& report, Call&& call) {
+  std::byte request[kMessageSize];
+  std::byte response[kMaxFrame];
+  std::vector<std::int64_t> times;
+  times.reserve(static_cast<std::size_t>(run.calls));
+  std::uint64_t sequence = 0;
+  for (long i = 0; i < run.warmup; ++i) {
+    fill_request(request, ++sequence);
+    check_response(request, response, call(request, response));
+  }
+  const std::int64_t switches = switches_now();
+  const std::int64_t start = now_ns();
+  for (long i = 0; i < run.calls; ++i) {
+    fill_request(request, ++sequence);
+    const std::int64_t before = now_ns();
+    std::size_t size = call(request, response);
+    times.push_back(now_ns() - before);
+    check_response(request, response, size);
+  }
+  report.seconds = static_cast<double>(now_ns() - start) / 1e9;
+  report.switches = switches_now() - switches;
+  std::sort(times.begin(), times.end());
+  auto at = [&](double q) {
+    auto index = static_cast<std::size_t>(q * static_cast<double>(times.size() - 1));
+    return static_cast<double>(times[index]) / 1e3;
+  };
+  report.p50_us = at(0.50);
+  report.p99_us = at(0.99);
+  report.p999_us = at(0.999);
+}
+
+channel::WaitPolicy policy_of(Kind kind) {
+  return kind == Kind::xproc_sleep ? channel::WaitPolicy{0, 0} : channel::WaitPolicy{};
+}
+
+std::string segment_name(int run_number) {
+  return "xproc-bench-rpc-" + std::to_string(getpid()) + "-" + std::to_string(run_number);
+}
+
+[[noreturn]] void throw_code(const char* what, std::error_code code) {
+  throw std::runtime_error(std::string(what) + ": " + code.message());
+}
+
+// ---- the children ---------------------------------------------------------------------------
+
+void xproc_server(const RpcRun& run, RpcControl& control, const std::string& name) {
+  rpc::ServerOptions options;
+  options.config.max_clients = 4;
+  options.wait_policy = policy_of(run.kind);
+  auto server = rpc::Server::create(name, options);
+  if (!server) throw_code("rpc::Server::create", server.error());
+  std::error_code served = server->serve(
+      [](const rpc::Request& request, rpc::Responder responder) {
+        (void)responder.respond(request.body);  // a failed echo fails the client's check
+      },
+      1);
+  if (served) throw_code("rpc::Server::serve", served);
+  set_word(control.server_up);
+  announce_ready_and_wait(control.ready, control.go);
+  const std::int64_t switches = switches_now();
+  wait_word(control.done);
+  control.reports[1].switches = switches_now() - switches;
+}
+
+void xproc_client(const RpcRun& run, RpcControl& control, const std::string& name) {
+  wait_word(control.server_up);
+  rpc::ClientOptions options;
+  options.wait_policy = policy_of(run.kind);
+  auto client = rpc::Client::connect(name, options);
+  if (!client) throw_code("rpc::Client::connect", client.error());
+  announce_ready_and_wait(control.ready, control.go);
+  measure_calls(run, control.reports[0], [&](const std::byte* request, std::byte* response) {
+    auto outcome = client->call(0, std::span<const std::byte>(request, kMessageSize),
+                                sync::Clock::now() + std::chrono::seconds(10));
+    if (!outcome) throw_code("rpc::Client::call", outcome.error());
+    if (outcome->status != 0) throw std::runtime_error("response status not 0");
+    std::memcpy(response, outcome->body.data(), std::min(outcome->body.size(), kMaxFrame));
+    return outcome->body.size();
+  });
+  set_word(control.done);
+}
+
+void socket_server(int fd, RpcControl& control) {
+  announce_ready_and_wait(control.ready, control.go);
+  const std::int64_t switches = switches_now();
+  std::byte body[kMaxFrame];
+  for (;;) {
+    long size = receive_frame(fd, body);
+    if (size < 0) break;  // the client closed: the run is over
+    send_frame(fd, body, static_cast<std::size_t>(size));
+  }
+  control.reports[1].switches = switches_now() - switches;
+}
+
+void socket_client(const RpcRun& run, RpcControl& control, int fd) {
+  announce_ready_and_wait(control.ready, control.go);
+  measure_calls(run, control.reports[0], [&](const std::byte* request, std::byte* response) {
+    send_frame(fd, request, kMessageSize);
+    long size = receive_frame(fd, response);
+    if (size < 0) throw std::runtime_error("server closed the connection");
+    return static_cast<std::size_t>(size);
+  });
+  close(fd);  // the server's receive ends
+}
+
+void set_nodelay(int fd) {
+  int one = 1;
+  if (setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one) != 0) throw_errno("TCP_NODELAY");
+}
+
+// Fork `body` as a child pinned to `cpu`; its exceptions become its report's error and exit 1.
+template <typename Body>
+pid_t fork_child(int cpu, RpcReport& report, Body&& body) {
+  pid_t pid = fork();
+  if (pid != 0) return pid;
+  int status = 0;
+  try {
+    pin_to(cpu);
+    body();
+  } catch (const std::exception& error) {
+    store_error(report, error.what());
+    status = 1;
+  } catch (...) {
+    store_error(report, "unknown exception");
+    status = 1;
+  }
+  std::fflush(nullptr);
+  _exit(status);
+}
+
+struct FdPair {
+  int fds[2] = {-1, -1};
+  ~FdPair() { close_all(); }
+  void close_all() {
+    for (int& fd : fds)
+      if (fd >= 0) close(std::exchange(fd, -1));
+  }
+};
+
+RunResult run_rpc_once(const RpcRun& run) {
+  static int run_number = 0;
+  ++run_number;
+  RunResult result;
+  void* memory =
+      mmap(nullptr, sizeof(RpcControl), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+  if (memory == MAP_FAILED) {
+    result.error = "mmap of the control block failed";
+    return result;
+  }
+  auto* control = new (memory) RpcControl{};
+  const int client_cpu = run.cpus.size() >= 2 ? run.cpus[0] : -1;
+  const int server_cpu = run.cpus.size() >= 2 ? run.cpus[1] : -1;
+  std::string failure;
+  Supervision supervision;
+  supervision.ready = &control->ready;
+  supervision.go = &control->go;
+  supervision.timeout_seconds = run.timeout_seconds;
+  supervision.name_of = [](std::size_t i) { return std::string(i == 0 ? "client" : "server"); };
+  supervision.error_of = [&](std::size_t i) { return std::string(control->reports[i].error); };
+  FdPair pair;
+  try {
+    if (run.kind == Kind::xproc_spin || run.kind == Kind::xproc_sleep) {
+      const std::string name = segment_name(run_number);
+      supervision.pids.push_back(
+          fork_child(client_cpu, control->reports[0], [&] { xproc_client(run, *control, name); }));
+      supervision.pids.push_back(
+          fork_child(server_cpu, control->reports[1], [&] { xproc_server(run, *control, name); }));
+    } else if (run.kind == Kind::unix_socket) {
+      if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair.fds) != 0)
+        throw_errno("socketpair");
+      supervision.pids.push_back(fork_child(client_cpu, control->reports[0], [&] {
+        close(pair.fds[1]);
+        socket_client(run, *control, pair.fds[0]);
+      }));
+      supervision.pids.push_back(fork_child(server_cpu, control->reports[1], [&] {
+        close(pair.fds[0]);
+        socket_server(pair.fds[1], *control);
+      }));
+    } else {
+      // The parent listens on an ephemeral loopback port; the server child accepts, the client
+      // child connects (the backlog takes the connection before accept()).
+      pair.fds[0] = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+      if (pair.fds[0] < 0) throw_errno("socket");
+      sockaddr_in address{};
+      address.sin_family = AF_INET;
+      address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+      socklen_t length = sizeof address;
+      if (bind(pair.fds[0], reinterpret_cast<sockaddr*>(&address), length) != 0 ||
+          listen(pair.fds[0], 1) != 0 ||
+          getsockname(pair.fds[0], reinterpret_cast<sockaddr*>(&address), &length) != 0)
+        throw_errno("loopback listen");
+      const int listener = pair.fds[0];
+      supervision.pids.push_back(fork_child(client_cpu, control->reports[0], [&] {
+        close(listener);
+        int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        if (fd < 0) throw_errno("socket");
+        if (connect(fd, reinterpret_cast<sockaddr*>(&address), sizeof address) != 0)
+          throw_errno("connect");
+        set_nodelay(fd);
+        socket_client(run, *control, fd);
+      }));
+      supervision.pids.push_back(fork_child(server_cpu, control->reports[1], [&] {
+        int fd = accept4(listener, nullptr, nullptr, SOCK_CLOEXEC);
+        if (fd < 0) throw_errno("accept");
+        close(listener);
+        set_nodelay(fd);
+        socket_server(fd, *control);
+        close(fd);
+      }));
+    }
+    for (pid_t pid : supervision.pids)
+      if (pid < 0) failure = "fork failed";
+  } catch (const std::exception& error) {
+    failure = error.what();
+  }
+  // The children hold their ends: the parent's copies go, so the client's close ends the
+  // server's receive loop.
+  pair.close_all();
+  std::erase_if(supervision.pids, [](pid_t pid) { return pid < 0; });
+  failure = supervise(supervision, failure);
+  if (failure.empty()) {
+    const RpcReport& client = control->reports[0];
+    const RpcReport& server = control->reports[1];
+    result.ok = true;
+    result.seconds = client.seconds;
+    result.messages_per_second =
+        client.seconds > 0 ? static_cast<double>(run.calls) / client.seconds : 0;
+    result.p50_us = client.p50_us;
+    result.p99_us = client.p99_us;
+    result.p999_us = client.p999_us;
+    result.switches_per_message =
+        static_cast<double>(client.switches + server.switches) / static_cast<double>(run.calls);
+  } else {
+    result.error = failure;
+  }
+  munmap(memory, sizeof(RpcControl));
+  return result;
+}
+
+}  // namespace
+
+std::vector<std::string> rpc_row_names() {
+  std::vector<std::string> names;
+  for (const auto& row : kRows) names.emplace_back(row.name);
+  return names;
+}
+
+std::vector<std::string> rpc_row_descriptions() {
+  std::vector<std::string> lines;
+  for (const auto& row : kRows) {
+    char line[512];
+    std::snprintf(line, sizeof line, "%-16s (rpc) %s", row.name, row.description);
+    lines.emplace_back(line);
+  }
+  return lines;
+}
+
+void run_rpc_rows(const RpcOptions& options, std::vector<Row>& rows) {
+  for (const auto& info : kRows) {
+    if (!options.transports.empty() &&
+        std::find(options.transports.begin(), options.transports.end(), info.name) ==
+            options.transports.end())
+      continue;
+    Row row;
+    row.transport = info.name;
+    row.mode = Mode::rpc;
+    row.message_size = kMessageSize;
+    RpcRun run;
+    run.kind = info.kind;
+    run.timeout_seconds = options.timeout;
+    run.cpus = options.cpus;
+    // Calibration: a short run (which also warms up) sizes the measured ones to about
+    // --duration each.
+    run.calls = options.quick ? 200 : 1000;
+    run.warmup = 50;
+    RunResult trial = run_rpc_once(run);
+    if (!trial.ok) {
+      row.failure = trial.error;
+      rows.push_back(row);
+      continue;
+    }
+    const double wanted = options.duration * trial.messages_per_second;
+    run.calls = std::clamp(static_cast<long>(wanted), options.quick ? 200L : 2000L, 20'000'000L);
+    run.warmup = std::min(run.calls / 10, 10'000L);
+    for (int r = 0; r < options.repetitions; ++r) {
+      RunResult result = run_rpc_once(run);
+      if (!result.ok) {
+        row.failure = result.error;
+        break;
+      }
+      row.samples.push_back(result);
+    }
+    if (!options.quick) std::fprintf(stderr, "xproc-bench: rpc %s done\n", info.name);
+    rows.push_back(row);
+  }
+}
+
+}  // namespace xproc::bench

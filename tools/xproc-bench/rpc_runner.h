@@ -1,0 +1,41 @@
+#pragma once
+// The rpc mode of xproc-bench (`--mode rpc`, never part of `--mode all`): request/response round
+// trips between a client process and a server process, 64-byte requests echoed as 64-byte
+// responses; p50/p99/p99.9 per call and context switches per call (both processes). See
+// docs/decisions/0051-rpc-bench.md.
+//
+// Rows:
+//   rpc-spin     xproc::rpc, one server worker, default WaitPolicy on both sides (the worker and
+//                the client's waits spin, then yield, then park)
+//   rpc-sleep    the same with WaitPolicy{0, 0} on both sides (park at once)
+//   rpc-unix     a Unix stream socketpair: a 4-byte length prefix and the body each way, the
+//                server echoing (blocking send/recv)
+//   rpc-tcp      the same over TCP loopback (TCP_NODELAY on both ends)
+// Every response is checked against its request (the call's sequence number in the first and
+// last 8 bytes). Processes are pinned as in the other modes (client on the first CPU, server on
+// the second); every run is bounded by the timeout (children killed, row FAILED).
+
+#include <string>
+#include <vector>
+
+#include "report.h"
+#include "runner.h"
+
+namespace xproc::bench {
+
+struct RpcOptions {
+  std::vector<std::string> transports;  // empty: every rpc row
+  int repetitions = 5;
+  double duration = 0.25;  // target seconds per measured repetition
+  double timeout = 30;
+  bool quick = false;
+  std::vector<int> cpus;  // empty: no pinning
+};
+
+std::vector<std::string> rpc_row_names();
+std::vector<std::string> rpc_row_descriptions();  // "name  (rpc) description" lines
+
+// Runs every chosen rpc row; appends the rows (mode rpc, 64 B) to `rows`.
+void run_rpc_rows(const RpcOptions& options, std::vector<Row>& rows);
+
+}  // namespace xproc::bench
