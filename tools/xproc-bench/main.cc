@@ -30,6 +30,7 @@ struct Options {
   std::vector<std::size_t> sizes;       // empty: the default set
   std::vector<std::size_t> bulk_sizes;  // bulk mode: --sizes when given, else its defaults
   std::vector<int> bulk_consumers{1, 2};
+  std::vector<int> rpc_threads{1};   // rpc mode: client threads of each row
   int producers = 2, consumers = 2;  // mpmc
   int repetitions = 5;
   double duration = 0.25;  // target seconds per measured repetition
@@ -50,6 +51,7 @@ Runs IPC transports side by side between processes; every message is verified.
                                    at most 1M except in bulk mode: M = 2^20, bulk default
                                    64K,1M,16M,256M, multiples of 8 up to 1024M)
   --bulk-consumers 1,2             bulk mode: consumer processes of each shape (default 1,2)
+  --rpc-threads 1,4,16             rpc mode: client threads of each row (1..16; default 1)
   --producers P --consumers C      processes of the mpmc mode (default 2 and 2)
   --repetitions N                  runs per row, the table shows medians (default 5)
   --duration S                     target seconds per run (default 0.25)
@@ -137,6 +139,13 @@ Options parse(int argc, char** argv) {
       options.bulk_consumers.clear();
       for (const auto& c : split(value()))
         options.bulk_consumers.push_back(static_cast<int>(parse_number(c, "--bulk-consumers")));
+    } else if (arg == "--rpc-threads") {
+      options.rpc_threads.clear();
+      for (const auto& t : split(value())) {
+        const double threads = parse_number(t, "--rpc-threads");
+        if (threads > 16) usage_error("--rpc-threads: 16 at most");
+        options.rpc_threads.push_back(static_cast<int>(threads));
+      }
     } else if (arg == "--producers") {
       options.producers = static_cast<int>(parse_number(value(), "--producers"));
     } else if (arg == "--consumers") {
@@ -388,6 +397,7 @@ int run(int argc, char** argv) {
     rpc.timeout = options.timeout;
     rpc.quick = options.quick;
     rpc.cpus = pinned ? cpus : std::vector<int>{};
+    rpc.threads = options.rpc_threads;
     run_rpc_rows(rpc, rows);
   }
 

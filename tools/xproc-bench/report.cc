@@ -30,11 +30,12 @@ double switches(const RunResult& r) {
   return r.switches_per_message;
 }
 
-bool higher_is_better(Mode mode) {
-  return mode != Mode::latency && mode != Mode::rpc;
+// rpc rows with one client thread compare round trips, with several their calls/s.
+bool higher_is_better(const Row& row) {
+  return row.mode == Mode::rpc ? row.producers > 1 : row.mode != Mode::latency;
 }
 double figure(const Row& row) {
-  return row.median(higher_is_better(row.mode) ? rate : p50);
+  return row.median(higher_is_better(row) ? rate : p50);
 }
 
 // The bulk mode always compares with its memcpy row (1 -> 1, the same payload size).
@@ -62,7 +63,7 @@ double ratio(const Row& row, const std::vector<Row>& rows, const std::string& ba
   if (base == nullptr || !row.ok()) return 0;
   double ours = figure(row), theirs = figure(*base);
   if (ours <= 0 || theirs <= 0) return 0;
-  return higher_is_better(row.mode) ? ours / theirs : theirs / ours;
+  return higher_is_better(row) ? ours / theirs : theirs / ours;
 }
 
 std::string human_rate(double value) {
@@ -82,7 +83,8 @@ std::string size_text(std::size_t size) {
 }
 
 std::string shape_text(const Row& row) {
-  if (row.mode == Mode::latency || row.mode == Mode::rpc) return "1<->1";
+  if (row.mode == Mode::latency) return "1<->1";
+  if (row.mode == Mode::rpc) return std::to_string(row.producers) + "<->1";
   return std::to_string(row.producers) + "->" + std::to_string(row.consumers);
 }
 
@@ -164,12 +166,13 @@ void print_tables(const std::vector<Row>& rows, const ReportContext& context) {
                   "GB/s spread", "payload/s", "csw/msg", "ratio");
     } else if (mode == Mode::rpc) {
       std::printf(
-          "\n== rpc: request/response round trip in us, 64 B each way, client and server "
-          "processes (median of %d; csw/call = context switches per call, both processes; "
-          "ratio = %s p50 / this p50) ==\n",
-          context.repetitions, kRpcBaseline);
-      std::printf("%-12s %7s %9s %9s %9s %19s %8s %9s\n", "transport", "size", "p50", "p99",
-                  "p99.9", "p50 spread", "csw/call", "ratio");
+          "\n== rpc: request/response round trip in us, 64 B each way, T client threads <-> a "
+          "server process (median of %d; calls/s over all threads; csw/call = context "
+          "switches per call, both processes; ratio = %s p50 / this p50 with T = 1, this "
+          "calls/s / %s calls/s with T > 1) ==\n",
+          context.repetitions, kRpcBaseline, kRpcBaseline);
+      std::printf("%-12s %7s %6s %9s %9s %9s %19s %10s %8s %9s\n", "transport", "size", "T<->S",
+                  "p50", "p99", "p99.9", "p50 spread", "calls/s", "csw/call", "ratio");
     } else if (mode == Mode::latency) {
       std::printf(
           "\n== latency: ping-pong round trip in us (median of %d; csw/rt = context switches "
@@ -207,7 +210,14 @@ void print_tables(const std::vector<Row>& rows, const ReportContext& context) {
         std::printf("%-16s %8s %6s %8.2f %17s %10s %9.3f %8s\n", row.transport.c_str(),
                     size.c_str(), shape_text(row).c_str(), row.median(rate) * bytes, spread,
                     human_rate(row.median(rate)).c_str(), row.median(switches), r.c_str());
-      } else if (mode == Mode::latency || mode == Mode::rpc) {
+      } else if (mode == Mode::rpc) {
+        char spread[48];
+        std::snprintf(spread, sizeof spread, "%.2f..%.2f", row.min(p50), row.max(p50));
+        std::printf("%-12s %7s %6s %9.2f %9.2f %9.2f %19s %10s %8.2f %9s\n", row.transport.c_str(),
+                    size.c_str(), shape_text(row).c_str(), row.median(p50), row.median(p99),
+                    row.median(p999), spread, human_rate(row.median(rate)).c_str(),
+                    row.median(switches), r.c_str());
+      } else if (mode == Mode::latency) {
         char spread[48];
         std::snprintf(spread, sizeof spread, "%.2f..%.2f", row.min(p50), row.max(p50));
         std::printf("%-12s %7s %9.2f %9.2f %9.2f %19s %8.2f %9s\n", row.transport.c_str(),

@@ -18,6 +18,7 @@
 #include <memory>
 #include <new>
 #include <stdexcept>
+#include <thread>
 #include <utility>
 
 #include "children.h"
@@ -51,6 +52,7 @@ constexpr RpcRowInfo kRows[] = {
 struct RpcReport {
   double p50_us, p99_us, p999_us;
   double seconds;         // client: first .. last call of its window
+  std::int64_t calls;     // client: measured calls, all threads
   std::int64_t switches;  // over the process's window
   char error[240];
 };
@@ -63,10 +65,13 @@ struct RpcControl {
   RpcReport reports[2];                  // 0: client, 1: server
 };
 
+constexpr int kMaxThreads = 16;
+
 struct RpcRun {
   Kind kind = Kind::unix_socket;
-  long warmup = 0;
-  long calls = 0;
+  int threads = 1;  // client threads (xproc: one shared Client; sockets: one connection each)
+  long warmup = 0;  // calls, all threads together
+  long calls = 0;   // measured calls, all threads together
   double timeout_seconds = 30;
   std::vector<int> cpus;
 };
@@ -160,38 +165,71 @@ long receive_frame(int fd, std::byte* body) {
 
 // ---- the client's measurement -------------------------------------------------------------
 
-// Makes warmup + calls calls through `call` (request body in, response body checked); fills the
-// client report. `call(request, response) -> response size`.
-template <typename Call>
-void measure_calls(const RpcRun& run, RpcReport& report, Call&& call) {
-  std::byte request[kMessageSize];
-  std::byte response[kMaxFrame];
-  std::vector<std::int64_t> times;
-  times.reserve(static_cast<std::size_t>(run.calls));
-  std::uint64_t sequence = 0;
-  for (long i = 0; i < run.warmup; ++i) {
-    fill_request(request, ++sequence);
-    check_response(request, response, call(request, response));
-  }
+// run.threads threads each make their share of warmup + calls calls through
+// make_call(thread)(request, response) -> response size (every response checked); the
+// measured window opens when every thread finished its warm-up. Fills the client report.
+template <typename MakeCall>
+void measure_calls(const RpcRun& run, RpcReport& report, MakeCall&& make_call) {
+  const auto threads = static_cast<std::size_t>(run.threads);
+  const long warmup = std::max(1L, run.warmup / run.threads);
+  const long calls = std::max(1L, run.calls / run.threads);
+  std::vector<std::vector<std::int64_t>> times(threads);
+  std::vector<std::string> errors(threads);
+  std::atomic<std::uint32_t> warmed{0};  // threads past their warm-up
+  std::atomic<std::uint32_t> start{0};   // 1: measure
+  std::vector<std::thread> workers;
+  for (std::size_t t = 0; t < threads; ++t)
+    workers.emplace_back([&, t] {
+      // A failing thread still passes the barrier, so the others are not left waiting.
+      bool counted = false;
+      try {
+        auto call = make_call(t);
+        std::byte request[kMessageSize];
+        std::byte response[kMaxFrame];
+        std::uint64_t sequence = static_cast<std::uint64_t>(t) << 48;
+        for (long i = 0; i < warmup; ++i) {
+          fill_request(request, ++sequence);
+          check_response(request, response, call(request, response));
+        }
+        // release: nothing to publish but the count; pairs with the acquire load below.
+        warmed.fetch_add(1, std::memory_order_release);
+        counted = true;
+        // acquire: pairs with the release store that opens the window.
+        while (start.load(std::memory_order_acquire) == 0) std::this_thread::yield();
+        times[t].reserve(static_cast<std::size_t>(calls));
+        for (long i = 0; i < calls; ++i) {
+          fill_request(request, ++sequence);
+          const std::int64_t before = now_ns();
+          std::size_t size = call(request, response);
+          times[t].push_back(now_ns() - before);
+          check_response(request, response, size);
+        }
+      } catch (const std::exception& error) {
+        errors[t] = error.what();
+        if (!counted) warmed.fetch_add(1, std::memory_order_release);  // as above
+      }
+    });
+  // acquire: pairs with each thread's release increment.
+  while (warmed.load(std::memory_order_acquire) < threads) std::this_thread::yield();
   const std::int64_t switches = switches_now();
-  const std::int64_t start = now_ns();
-  for (long i = 0; i < run.calls; ++i) {
-    fill_request(request, ++sequence);
-    const std::int64_t before = now_ns();
-    std::size_t size = call(request, response);
-    times.push_back(now_ns() - before);
-    check_response(request, response, size);
-  }
-  report.seconds = static_cast<double>(now_ns() - start) / 1e9;
+  const std::int64_t begin = now_ns();
+  start.store(1, std::memory_order_release);  // release: pairs with the threads' acquire loads
+  for (auto& worker : workers) worker.join();
+  report.seconds = static_cast<double>(now_ns() - begin) / 1e9;
   report.switches = switches_now() - switches;
-  std::sort(times.begin(), times.end());
+  for (const auto& error : errors)
+    if (!error.empty()) throw std::runtime_error(error);
+  std::vector<std::int64_t> all;
+  for (const auto& part : times) all.insert(all.end(), part.begin(), part.end());
+  std::sort(all.begin(), all.end());
   auto at = [&](double q) {
-    auto index = static_cast<std::size_t>(q * static_cast<double>(times.size() - 1));
-    return static_cast<double>(times[index]) / 1e3;
+    auto index = static_cast<std::size_t>(q * static_cast<double>(all.size() - 1));
+    return static_cast<double>(all[index]) / 1e3;
   };
   report.p50_us = at(0.50);
   report.p99_us = at(0.99);
   report.p999_us = at(0.999);
+  report.calls = static_cast<std::int64_t>(all.size());
 }
 
 channel::WaitPolicy policy_of(Kind kind) {
@@ -208,6 +246,12 @@ std::string segment_name(int run_number) {
 
 // ---- the children ---------------------------------------------------------------------------
 
+// Server workers: one per client thread, at most 4 (more only queue behind each other on the
+// CPUs a benchmark machine has).
+unsigned server_workers(const RpcRun& run) {
+  return static_cast<unsigned>(std::min(run.threads, 4));
+}
+
 void xproc_server(const RpcRun& run, RpcControl& control, const std::string& name) {
   rpc::ServerOptions options;
   options.config.max_clients = 4;
@@ -218,7 +262,7 @@ void xproc_server(const RpcRun& run, RpcControl& control, const std::string& nam
       [](const rpc::Request& request, rpc::Responder responder) {
         (void)responder.respond(request.body);  // a failed echo fails the client's check
       },
-      1);
+      server_workers(run));
   if (served) throw_code("rpc::Server::serve", served);
   set_word(control.server_up);
   announce_ready_and_wait(control.ready, control.go);
@@ -234,38 +278,57 @@ void xproc_client(const RpcRun& run, RpcControl& control, const std::string& nam
   auto client = rpc::Client::connect(name, options);
   if (!client) throw_code("rpc::Client::connect", client.error());
   announce_ready_and_wait(control.ready, control.go);
-  measure_calls(run, control.reports[0], [&](const std::byte* request, std::byte* response) {
-    auto outcome = client->call(0, std::span<const std::byte>(request, kMessageSize),
-                                sync::Clock::now() + std::chrono::seconds(10));
-    if (!outcome) throw_code("rpc::Client::call", outcome.error());
-    if (outcome->status != 0) throw std::runtime_error("response status not 0");
-    std::memcpy(response, outcome->body.data(), std::min(outcome->body.size(), kMaxFrame));
-    return outcome->body.size();
+  measure_calls(run, control.reports[0], [&](std::size_t) {
+    return [&](const std::byte* request, std::byte* response) {
+      auto outcome = client->call(0, std::span<const std::byte>(request, kMessageSize),
+                                  sync::Clock::now() + std::chrono::seconds(10));
+      if (!outcome) throw_code("rpc::Client::call", outcome.error());
+      if (outcome->status != 0) throw std::runtime_error("response status not 0");
+      std::memcpy(response, outcome->body.data(), std::min(outcome->body.size(), kMaxFrame));
+      return outcome->body.size();
+    };
   });
   set_word(control.done);
 }
 
-void socket_server(int fd, RpcControl& control) {
+// One thread per connection, each echoing until its client closes.
+void socket_server(const std::vector<int>& fds, RpcControl& control) {
   announce_ready_and_wait(control.ready, control.go);
   const std::int64_t switches = switches_now();
-  std::byte body[kMaxFrame];
-  for (;;) {
-    long size = receive_frame(fd, body);
-    if (size < 0) break;  // the client closed: the run is over
-    send_frame(fd, body, static_cast<std::size_t>(size));
-  }
+  std::vector<std::string> errors(fds.size());
+  std::vector<std::thread> threads;
+  for (std::size_t i = 0; i < fds.size(); ++i)
+    threads.emplace_back([&, i] {
+      try {
+        std::byte body[kMaxFrame];
+        for (;;) {
+          long size = receive_frame(fds[i], body);
+          if (size < 0) break;  // the client closed: the run is over
+          send_frame(fds[i], body, static_cast<std::size_t>(size));
+        }
+      } catch (const std::exception& error) {
+        errors[i] = error.what();
+      }
+    });
+  for (auto& thread : threads) thread.join();
   control.reports[1].switches = switches_now() - switches;
+  for (const auto& error : errors)
+    if (!error.empty()) throw std::runtime_error(error);
 }
 
-void socket_client(const RpcRun& run, RpcControl& control, int fd) {
+// fds[t]: client thread t's connection.
+void socket_client(const RpcRun& run, RpcControl& control, const std::vector<int>& fds) {
   announce_ready_and_wait(control.ready, control.go);
-  measure_calls(run, control.reports[0], [&](const std::byte* request, std::byte* response) {
-    send_frame(fd, request, kMessageSize);
-    long size = receive_frame(fd, response);
-    if (size < 0) throw std::runtime_error("server closed the connection");
-    return static_cast<std::size_t>(size);
+  measure_calls(run, control.reports[0], [&](std::size_t t) {
+    const int fd = fds[t];
+    return [fd](const std::byte* request, std::byte* response) {
+      send_frame(fd, request, kMessageSize);
+      long size = receive_frame(fd, response);
+      if (size < 0) throw std::runtime_error("server closed the connection");
+      return static_cast<std::size_t>(size);
+    };
   });
-  close(fd);  // the server's receive ends
+  for (int fd : fds) close(fd);  // the server's receives end
 }
 
 void set_nodelay(int fd) {
@@ -293,8 +356,9 @@ pid_t fork_child(int cpu, RpcReport& report, Body&& body) {
   _exit(status);
 }
 
+// The parent's descriptors of one run (socket pairs, the listener).
 struct FdPair {
-  int fds[2] = {-1, -1};
+  std::vector<int> fds;
   ~FdPair() { close_all(); }
   void close_all() {
     for (int& fd : fds)
@@ -331,46 +395,63 @@ RunResult run_rpc_once(const RpcRun& run) {
       supervision.pids.push_back(
           fork_child(server_cpu, control->reports[1], [&] { xproc_server(run, *control, name); }));
     } else if (run.kind == Kind::unix_socket) {
-      if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair.fds) != 0)
-        throw_errno("socketpair");
+      // One pair per client thread: the client's end and the server's.
+      std::vector<int> client_ends, server_ends;
+      for (int t = 0; t < run.threads; ++t) {
+        int ends[2];
+        if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, ends) != 0)
+          throw_errno("socketpair");
+        pair.fds.push_back(ends[0]);
+        pair.fds.push_back(ends[1]);
+        client_ends.push_back(ends[0]);
+        server_ends.push_back(ends[1]);
+      }
       supervision.pids.push_back(fork_child(client_cpu, control->reports[0], [&] {
-        close(pair.fds[1]);
-        socket_client(run, *control, pair.fds[0]);
+        for (int fd : server_ends) close(fd);
+        socket_client(run, *control, client_ends);
       }));
       supervision.pids.push_back(fork_child(server_cpu, control->reports[1], [&] {
-        close(pair.fds[0]);
-        socket_server(pair.fds[1], *control);
+        for (int fd : client_ends) close(fd);
+        socket_server(server_ends, *control);
       }));
     } else {
       // The parent listens on an ephemeral loopback port; the server child accepts, the client
       // child connects (the backlog takes the connection before accept()).
-      pair.fds[0] = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+      pair.fds.push_back(socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
       if (pair.fds[0] < 0) throw_errno("socket");
       sockaddr_in address{};
       address.sin_family = AF_INET;
       address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
       socklen_t length = sizeof address;
       if (bind(pair.fds[0], reinterpret_cast<sockaddr*>(&address), length) != 0 ||
-          listen(pair.fds[0], 1) != 0 ||
+          listen(pair.fds[0], kMaxThreads) != 0 ||
           getsockname(pair.fds[0], reinterpret_cast<sockaddr*>(&address), &length) != 0)
         throw_errno("loopback listen");
       const int listener = pair.fds[0];
       supervision.pids.push_back(fork_child(client_cpu, control->reports[0], [&] {
         close(listener);
-        int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-        if (fd < 0) throw_errno("socket");
-        if (connect(fd, reinterpret_cast<sockaddr*>(&address), sizeof address) != 0)
-          throw_errno("connect");
-        set_nodelay(fd);
-        socket_client(run, *control, fd);
+        std::vector<int> fds;
+        for (int t = 0; t < run.threads; ++t) {
+          int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+          if (fd < 0) throw_errno("socket");
+          if (connect(fd, reinterpret_cast<sockaddr*>(&address), sizeof address) != 0)
+            throw_errno("connect");
+          set_nodelay(fd);
+          fds.push_back(fd);
+        }
+        socket_client(run, *control, fds);
       }));
       supervision.pids.push_back(fork_child(server_cpu, control->reports[1], [&] {
-        int fd = accept4(listener, nullptr, nullptr, SOCK_CLOEXEC);
-        if (fd < 0) throw_errno("accept");
+        std::vector<int> fds;
+        for (int t = 0; t < run.threads; ++t) {
+          int fd = accept4(listener, nullptr, nullptr, SOCK_CLOEXEC);
+          if (fd < 0) throw_errno("accept");
+          set_nodelay(fd);
+          fds.push_back(fd);
+        }
         close(listener);
-        set_nodelay(fd);
-        socket_server(fd, *control);
-        close(fd);
+        socket_server(fds, *control);
+        for (int fd : fds) close(fd);
       }));
     }
     for (pid_t pid : supervision.pids)
@@ -389,12 +470,12 @@ RunResult run_rpc_once(const RpcRun& run) {
     result.ok = true;
     result.seconds = client.seconds;
     result.messages_per_second =
-        client.seconds > 0 ? static_cast<double>(run.calls) / client.seconds : 0;
+        client.seconds > 0 ? static_cast<double>(client.calls) / client.seconds : 0;
     result.p50_us = client.p50_us;
     result.p99_us = client.p99_us;
     result.p999_us = client.p999_us;
-    result.switches_per_message =
-        static_cast<double>(client.switches + server.switches) / static_cast<double>(run.calls);
+    result.switches_per_message = static_cast<double>(client.switches + server.switches) /
+                                  static_cast<double>(std::max<std::int64_t>(client.calls, 1));
   } else {
     result.error = failure;
   }
@@ -421,43 +502,48 @@ std::vector<std::string> rpc_row_descriptions() {
 }
 
 void run_rpc_rows(const RpcOptions& options, std::vector<Row>& rows) {
-  for (const auto& info : kRows) {
-    if (!options.transports.empty() &&
-        std::find(options.transports.begin(), options.transports.end(), info.name) ==
-            options.transports.end())
-      continue;
-    Row row;
-    row.transport = info.name;
-    row.mode = Mode::rpc;
-    row.message_size = kMessageSize;
-    RpcRun run;
-    run.kind = info.kind;
-    run.timeout_seconds = options.timeout;
-    run.cpus = options.cpus;
-    // Calibration: a short run (which also warms up) sizes the measured ones to about
-    // --duration each.
-    run.calls = options.quick ? 200 : 1000;
-    run.warmup = 50;
-    RunResult trial = run_rpc_once(run);
-    if (!trial.ok) {
-      row.failure = trial.error;
-      rows.push_back(row);
-      continue;
-    }
-    const double wanted = options.duration * trial.messages_per_second;
-    run.calls = std::clamp(static_cast<long>(wanted), options.quick ? 200L : 2000L, 20'000'000L);
-    run.warmup = std::min(run.calls / 10, 10'000L);
-    for (int r = 0; r < options.repetitions; ++r) {
-      RunResult result = run_rpc_once(run);
-      if (!result.ok) {
-        row.failure = result.error;
-        break;
+  for (int threads : options.threads)
+    for (const auto& info : kRows) {
+      if (!options.transports.empty() &&
+          std::find(options.transports.begin(), options.transports.end(), info.name) ==
+              options.transports.end())
+        continue;
+      Row row;
+      row.transport = info.name;
+      row.mode = Mode::rpc;
+      row.message_size = kMessageSize;
+      row.producers = threads;
+      RpcRun run;
+      run.kind = info.kind;
+      run.threads = std::clamp(threads, 1, kMaxThreads);
+      run.timeout_seconds = options.timeout;
+      run.cpus = options.cpus;
+      // Calibration: a short run (which also warms up) sizes the measured ones to about
+      // --duration each.
+      run.calls = (options.quick ? 200 : 1000) * run.threads;
+      run.warmup = 50L * run.threads;
+      RunResult trial = run_rpc_once(run);
+      if (!trial.ok) {
+        row.failure = trial.error;
+        rows.push_back(row);
+        continue;
       }
-      row.samples.push_back(result);
+      const double wanted = options.duration * trial.messages_per_second;
+      run.calls = std::clamp(static_cast<long>(wanted),
+                             (options.quick ? 200L : 2000L) * run.threads, 20'000'000L);
+      run.warmup = std::max(std::min(run.calls / 10, 10'000L), 10L * run.threads);
+      for (int r = 0; r < options.repetitions; ++r) {
+        RunResult result = run_rpc_once(run);
+        if (!result.ok) {
+          row.failure = result.error;
+          break;
+        }
+        row.samples.push_back(result);
+      }
+      if (!options.quick)
+        std::fprintf(stderr, "xproc-bench: rpc %s x%d done\n", info.name, run.threads);
+      rows.push_back(row);
     }
-    if (!options.quick) std::fprintf(stderr, "xproc-bench: rpc %s done\n", info.name);
-    rows.push_back(row);
-  }
 }
 
 }  // namespace xproc::bench

@@ -11,6 +11,9 @@
 //   rpc-unix     a Unix stream socketpair: a 4-byte length prefix and the body each way, the
 //                server echoing (blocking send/recv)
 //   rpc-tcp      the same over TCP loopback (TCP_NODELAY on both ends)
+// With several client threads (--rpc-threads 1,4,16): the xproc rows share one Client among
+// them and the server runs min(threads, 4) workers; the socket rows open one connection per
+// thread and the server serves each on its own thread. Rows show calls/s over all threads too.
 // Every response is checked against its request (the call's sequence number in the first and
 // last 8 bytes). Processes are pinned as in the other modes (client on the first CPU, server on
 // the second); every run is bounded by the timeout (children killed, row FAILED).
@@ -29,7 +32,8 @@ struct RpcOptions {
   double duration = 0.25;  // target seconds per measured repetition
   double timeout = 30;
   bool quick = false;
-  std::vector<int> cpus;  // empty: no pinning
+  std::vector<int> cpus;        // empty: no pinning
+  std::vector<int> threads{1};  // client threads of each row (1..16; Row::producers)
 };
 
 std::vector<std::string> rpc_row_names();
