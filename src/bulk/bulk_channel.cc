@@ -19,6 +19,7 @@
 
 #include "bulk_channel_internal.h"
 #include "xproc/bulk/pool.h"
+#include "xproc/sync/detail/spin.h"
 #include "xproc/sys/cross_memory.h"
 #include "xproc/sys/error.h"
 #include "xproc/sys/futex.h"
@@ -28,7 +29,7 @@ namespace xproc::bulk {
 namespace {
 
 constexpr std::uint32_t kMagic = 0x43425058;  // "XPBC" in memory order
-constexpr std::uint32_t kLayoutVersion = 1;
+constexpr std::uint32_t kLayoutVersion = 2;   // 2: stream pacing fields
 constexpr std::uint64_t kHeaderBytes = 64;
 
 // After the transfer table (at round_up_64(its total size) in the body). Written by create()
@@ -74,7 +75,14 @@ struct StreamHeader {
   std::atomic<std::uint32_t> waiters;        // consumers about to park on `chunks` (a hint)
   std::atomic<std::uint64_t> stream_id;      // the record's channel position (unique)
   std::atomic<std::uint64_t> descriptor[4];  // the pool Descriptor, valid at chunks == n + 1
-  std::uint64_t reserved[2];
+  // Pacing (layout version 2): the claiming consumer's progress, which the producer waits on
+  // while it is stream_window chunks ahead. Written by the consumer that holds the record; a
+  // consumer of an earlier stream of this buffer may still write them once (a hint: the
+  // claimer re-writes both after every chunk and before it parks).
+  std::atomic<std::uint32_t> consumed;         // chunks copied by the claimer (futex word)
+  std::atomic<std::uint32_t> consumer;         // the claimer's packed ParticipantId, 0: none
+  std::atomic<std::uint32_t> producer_parked;  // 1: the producer is about to park on consumed
+  std::uint32_t reserved;
 };
 static_assert(sizeof(StreamHeader) == 64);
 static_assert(sizeof(Descriptor) == sizeof(std::uint64_t) * 4);
@@ -240,7 +248,8 @@ struct BulkChannel::State {
   std::uint64_t max_payload = 0;
   std::uint64_t pull_min = kPullNever;
   std::chrono::milliseconds liveness_period{10};
-  std::uint32_t stream_chunk = 0;  // BulkProcessOptions::stream_chunk
+  std::uint32_t stream_chunk = 0;   // BulkProcessOptions::stream_chunk
+  std::uint32_t stream_window = 0;  // BulkProcessOptions::stream_window
 
   // relaxed (all below): process-local flags and counters; pull_reason is guarded by mutex and
   // written before pull_on is cleared, read under the mutex.
@@ -381,6 +390,7 @@ Result<BulkChannel> BulkChannel::wrap(Result<shm::Segment> segment,
   state.pull_min = header->pull_min;
   state.liveness_period = process.liveness_period;
   state.stream_chunk = process.stream_chunk;
+  state.stream_window = process.stream_window;
   std::string blocker = pull_blocker(state, process);
   if (blocker.empty()) {
     // relaxed: before this object is returned; no other thread sees it yet.
@@ -496,13 +506,80 @@ void wake_stream(StreamHeader& stream) noexcept {
   }
 }
 
+// Spin rounds (spin_until: up to 64 pauses each, ~0.2 ms in all) a paced producer waits before
+// it parks: in steady state the consumer is one chunk's copy (tens of microseconds) behind.
+constexpr std::uint32_t kPaceSpinRounds = 64;
+
+// Whether a producer that published `published` chunks may copy the next one: the claimer has
+// copied more than published - window (a count above `published` is a stale writer's: go on).
+bool within_window(std::uint32_t consumed, std::uint32_t published, std::uint32_t window) noexcept {
+  return consumed >= published || published - consumed < window;
+}
+
+// send_stream's pacing, before it copies chunk `published` (docs/layout/bulk_channel.md,
+// "Pacing"): waits while it is stream_window chunks ahead of the stream's claimer (or of
+// nobody, before a claim): spins, then parks on `consumed` for at most kPeerCheckPeriod at a
+// time; after each period without progress, a claimer that is not alive (none, dead, or an id
+// no table issued) makes it run the channel's sweep (a dead claimer's record is redelivered and
+// the next claimer restarts the stream, and pacing with it) and check consumers_gone().
+// {} go on; *unpaced set: go on without pacing for the rest of the stream (try_send, which never
+// parks, after its spin); timed_out (the deadline passed) or peer_dead (every consumer is gone):
+// the caller aborts the stream.
+std::error_code pace(const BulkChannel::State& state, StreamHeader& stream, std::uint32_t published,
+                     const sync::Deadline* deadline, bool* unpaced) noexcept {
+  const std::uint32_t window = state.stream_window;
+  // relaxed: a pacing hint; no bytes are published with it (the producer never rewrites a chunk
+  // of a live stream); the park below is ordered by the fences (publish_progress's pairing).
+  auto caught_up = [&] {
+    return within_window(stream.consumed.load(std::memory_order_relaxed), published, window);
+  };
+  if (sync::detail::spin_until(caught_up, kPaceSpinRounds)) return {};
+  if (deadline == nullptr) {
+    *unpaced = true;
+    return {};
+  }
+  for (;;) {
+    const sync::Clock::time_point now = sync::Clock::now();
+    if (now >= *deadline) return code(errc::timed_out);
+    const sync::Deadline wake =
+        *deadline - now > channel::kPeerCheckPeriod ? now + channel::kPeerCheckPeriod : *deadline;
+    // relaxed: ordered by the fence below.
+    stream.producer_parked.store(1, std::memory_order_relaxed);
+    // seq_cst fence: "announce the park, then re-check consumed" against publish_progress()'s
+    // "store consumed, fence, look for the announcement": it wakes us or we see its progress.
+    std::atomic_thread_fence(std::memory_order_seq_cst);
+    // relaxed: as in caught_up.
+    const std::uint32_t seen = stream.consumed.load(std::memory_order_relaxed);
+    if (!within_window(seen, published, window)) {
+      (void)sys::futex_wait(stream.consumed, seen, sys::FutexScope::process_shared, wake);
+    }
+    // relaxed: a hint; a stale 1 only costs the consumer a futex wake.
+    stream.producer_parked.store(0, std::memory_order_relaxed);
+    if (caught_up()) return {};
+    // relaxed: a hint; the claimer re-writes it after every chunk and before it parks.
+    const std::uint32_t claimer = stream.consumer.load(std::memory_order_relaxed);
+    bool live_claimer = false;
+    if (claimer != 0) {
+      Result<bool> alive = state.segment.self().is_alive(sync::ParticipantId::unpack(claimer));
+      live_claimer = alive && *alive;  // an id no table issued (a hostile writer): nobody
+    }
+    if (!live_claimer) {
+      (void)state.endpoint.recover();
+      if (state.endpoint.consumers_gone()) return code(errc::peer_dead);
+    }
+  }
+}
+
 // The streamed pool copy (docs/layout/bulk_channel.md, "Streams"):
 //   T1) loan a buffer of length + 64 (the loan is ours until T5: nobody else may take it);
 //   T2) reserve the record (position p); write the stream header (chunks 0, stream_id p);
 //   T3) commit the record (release: publishes the header to the consumer that claims it);
 //   T4) copy chunk by chunk, each followed by a release store of the chunk count and a wake;
+//       before each chunk, pace(): never more than stream_window chunks ahead of the claimer;
 //   T5) post the buffer at p (loaned -> posted), write its descriptor into the header, store
 //       chunks = n + 1 (release) and wake.
+// Pacing gives up (timed_out: send_until's deadline; peer_dead: every consumer gone): chunks =
+// aborted, the loan goes back; the consumer skips the record: the payload is not delivered.
 // Death before T3: record aborted, loan reclaimed (as send_copy). Between T3 and T5: the loan is
 // reclaimed; the consumer sees the producer dead (or the buffer's stream_id changed) and skips
 // the record. After T5: a posted buffer at p, taken by the consumer that holds p (it releases p
@@ -524,6 +601,9 @@ std::error_code send_stream(BulkChannel::State& state, std::span<const std::byte
   stream.chunks.store(0, std::memory_order_relaxed);
   stream.waiters.store(0, std::memory_order_relaxed);
   stream.stream_id.store(position, std::memory_order_relaxed);
+  stream.consumed.store(0, std::memory_order_relaxed);
+  stream.consumer.store(0, std::memory_order_relaxed);
+  stream.producer_parked.store(0, std::memory_order_relaxed);
   RecordHeader header;
   header.kind = kStreamKind;
   header.length = payload.size();
@@ -539,7 +619,18 @@ std::error_code send_stream(BulkChannel::State& state, std::span<const std::byte
   std::byte* const data = buffer + kStreamHeader;
   const std::size_t chunk = state.stream_chunk;
   std::uint32_t published = 0;
+  bool unpaced = state.stream_window == 0;
   for (std::size_t done = 0; done < payload.size(); done += chunk) {
+    if (!unpaced && published >= state.stream_window) {
+      if (std::error_code error = pace(state, stream, published, deadline, &unpaced)) {
+        // release: the consumer stops waiting and skips the record; the loan goes back with its
+        // destructor (a consumer still copying reads a reused buffer's bytes and discards them:
+        // it sees the abort or the new stream id). The payload is not delivered.
+        stream.chunks.store(kStreamAborted, std::memory_order_release);
+        wake_stream(stream);
+        return error;
+      }
+    }
     const std::size_t bytes = std::min(chunk, payload.size() - done);
     std::memcpy(data + done, payload.data() + done, bytes);
     // release: publishes the chunk's bytes; pairs with wait_stream()'s acquire load.
@@ -588,9 +679,14 @@ std::error_code send_copy(BulkChannel::State& state, std::span<const std::byte> 
   }
   // pool_copy: loan (waiting with the reclaim pass), copy in, then the record (as LoanChannel's
   // S1-S4, loan_channel.h: the record position goes into the buffer's word before `posted`).
-  Result<Loan> loan = state.pool.loan_with(payload.size(), deadline, &reclaim_hook, &state);
+  // The payload starts at +64 as in a stream: a consumer of an earlier stream of this buffer
+  // (whose producer died or aborted) may still write its hints into the first 64 bytes.
+  Result<Loan> loan =
+      state.pool.loan_with(payload.size() + kStreamHeader, deadline, &reclaim_hook, &state);
   if (!loan) return loan.error();
-  if (!payload.empty()) std::memcpy(loan->data().data(), payload.data(), payload.size());
+  if (!payload.empty()) {
+    std::memcpy(loan->data().data() + kStreamHeader, payload.data(), payload.size());
+  }
   Result<channel::Reservation> reservation =
       reserve_record(state.endpoint, kDescriptorRecord, deadline);
   if (!reservation) return reservation.error();  // the loan goes back with its destructor
@@ -768,13 +864,28 @@ struct VectorSink {
 
 namespace {
 
+// The claimer's progress (receive_stream): after it claimed the stream (0), after each chunk it
+// copied, and before it parks (so a stale writer's value never stalls the producer for long).
+void publish_progress(StreamHeader& stream, std::uint32_t self, std::uint32_t copied) noexcept {
+  // relaxed (two): pacing hints (see pace()); ordered against the producer's park by the fence.
+  stream.consumer.store(self, std::memory_order_relaxed);
+  stream.consumed.store(copied, std::memory_order_relaxed);
+  // seq_cst fence: "store consumed, then look for a parked producer" against pace()'s "announce
+  // producer_parked, fence, re-check consumed": either it sees our store or we see its flag.
+  std::atomic_thread_fence(std::memory_order_seq_cst);
+  // relaxed: ordered by the fence above.
+  if (stream.producer_parked.load(std::memory_order_relaxed) != 0) {
+    (void)sys::futex_wake(stream.consumed, 1, sys::FutexScope::process_shared);
+  }
+}
+
 // Waits until a stream's chunk counter reaches `target` (send_stream): spins (yielding), then
 // parks on the counter for at most channel::kPeerCheckPeriod at a time and checks that the
 // producer lives. {} when reached; errc::peer_dead when the stream will never get there (the
 // producer died or gave up, or the buffer now carries another stream): the caller skips it.
 std::error_code wait_stream(const BulkChannel::State& state, StreamHeader& stream,
                             std::uint32_t target, std::uint64_t position,
-                            sync::ParticipantId producer) noexcept {
+                            sync::ParticipantId producer, std::uint32_t self) noexcept {
   constexpr int kSpinYields = 64;
   // relaxed: called after an acquire load of `chunks` that a later stream's release stores
   // would have published its stream_id with.
@@ -788,6 +899,9 @@ std::error_code wait_stream(const BulkChannel::State& state, StreamHeader& strea
       std::this_thread::yield();
       continue;
     }
+    // Before parking: our progress again (target - 1 chunks copied), in case a stale writer
+    // overwrote it while the producer paces on it.
+    publish_progress(stream, self, target - 1);
     // relaxed: ordered by the fence below (wake_stream's pairing).
     stream.waiters.fetch_add(1, std::memory_order_relaxed);
     std::atomic_thread_fence(std::memory_order_seq_cst);
@@ -839,16 +953,22 @@ std::error_code receive_stream(BulkChannel::State& state, std::uint64_t position
   auto& stream = *reinterpret_cast<StreamHeader*>(buffer);
   const std::byte* const data = buffer + kStreamHeader;
   const std::uint64_t chunks = (length + body.chunk - 1) / body.chunk;
+  // relaxed: the header was published by the record's commit (our claim acquired it); a buffer
+  // now carrying another stream is skipped before we write into its header.
+  if (stream.stream_id.load(std::memory_order_relaxed) != position) return code(errc::peer_dead);
+  const std::uint32_t self = state.segment.self().id().pack();
+  publish_progress(stream, self, 0);  // the claim: the producer paces against us from now on
   for (std::uint64_t i = 0; i <= chunks; ++i) {
     // i == chunks: wait for the posted buffer's descriptor (n + 1).
-    if (std::error_code error =
-            wait_stream(state, stream, static_cast<std::uint32_t>(i + 1), position, producer)) {
+    if (std::error_code error = wait_stream(state, stream, static_cast<std::uint32_t>(i + 1),
+                                            position, producer, self)) {
       return error;
     }
     if (i < chunks) {
       const std::uint64_t offset = i * body.chunk;
       const std::uint64_t bytes = std::min<std::uint64_t>(body.chunk, length - offset);
       std::memcpy(into.data() + offset, data + offset, static_cast<std::size_t>(bytes));
+      publish_progress(stream, self, static_cast<std::uint32_t>(i + 1));
     }
   }
   std::uint64_t words[4];
@@ -950,14 +1070,15 @@ Result<std::size_t> BulkChannel::receive_impl(const sync::Deadline* deadline, Si
       case BulkPath::pool_copy: {
         Descriptor descriptor;
         std::memcpy(&descriptor, body, sizeof descriptor);
-        Result<Held> held = descriptor.length == header.length
+        // The payload is at +64 of the buffer (send_copy).
+        Result<Held> held = descriptor.length == header.length + kStreamHeader
                                 ? state.pool.accept_redelivered(descriptor)
                                 : Result<Held>(code(errc::bad_descriptor));
         // The buffer is ours (accepted) before the record is released (LoanChannel's K2, K3),
         // and copied out before too: a consumer that dies mid-copy leaves the record claimed,
         // so it is redelivered and the next consumer takes the buffer over.
-        if (held && held->size() == into.size() && !into.empty()) {
-          std::memcpy(into.data(), held->data().data(), into.size());
+        if (held && held->size() == into.size() + kStreamHeader && !into.empty()) {
+          std::memcpy(into.data(), held->data().data() + kStreamHeader, into.size());
         }
         if (std::error_code error = state.endpoint.release(message)) return error;
         if (!held) {
@@ -966,7 +1087,7 @@ Result<std::size_t> BulkChannel::receive_impl(const sync::Deadline* deadline, Si
           if (is(held.error(), errc::already_returned)) continue;
           return held.error();
         }
-        if (held->size() != into.size()) return code(errc::bad_descriptor);
+        if (held->size() != into.size() + kStreamHeader) return code(errc::bad_descriptor);
         (void)held->give_back();  // already_returned: a detached view; the bytes are copied
         return into.size();
       }

@@ -1,7 +1,8 @@
 // bulk::BulkChannel across processes: several producer and consumer processes (each payload
 // exactly once, byte-exact, pull and pool paths mixed), a non-dumpable producer that falls
 // back to the pool and says why, a consumer killed mid-pull (the producer re-sends through the
-// pool), and a producer killed with a pulled payload in flight (consumers skip it, no hang).
+// pool), a producer killed with a pulled payload in flight (consumers skip it, no hang), a
+// producer killed mid-stream, and a consumer killed mid-stream while the producer is paced.
 
 #include <signal.h>
 #include <sys/prctl.h>
@@ -275,6 +276,7 @@ TEST(BulkChannelProcess, ProducerKilledMidStreamNeverYieldsATornPayload) {
     Child producer = Child::start([&] {
       BulkProcessOptions process;
       process.stream_chunk = 4096;
+      process.stream_window = 0;  // unpaced: the copy runs without a consumer
       BulkChannel own = join(channel, process);
       const std::vector<std::byte> payload = make_payload(64 * kMiB, 1, 0);
       tally->flag.store(1, std::memory_order_release);
@@ -299,6 +301,68 @@ TEST(BulkChannelProcess, ProducerKilledMidStreamNeverYieldsATornPayload) {
     }
   }
   // Every buffer of the dead producers comes back.
+  ASSERT_TRUE(channel.recover());
+  const BulkChannelStatistics stats = channel.statistics();
+  EXPECT_EQ(stats.pool_free, stats.pool_buffers);
+}
+
+TEST(BulkChannelProcess, ConsumerKilledMidStreamWhileThePacedProducerWaitsGetsItRedelivered) {
+  // A 64 MiB payload in 64 KiB chunks, paced by 4 chunks: the producer follows its consumer. The
+  // consumer is stopped (the producer waits on a live claimer), then killed: the producer sees
+  // it dead, the record is redelivered, and the test's receive takes the stream over from its
+  // start. The payload arrives exactly once, byte-exact, and the producer's send returns {}.
+  BulkChannel channel = create(config_for(64 * kMiB, kPullNever, 2));
+  SharedTally tally;
+  Child consumer = Child::start([&] {
+    BulkChannel own = join(channel);
+    std::vector<std::byte> out;
+    tally->flag.store(1, std::memory_order_release);
+    if (own.receive_until(out, sync::Clock::now() + 60s)) return 1;
+    if (!check_payload(out)) tally->bad.fetch_add(1);
+    tally->received.fetch_add(1);
+    return 0;
+  });
+  ASSERT_TRUE(test::await_flag(tally->flag, sync::Clock::now() + 30s));
+  Child producer = Child::start([&] {
+    BulkProcessOptions process;
+    process.stream_chunk = 64 << 10;
+    process.stream_window = 4;
+    BulkChannel own = join(channel, process);
+    const std::vector<std::byte> payload = make_payload(64 * kMiB, 1, 0);
+    tally->flag.store(2, std::memory_order_release);
+    return own.send(payload) ? 1 : 0;
+  });
+  const sync::Deadline limit = sync::Clock::now() + 30s;
+  // acquire: pairs with the producer's release store of 2.
+  while (tally->flag.load(std::memory_order_acquire) != 2 && sync::Clock::now() < limit) {
+    std::this_thread::yield();
+  }
+  ASSERT_EQ(tally->flag.load(), 2u);
+  // The consumer claimed the stream's record: it copies as the producer publishes.
+  while (channel.statistics().channel.claimed_total == 0 && sync::Clock::now() < limit) {
+    std::this_thread::yield();
+  }
+  std::this_thread::sleep_for(2ms);  // the consumer is somewhere in the stream (or done)
+  consumer.kill(SIGSTOP);
+  std::this_thread::sleep_for(20ms);  // the producer waits on a stopped, live claimer
+  consumer.kill(SIGKILL);
+  (void)consumer.wait(10s);
+  // The sweep puts the dead claimer's record back (the producer's wait may have done it first).
+  // Not redelivered: the consumer released the record, so it had the whole payload (its count
+  // may have died with it).
+  ASSERT_TRUE(channel.recover());
+  std::vector<std::byte> out;
+  if (channel.statistics().channel.redelivered != 0) {
+    EXPECT_EQ(tally->received.load(), 0u);
+    ASSERT_FALSE(channel.receive_until(out, sync::Clock::now() + 60s));
+    const auto id = check_payload(out);
+    ASSERT_TRUE(id.has_value()) << "torn payload";
+    EXPECT_EQ(out.size(), 64 * kMiB);
+  }
+  const xproc::test::ChildStatus status = producer.wait(60s);
+  EXPECT_TRUE(status.ok()) << status.exit_code << " " << status.term_signal;
+  EXPECT_EQ(tally->bad.load(), 0u);
+  EXPECT_EQ(channel.try_receive(out), errc::would_block);  // exactly once
   ASSERT_TRUE(channel.recover());
   const BulkChannelStatistics stats = channel.statistics();
   EXPECT_EQ(stats.pool_free, stats.pool_buffers);

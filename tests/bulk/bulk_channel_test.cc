@@ -1,7 +1,8 @@
 // bulk::BulkChannel within one process (threads): every size byte-exact by every path, the
 // path choice and its report, post() completions, a receive buffer that is too small (the
-// payload is kept), forged records, a refused pull that falls back to the pool, and several
-// producer and consumer threads (each payload exactly once, per producer in order).
+// payload is kept), forged records, a refused pull that falls back to the pool, several
+// producer and consumer threads (each payload exactly once, per producer in order), and paced
+// streams (a slow consumer, try_send unpaced, send_until timing out: the stream is aborted).
 
 #include <gtest/gtest.h>
 
@@ -330,6 +331,81 @@ TEST(BulkChannel, ProducersAndConsumerThreadsDeliverEachPayloadOnceInOrder) {
   EXPECT_GT(report.sent_pool, 0u);
   EXPECT_GT(report.sent_pull, 0u);
   const BulkChannelStatistics stats = channel.statistics();
+  EXPECT_EQ(stats.pool_free, stats.pool_buffers);
+}
+
+// Streams paced by a window of 4 chunks of 64 KiB (an 8 MiB payload is 128 chunks).
+BulkProcessOptions paced_options() {
+  BulkProcessOptions process;
+  process.stream_chunk = 64 << 10;
+  process.stream_window = 4;
+  return process;
+}
+
+TEST(BulkChannel, PacedProducerWaitsForASlowConsumerAndEveryPayloadArrivesByteExact) {
+  BulkChannel channel = make_channel(config_for(16 * kMiB, kPullNever, 2), paced_options());
+  constexpr std::uint32_t kPayloads = 3;
+  std::atomic<bool> sent{false};
+  std::atomic<int> failures{0};
+  std::thread producer([&] {
+    for (std::uint32_t i = 0; i < kPayloads; ++i) {
+      if (channel.send(make_payload(8 * kMiB, 1, i))) failures.fetch_add(1);
+    }
+    sent.store(true);
+  });
+  // Nobody reads yet: the producer cannot get more than 4 chunks into the first payload, so it
+  // has not returned whatever the scheduling (no timing is asserted, only that it waits).
+  std::this_thread::sleep_for(20ms);
+  EXPECT_FALSE(sent.load());
+  std::vector<std::byte> out;
+  for (std::uint32_t i = 0; i < kPayloads; ++i) {
+    std::this_thread::sleep_for(5ms);  // a slow consumer: the producer waits at the window
+    ASSERT_FALSE(channel.receive_until(out, sync::Clock::now() + 60s));
+    ASSERT_EQ(out.size(), 8 * kMiB);
+    const auto id = check_payload(out);
+    ASSERT_TRUE(id.has_value()) << "torn payload " << i;
+    EXPECT_EQ(id->sequence, i);
+  }
+  producer.join();
+  EXPECT_TRUE(sent.load());
+  EXPECT_EQ(failures.load(), 0);
+  EXPECT_EQ(channel.try_receive(out), errc::would_block);
+  const BulkChannelStatistics stats = channel.statistics();
+  EXPECT_EQ(stats.pool_free, stats.pool_buffers);
+}
+
+TEST(BulkChannel, TrySendOfAStreamNobodyReadsGoesOnUnpaced) {
+  // try_send never parks: past its spin it streams the rest without pacing, and the payload is
+  // queued like any other.
+  BulkChannel channel = make_channel(config_for(16 * kMiB, kPullNever, 2), paced_options());
+  const std::vector<std::byte> payload = make_payload(8 * kMiB, 1, 7);
+  ASSERT_FALSE(channel.try_send(payload));
+  std::vector<std::byte> out;
+  ASSERT_FALSE(channel.receive_until(out, sync::Clock::now() + 60s));
+  EXPECT_EQ(out, payload);
+  const BulkChannelStatistics stats = channel.statistics();
+  EXPECT_EQ(stats.pool_free, stats.pool_buffers);
+}
+
+TEST(BulkChannel, SendUntilTimesOutWhileNobodyReadsAndTheStreamIsNeverDelivered) {
+  BulkChannel channel = make_channel(config_for(16 * kMiB, kPullNever, 2), paced_options());
+  const std::vector<std::byte> lost = make_payload(8 * kMiB, 1, 0);
+  EXPECT_EQ(channel.send_for(lost, 30ms), errc::timed_out);
+  // The aborted stream's buffer is back in the pool at once; its record is still queued.
+  BulkChannelStatistics stats = channel.statistics();
+  EXPECT_EQ(stats.pool_free, stats.pool_buffers);
+  EXPECT_EQ(stats.channel.depth_messages, 1u);
+  // A consumer skips the aborted stream: nothing torn, nothing delivered.
+  std::vector<std::byte> out;
+  EXPECT_EQ(channel.try_receive(out), errc::would_block);
+  // The channel goes on: the next payload (the same buffer, a new stream) arrives whole.
+  const std::vector<std::byte> next = make_payload(8 * kMiB, 1, 1);
+  std::thread producer([&] { EXPECT_FALSE(channel.send_for(next, 60s)); });
+  ASSERT_FALSE(channel.receive_until(out, sync::Clock::now() + 60s));
+  EXPECT_EQ(out, next);
+  producer.join();
+  EXPECT_EQ(channel.try_receive(out), errc::would_block);
+  stats = channel.statistics();
   EXPECT_EQ(stats.pool_free, stats.pool_buffers);
 }
 

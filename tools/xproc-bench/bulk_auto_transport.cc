@@ -7,7 +7,9 @@
 // receive()s each payload into its own private buffer (one copy out of the pool, or the pull).
 //
 // Thresholds: the channel's defaults (decision 0042), except XPROC_BENCH_AUTO_PULL_MIN=<bytes>
-// in the environment, which sets pull_min (to compare the paths). Pool: one buffer class per
+// in the environment, which sets pull_min (to compare the paths), and
+// XPROC_BENCH_AUTO_STREAM_WINDOW=<chunks>, which sets every process's stream_window (decision
+// 0048; 0: no pacing). Pool: one buffer class per
 // power of 16 up to the payload, clamp(16 MiB / payload, 2, 16) + consumers buffers each.
 // The parent creates the anonymous segment in create_link(); each child adopts it through a new
 // open file description (adopt(sys::reopen(fd))) and prefaults the segment's pool.
@@ -67,6 +69,9 @@ class AutoLink final : public BulkLink {
     if (!fd) fail(fd.error(), "reopen of the segment descriptor");
     bulk::BulkProcessOptions process;
     process.allow_any_reader = true;  // sibling consumers under Yama ptrace_scope 1
+    if (const char* window = std::getenv("XPROC_BENCH_AUTO_STREAM_WINDOW")) {
+      process.stream_window = static_cast<std::uint32_t>(std::strtoul(window, nullptr, 10));
+    }
     Result<bulk::BulkChannel> adopted =
         bulk::BulkChannel::adopt(std::move(*fd), segment_options(), process);
     if (!adopted) fail(adopted.error(), "adopt");

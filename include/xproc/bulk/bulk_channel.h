@@ -8,7 +8,9 @@
 //              producer's copy of payload i+1 overlaps the consumer's copy of payload i). Above
 //              BulkProcessOptions::stream_chunk the payload is streamed: the record goes first
 //              and the consumer copies each chunk as soon as the producer published it, so the
-//              two copies of one payload overlap too (docs/layout/bulk_channel.md, "Streams")
+//              two copies of one payload overlap too (docs/layout/bulk_channel.md, "Streams");
+//              the producer is paced: never more than BulkProcessOptions::stream_window chunks
+//              ahead of the consumer that copies the stream, so both copies stay in cache
 //   pull       the producer registers its memory in the transfer table, a 48-byte record names
 //              the transfer, the consumer copies it with process_vm_readv (one copy); the
 //              producer's send()/Completion waits until the copy is done
@@ -49,9 +51,16 @@
 // Blocking: send/receive (and _until/_for) block while the channel is full / empty or the pool
 // has no fitting buffer (spin, then park; endpoint.h / pool.h). send() of a pulled payload
 // blocks until a consumer copied it (bounded by the claimer's liveness, and by consumers_gone()
-// while nobody claimed it). try_* never park.
+// while nobody claimed it). send()/send_until() of a streamed payload wait while the producer is
+// stream_window chunks ahead of the stream's claimer (of nobody, before a claim): bounded by the
+// claimer's liveness, by consumers_gone() while no live consumer holds the stream, and by
+// send_until's deadline; so a streamed payload larger than the window returns only once a
+// consumer is copying it. try_* never park (a try_send stream that would wait past a short spin
+// goes on unpaced).
 // Failures (xproc::errc): send: message_too_large (> max_payload), would_block, timed_out,
-// peer_dead (every consumer is gone: the payload was not delivered), corrupt_segment;
+// peer_dead (every consumer is gone), corrupt_segment; with would_block, timed_out and peer_dead
+// the payload was NOT delivered (a stream paced past the deadline or with every consumer gone is
+// aborted: its record stays queued, consumers skip it, its buffer is back in the pool);
 // receive: message_too_large (payload kept, see above; receive_sized tells its size),
 // would_block, timed_out, peer_dead (empty and every producer gone), bad_descriptor (a record
 // that names no payload: a hostile producer; the record is consumed, call receive again),
@@ -73,7 +82,9 @@
 //     record's pull is refused (already_returned) and skipped, so the payload arrives once.
 //   * consumer dies while copying out of the pool: the record is redelivered and the next
 //     consumer takes the buffer over (LoanChannel's rule, loan_channel.h), or, streamed, starts
-//     the stream over.
+//     the stream over. A producer paced on a stream whose claimer died sees it dead within
+//     channel::kPeerCheckPeriod of stalling, runs the channel's sweep (the record is put back)
+//     and paces against the next claimer; with no live consumer left: peer_dead (aborted).
 //   * producer dies while streaming (after its record, before the last chunk): its loan is
 //     reclaimed; the consumer sees it dead (or the buffer reused: the stream id changed) and skips
 //     the record: never a torn payload. A consumer waiting for a chunk checks the producer's
@@ -135,6 +146,11 @@ struct BulkProcessOptions {
   // copy and the consumer copies each chunk of this size as soon as it is in (the two copies
   // overlap, cache-hot); 0: never (copy all, then commit). 4096..1 GiB otherwise.
   std::uint32_t stream_chunk = 256u << 10;
+  // Pacing of this process's streams: the producer never runs more than this many chunks ahead
+  // of the consumer that copies the stream (8 x 256 KiB = 2 MiB: both copies stay in cache;
+  // decision 0048), nor, before a consumer claimed the stream, more than this many chunks ahead
+  // of nobody. 0: no pacing (the producer copies the whole payload at once).
+  std::uint32_t stream_window = 8;
 };
 
 // Which paths this process uses, and why (path_report()).
