@@ -45,7 +45,8 @@ constexpr const char* kUsage = R"(usage: xproc-bench [options]
 Runs IPC transports side by side between processes; every message is verified.
   --mode latency|stream|mpmc|bulk|rpc|all   what to measure (default all = latency,stream,
                                    mpmc; a comma list also works; bulk: large payloads, GB/s;
-                                   rpc: 64 B request/response round trips, only when named)
+                                   rpc: 64 B request/response round trips and a fan-out
+                                   experiment, only when named)
   --transports a,b,c               rows to run (default all; --list shows them)
   --sizes 8,64,1K,16K,64K          message sizes in bytes (K = 1024; default 8,64,1K,16K,64K;
                                    at most 1M except in bulk mode: M = 2^20, bulk default
@@ -125,7 +126,7 @@ Options parse(int argc, char** argv) {
         else if (m == "bulk")
           options.modes.push_back(Mode::bulk);
         else if (m == "rpc")
-          options.modes.push_back(Mode::rpc);
+          options.modes.push_back(Mode::rpc);  // with the fan-out experiment (rpc_runner.h)
         else
           usage_error("unknown mode '" + m + "'");
       }

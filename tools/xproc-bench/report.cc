@@ -32,6 +32,7 @@ double switches(const RunResult& r) {
 
 // rpc rows with one client thread compare round trips, with several their calls/s.
 bool higher_is_better(const Row& row) {
+  if (row.mode == Mode::rpc_fanout) return false;  // microseconds until the others completed
   return row.mode == Mode::rpc ? row.producers > 1 : row.mode != Mode::latency;
 }
 double figure(const Row& row) {
@@ -42,7 +43,10 @@ double figure(const Row& row) {
 constexpr const char* kBulkBaseline = "memcpy";
 // The rpc mode compares with the same exchange over a Unix stream socket.
 constexpr const char* kRpcBaseline = "rpc-unix";
+// The fan-out experiment compares with the ordered protocol.
+constexpr const char* kFanoutBaseline = "fanout-ordered";
 std::string baseline_name(const Row& row, const std::string& name) {
+  if (row.mode == Mode::rpc_fanout) return kFanoutBaseline;
   return row.mode == Mode::bulk ? kBulkBaseline : row.mode == Mode::rpc ? kRpcBaseline : name;
 }
 
@@ -153,7 +157,8 @@ double Row::max(const std::function<double(const RunResult&)>& get) const {
 
 void print_tables(const std::vector<Row>& rows, const ReportContext& context) {
   std::printf("xproc-bench: %s\n", context.machine.c_str());
-  for (Mode mode : {Mode::latency, Mode::stream, Mode::mpmc, Mode::bulk, Mode::rpc}) {
+  for (Mode mode :
+       {Mode::latency, Mode::stream, Mode::mpmc, Mode::bulk, Mode::rpc, Mode::rpc_fanout}) {
     bool any = false;
     for (const Row& row : rows) any = any || row.mode == mode;
     if (!any) continue;
@@ -164,6 +169,15 @@ void print_tables(const std::vector<Row>& rows, const ReportContext& context) {
           context.repetitions, kBulkBaseline);
       std::printf("%-16s %8s %6s %8s %17s %10s %9s %8s\n", "transport", "size", "P->C", "GB/s",
                   "GB/s spread", "payload/s", "csw/msg", "ratio");
+    } else if (mode == Mode::rpc_fanout) {
+      std::printf(
+          "\n== rpc fan-out: 100 requests of 64 B at once, the server answers request #1 2 ms "
+          "late; us from the first send until the other 99 / all 100 completed (median of %d "
+          "runs of each run's median round; csw/round = context switches per round, both "
+          "processes; ratio = %s / this, others) ==\n",
+          context.repetitions, kFanoutBaseline);
+      std::printf("%-16s %12s %12s %12s %10s %9s\n", "transport", "others us", "all us",
+                  "others max", "csw/round", "ratio");
     } else if (mode == Mode::rpc) {
       std::printf(
           "\n== rpc: request/response round trip in us, 64 B each way, T client threads <-> a "
@@ -193,7 +207,9 @@ void print_tables(const std::vector<Row>& rows, const ReportContext& context) {
       std::string size =
           mode == Mode::bulk ? bulk_size_label(row.message_size) : size_text(row.message_size);
       if (!row.ok()) {
-        if (mode == Mode::bulk)
+        if (mode == Mode::rpc_fanout)
+          std::printf("%-16s %s\n", row.transport.c_str(), status_text(row).c_str());
+        else if (mode == Mode::bulk)
           std::printf("%-16s %8s %6s %s\n", row.transport.c_str(), size.c_str(),
                       shape_text(row).c_str(), status_text(row).c_str());
         else
@@ -210,6 +226,10 @@ void print_tables(const std::vector<Row>& rows, const ReportContext& context) {
         std::printf("%-16s %8s %6s %8.2f %17s %10s %9.3f %8s\n", row.transport.c_str(),
                     size.c_str(), shape_text(row).c_str(), row.median(rate) * bytes, spread,
                     human_rate(row.median(rate)).c_str(), row.median(switches), r.c_str());
+      } else if (mode == Mode::rpc_fanout) {
+        std::printf("%-16s %12.1f %12.1f %12.1f %10.1f %9s\n", row.transport.c_str(),
+                    row.median(p50), row.median(p99), row.max(p999), row.median(switches),
+                    r.c_str());
       } else if (mode == Mode::rpc) {
         char spread[48];
         std::snprintf(spread, sizeof spread, "%.2f..%.2f", row.min(p50), row.max(p50));

@@ -16,6 +16,7 @@
 #include <cstring>
 #include <exception>
 #include <memory>
+#include <mutex>
 #include <new>
 #include <stdexcept>
 #include <thread>
@@ -33,7 +34,7 @@ namespace {
 constexpr std::size_t kMessageSize = 64;
 constexpr auto kShared = sys::FutexScope::process_shared;
 
-enum class Kind { xproc_spin, xproc_sleep, unix_socket, tcp };
+enum class Kind { xproc_spin, xproc_sleep, unix_socket, tcp, fanout_xproc, fanout_ordered };
 
 struct RpcRowInfo {
   const char* name;
@@ -47,6 +48,22 @@ constexpr RpcRowInfo kRows[] = {
     {"rpc-sleep", Kind::xproc_sleep, "xproc::rpc, 1 server worker, WaitPolicy{0,0} both sides"},
     {"rpc-unix", Kind::unix_socket, "Unix stream socketpair, 4-byte length prefix each way, echo"},
     {"rpc-tcp", Kind::tcp, "TCP loopback (TCP_NODELAY), 4-byte length prefix each way, echo"},
+};
+
+// The fan-out experiment: kFanout requests at once, the server delays request kSlowIndex.
+constexpr std::size_t kFanout = 100;
+constexpr std::size_t kSlowIndex = 1;
+constexpr auto kSlowDelay = std::chrono::milliseconds(2);
+constexpr std::size_t kSlowFlagByte = 8;  // request byte: 1 = delay this one
+constexpr long kFanoutWarmupRounds = 2;
+
+constexpr RpcRowInfo kFanoutRows[] = {
+    {"fanout-xproc", Kind::fanout_xproc,
+     "fan-out: call_many of 100, request #1 answered 2 ms late from another thread "
+     "(xproc::rpc, WaitPolicy{0,0})"},
+    {"fanout-ordered", Kind::fanout_ordered,
+     "fan-out: 100 pipelined frames on a Unix stream socket, responses in request order "
+     "(#1 answered 2 ms late)"},
 };
 
 struct RpcReport {
@@ -71,7 +88,7 @@ struct RpcRun {
   Kind kind = Kind::unix_socket;
   int threads = 1;  // client threads (xproc: one shared Client; sockets: one connection each)
   long warmup = 0;  // calls, all threads together
-  long calls = 0;   // measured calls, all threads together
+  long calls = 0;   // measured calls, all threads together (fan-out: measured rounds)
   double timeout_seconds = 30;
   std::vector<int> cpus;
 };
@@ -291,6 +308,151 @@ void xproc_client(const RpcRun& run, RpcControl& control, const std::string& nam
   set_word(control.done);
 }
 
+// ---- the fan-out experiment -------------------------------------------------------------------
+
+std::vector<std::vector<std::byte>> fanout_requests(std::uint64_t round) {
+  std::vector<std::vector<std::byte>> requests(kFanout, std::vector<std::byte>(kMessageSize));
+  for (std::size_t i = 0; i < kFanout; ++i) {
+    fill_request(requests[i].data(), (round << 16) | i);
+    requests[i][kSlowFlagByte] = std::byte{i == kSlowIndex ? std::uint8_t{1} : std::uint8_t{0}};
+  }
+  return requests;
+}
+
+bool is_slow(std::span<const std::byte> body) {
+  return body.size() > kSlowFlagByte && body[kSlowFlagByte] == std::byte{1};
+}
+
+// Per round: the time until the other kFanout - 1 completed and until all did (ns).
+struct FanoutTimes {
+  std::vector<std::int64_t> others, all;
+};
+
+// Makes kFanoutWarmupRounds + run.calls rounds through round(requests, t0) -> {others, all}.
+template <typename Round>
+void measure_fanout(const RpcRun& run, RpcReport& report, Round&& one_round) {
+  FanoutTimes times;
+  std::int64_t switches = 0, begin = 0;
+  for (long r = 0; r < kFanoutWarmupRounds + run.calls; ++r) {
+    if (r == kFanoutWarmupRounds) {
+      switches = switches_now();
+      begin = now_ns();
+    }
+    auto requests = fanout_requests(static_cast<std::uint64_t>(r));
+    auto [others, all] = one_round(requests, now_ns());
+    if (r >= kFanoutWarmupRounds) {
+      times.others.push_back(others);
+      times.all.push_back(all);
+    }
+  }
+  report.seconds = static_cast<double>(now_ns() - begin) / 1e9;
+  report.switches = switches_now() - switches;
+  std::sort(times.others.begin(), times.others.end());
+  std::sort(times.all.begin(), times.all.end());
+  report.p50_us = static_cast<double>(times.others[times.others.size() / 2]) / 1e3;
+  report.p99_us = static_cast<double>(times.all[times.all.size() / 2]) / 1e3;
+  report.p999_us = static_cast<double>(times.others.back()) / 1e3;
+  report.calls = run.calls;
+}
+
+void fanout_xproc_server(RpcControl& control, const std::string& name) {
+  rpc::ServerOptions options;
+  options.config.max_clients = 4;
+  options.wait_policy = channel::WaitPolicy{0, 0};
+  auto server = rpc::Server::create(name, options);
+  if (!server) throw_code("rpc::Server::create", server.error());
+  std::mutex mutex;
+  std::vector<std::thread> delayed;  // the slow requests' responders, under `mutex`
+  std::error_code served = server->serve(
+      [&](const rpc::Request& request, rpc::Responder responder) {
+        if (!is_slow(request.body)) {
+          (void)responder.respond(request.body);
+          return;
+        }
+        // An asynchronous handler: the worker goes on with the next requests.
+        std::vector<std::byte> body(request.body.begin(), request.body.end());
+        std::lock_guard lock(mutex);
+        delayed.emplace_back([r = std::move(responder), body = std::move(body)]() mutable {
+          std::this_thread::sleep_for(kSlowDelay);
+          (void)r.respond(body);
+        });
+      },
+      1);
+  if (served) throw_code("rpc::Server::serve", served);
+  set_word(control.server_up);
+  announce_ready_and_wait(control.ready, control.go);
+  const std::int64_t switches = switches_now();
+  wait_word(control.done);
+  control.reports[1].switches = switches_now() - switches;
+  server->stop();
+  for (auto& thread : delayed) thread.join();
+}
+
+void fanout_xproc_client(const RpcRun& run, RpcControl& control, const std::string& name) {
+  wait_word(control.server_up);
+  rpc::ClientOptions options;
+  options.wait_policy = channel::WaitPolicy{0, 0};
+  auto client = rpc::Client::connect(name, options);
+  if (!client) throw_code("rpc::Client::connect", client.error());
+  announce_ready_and_wait(control.ready, control.go);
+  measure_fanout(run, control.reports[0], [&](const auto& requests, std::int64_t start) {
+    std::vector<rpc::CallSpec> specs;
+    for (const auto& request : requests) specs.push_back({0, std::span(request)});
+    std::int64_t others = 0;
+    std::size_t others_done = 0;
+    std::string error;
+    client->call_many(
+        specs, sync::Clock::now() + std::chrono::seconds(10),
+        [&](std::size_t index, Result<rpc::Response> outcome) {
+          if (!outcome) {
+            error = "call_many: " + outcome.error().message();
+            return;
+          }
+          if (outcome->body.size() != kMessageSize ||
+              std::memcmp(outcome->body.data(), requests[index].data(), kMessageSize) != 0)
+            error = "response does not echo its request";
+          if (index != kSlowIndex && ++others_done == kFanout - 1) others = now_ns() - start;
+        });
+    const std::int64_t all = now_ns() - start;
+    if (!error.empty()) throw std::runtime_error(error);
+    return std::pair{others, all};
+  });
+  set_word(control.done);
+}
+
+// An ordered protocol: responses leave in request order, so the slow one holds back the rest.
+void fanout_ordered_server(int fd, RpcControl& control) {
+  announce_ready_and_wait(control.ready, control.go);
+  const std::int64_t switches = switches_now();
+  std::byte body[kMaxFrame];
+  for (;;) {
+    long size = receive_frame(fd, body);
+    if (size < 0) break;  // the client closed: the run is over
+    if (is_slow(std::span<const std::byte>(body, static_cast<std::size_t>(size))))
+      std::this_thread::sleep_for(kSlowDelay);
+    send_frame(fd, body, static_cast<std::size_t>(size));
+  }
+  control.reports[1].switches = switches_now() - switches;
+}
+
+void fanout_ordered_client(const RpcRun& run, RpcControl& control, int fd) {
+  announce_ready_and_wait(control.ready, control.go);
+  measure_fanout(run, control.reports[0], [&](const auto& requests, std::int64_t start) {
+    for (const auto& request : requests) send_frame(fd, request.data(), kMessageSize);
+    std::int64_t others = 0;
+    std::size_t others_done = 0;
+    std::byte response[kMaxFrame];
+    for (std::size_t i = 0; i < kFanout; ++i) {
+      long size = receive_frame(fd, response);
+      if (size < 0) throw std::runtime_error("server closed the connection");
+      check_response(requests[i].data(), response, static_cast<std::size_t>(size));
+      if (i != kSlowIndex && ++others_done == kFanout - 1) others = now_ns() - start;
+    }
+    return std::pair{others, now_ns() - start};
+  });
+  close(fd);
+}
+
 // One thread per connection, each echoing until its client closes.
 void socket_server(const std::vector<int>& fds, RpcControl& control) {
   announce_ready_and_wait(control.ready, control.go);
@@ -394,6 +556,24 @@ RunResult run_rpc_once(const RpcRun& run) {
           fork_child(client_cpu, control->reports[0], [&] { xproc_client(run, *control, name); }));
       supervision.pids.push_back(
           fork_child(server_cpu, control->reports[1], [&] { xproc_server(run, *control, name); }));
+    } else if (run.kind == Kind::fanout_xproc) {
+      const std::string name = segment_name(run_number);
+      supervision.pids.push_back(fork_child(client_cpu, control->reports[0],
+                                            [&] { fanout_xproc_client(run, *control, name); }));
+      supervision.pids.push_back(fork_child(server_cpu, control->reports[1],
+                                            [&] { fanout_xproc_server(*control, name); }));
+    } else if (run.kind == Kind::fanout_ordered) {
+      int ends[2];
+      if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, ends) != 0) throw_errno("socketpair");
+      pair.fds = {ends[0], ends[1]};
+      supervision.pids.push_back(fork_child(client_cpu, control->reports[0], [&] {
+        close(ends[1]);
+        fanout_ordered_client(run, *control, ends[0]);
+      }));
+      supervision.pids.push_back(fork_child(server_cpu, control->reports[1], [&] {
+        close(ends[0]);
+        fanout_ordered_server(ends[1], *control);
+      }));
     } else if (run.kind == Kind::unix_socket) {
       // One pair per client thread: the client's end and the server's.
       std::vector<int> client_ends, server_ends;
@@ -488,11 +668,17 @@ RunResult run_rpc_once(const RpcRun& run) {
 std::vector<std::string> rpc_row_names() {
   std::vector<std::string> names;
   for (const auto& row : kRows) names.emplace_back(row.name);
+  for (const auto& row : kFanoutRows) names.emplace_back(row.name);
   return names;
 }
 
 std::vector<std::string> rpc_row_descriptions() {
   std::vector<std::string> lines;
+  for (const auto& row : kFanoutRows) {
+    char line[512];
+    std::snprintf(line, sizeof line, "%-16s (rpc) %s", row.name, row.description);
+    lines.emplace_back(line);
+  }
   for (const auto& row : kRows) {
     char line[512];
     std::snprintf(line, sizeof line, "%-16s (rpc) %s", row.name, row.description);
@@ -544,6 +730,32 @@ void run_rpc_rows(const RpcOptions& options, std::vector<Row>& rows) {
         std::fprintf(stderr, "xproc-bench: rpc %s x%d done\n", info.name, run.threads);
       rows.push_back(row);
     }
+  for (const auto& info : kFanoutRows) {
+    if (!options.transports.empty() &&
+        std::find(options.transports.begin(), options.transports.end(), info.name) ==
+            options.transports.end())
+      continue;
+    Row row;
+    row.transport = info.name;
+    row.mode = Mode::rpc_fanout;
+    row.message_size = kMessageSize;
+    row.producers = static_cast<int>(kFanout);
+    RpcRun run;
+    run.kind = info.kind;
+    run.timeout_seconds = options.timeout;
+    run.cpus = options.cpus;
+    run.calls = options.quick ? 5 : 50;  // measured rounds
+    for (int r = 0; r < options.repetitions; ++r) {
+      RunResult result = run_rpc_once(run);
+      if (!result.ok) {
+        row.failure = result.error;
+        break;
+      }
+      row.samples.push_back(result);
+    }
+    if (!options.quick) std::fprintf(stderr, "xproc-bench: rpc %s done\n", info.name);
+    rows.push_back(row);
+  }
 }
 
 }  // namespace xproc::bench

@@ -14,6 +14,15 @@
 // With several client threads (--rpc-threads 1,4,16): the xproc rows share one Client among
 // them and the server runs min(threads, 4) workers; the socket rows open one connection per
 // thread and the server serves each on its own thread. Rows show calls/s over all threads too.
+// Fan-out experiment (table "rpc fan-out", Mode::rpc_fanout), 5 rounds (--quick) or 50 per run:
+//   fanout-xproc    call_many of 100 requests; the server (one worker, WaitPolicy{0,0} on both
+//                   sides) hands request #1's Responder to a thread that answers 2 ms later and
+//                   answers the others at once
+//   fanout-ordered  the same 100 requests pipelined on a Unix stream socket to a server that
+//                   answers in request order (HTTP/1.1-pipelining-like): #1's 2 ms hold back the
+//                   rest
+// Each round reports the time from the first send until the other 99 completed and until all
+// 100 did; the row shows the median round of each run (median over runs).
 // Every response is checked against its request (the call's sequence number in the first and
 // last 8 bytes). Processes are pinned as in the other modes (client on the first CPU, server on
 // the second); every run is bounded by the timeout (children killed, row FAILED).

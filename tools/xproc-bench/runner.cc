@@ -266,6 +266,8 @@ const char* mode_name(Mode mode) {
       return "bulk";
     case Mode::rpc:
       return "rpc";
+    case Mode::rpc_fanout:
+      return "rpc-fanout";
   }
   return "?";
 }

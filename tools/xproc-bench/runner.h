@@ -27,7 +27,8 @@ namespace xproc::bench {
 
 // bulk: large payloads, 1 producer -> C consumers, GB/s (bulk_runner.h; its own transports).
 // rpc: request/response round trips, client and server processes (rpc_runner.h; its own rows).
-enum class Mode { latency, stream, mpmc, bulk, rpc };
+// rpc_fanout: the rpc mode's fan-out experiment (rpc_runner.h).
+enum class Mode { latency, stream, mpmc, bulk, rpc, rpc_fanout };
 const char* mode_name(Mode mode);
 
 struct RunConfig {
