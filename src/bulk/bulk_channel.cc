@@ -509,6 +509,8 @@ void wake_stream(StreamHeader& stream) noexcept {
 // Spin rounds (spin_until: up to 64 pauses each, ~0.2 ms in all) a paced producer waits before
 // it parks: in steady state the consumer is one chunk's copy (tens of microseconds) behind.
 constexpr std::uint32_t kPaceSpinRounds = 64;
+// A parked producer looks at its claimer every kPeerCheckPeriod, doubling up to this many.
+constexpr int kPaceMaxPeriods = 8;
 
 // Whether a producer that published `published` chunks may copy the next one: the claimer has
 // copied more than published - window (a count above `published` is a stale writer's: go on).
@@ -518,10 +520,11 @@ bool within_window(std::uint32_t consumed, std::uint32_t published, std::uint32_
 
 // send_stream's pacing, before it copies chunk `published` (docs/layout/bulk_channel.md,
 // "Pacing"): waits while it is stream_window chunks ahead of the stream's claimer (or of
-// nobody, before a claim): spins, then parks on `consumed` for at most kPeerCheckPeriod at a
-// time; after each period without progress, a claimer that is not alive (none, dead, or an id
-// no table issued) makes it run the channel's sweep (a dead claimer's record is redelivered and
-// the next claimer restarts the stream, and pacing with it) and check consumers_gone().
+// nobody, before a claim): spins, then parks on `consumed` for kPeerCheckPeriod, doubling up to
+// 8 x kPeerCheckPeriod while nothing changes; after each period without progress, a claimer that is
+// not alive (none, dead, or an id no table issued) makes it run the channel's sweep (a dead
+// claimer's record is redelivered and the next claimer restarts the stream, and pacing with it) and
+// check consumers_gone().
 // {} go on; *unpaced set: go on without pacing for the rest of the stream (try_send, which never
 // parks, after its spin); timed_out (the deadline passed) or peer_dead (every consumer is gone):
 // the caller aborts the stream.
@@ -538,11 +541,16 @@ std::error_code pace(const BulkChannel::State& state, StreamHeader& stream, std:
     *unpaced = true;
     return {};
   }
+  // The claim and every chunk wake us when we announced the park; the timed wakes only look at
+  // the claimer's liveness, so their period doubles while nothing changes (a producer waiting
+  // for a busy consumer to claim costs few wakes).
+  sync::Clock::duration period = channel::kPeerCheckPeriod;
+  const sync::Clock::duration max_period = kPaceMaxPeriods * period;
   for (;;) {
     const sync::Clock::time_point now = sync::Clock::now();
     if (now >= *deadline) return code(errc::timed_out);
-    const sync::Deadline wake =
-        *deadline - now > channel::kPeerCheckPeriod ? now + channel::kPeerCheckPeriod : *deadline;
+    const sync::Deadline wake = *deadline - now > period ? now + period : *deadline;
+    period = std::min(2 * period, max_period);
     // relaxed: ordered by the fence below.
     stream.producer_parked.store(1, std::memory_order_relaxed);
     // seq_cst fence: "announce the park, then re-check consumed" against publish_progress()'s

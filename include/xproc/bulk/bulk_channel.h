@@ -83,7 +83,7 @@
 //   * consumer dies while copying out of the pool: the record is redelivered and the next
 //     consumer takes the buffer over (LoanChannel's rule, loan_channel.h), or, streamed, starts
 //     the stream over. A producer paced on a stream whose claimer died sees it dead within
-//     channel::kPeerCheckPeriod of stalling, runs the channel's sweep (the record is put back)
+//     8 x channel::kPeerCheckPeriod of stalling, runs the channel's sweep (the record is put back)
 //     and paces against the next claimer; with no live consumer left: peer_dead (aborted).
 //   * producer dies while streaming (after its record, before the last chunk): its loan is
 //     reclaimed; the consumer sees it dead (or the buffer reused: the stream id changed) and skips
