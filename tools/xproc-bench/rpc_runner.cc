@@ -34,7 +34,15 @@ namespace {
 constexpr std::size_t kMessageSize = 64;
 constexpr auto kShared = sys::FutexScope::process_shared;
 
-enum class Kind { xproc_spin, xproc_sleep, unix_socket, tcp, fanout_xproc, fanout_ordered };
+enum class Kind {
+  xproc_spin,
+  xproc_spin_no_yield,
+  xproc_sleep,
+  unix_socket,
+  tcp,
+  fanout_xproc,
+  fanout_ordered
+};
 
 struct RpcRowInfo {
   const char* name;
@@ -45,6 +53,8 @@ struct RpcRowInfo {
 constexpr RpcRowInfo kRows[] = {
     {"rpc-spin", Kind::xproc_spin,
      "xproc::rpc, 1 server worker, default WaitPolicy both sides (spin, yield, park)"},
+    {"rpc-spin-ny", Kind::xproc_spin_no_yield,
+     "xproc::rpc, 1 server worker, WaitPolicy{128,0} both sides (spin, no yields, park)"},
     {"rpc-sleep", Kind::xproc_sleep, "xproc::rpc, 1 server worker, WaitPolicy{0,0} both sides"},
     {"rpc-unix", Kind::unix_socket, "Unix stream socketpair, 4-byte length prefix each way, echo"},
     {"rpc-tcp", Kind::tcp, "TCP loopback (TCP_NODELAY), 4-byte length prefix each way, echo"},
@@ -250,7 +260,9 @@ void measure_calls(const RpcRun& run, RpcReport& report, MakeCall&& make_call) {
 }
 
 channel::WaitPolicy policy_of(Kind kind) {
-  return kind == Kind::xproc_sleep ? channel::WaitPolicy{0, 0} : channel::WaitPolicy{};
+  if (kind == Kind::xproc_sleep) return channel::WaitPolicy{0, 0};
+  if (kind == Kind::xproc_spin_no_yield) return channel::WaitPolicy{128, 0};
+  return channel::WaitPolicy{};
 }
 
 std::string segment_name(int run_number) {
@@ -550,7 +562,8 @@ RunResult run_rpc_once(const RpcRun& run) {
   supervision.error_of = [&](std::size_t i) { return std::string(control->reports[i].error); };
   FdPair pair;
   try {
-    if (run.kind == Kind::xproc_spin || run.kind == Kind::xproc_sleep) {
+    if (run.kind == Kind::xproc_spin || run.kind == Kind::xproc_spin_no_yield ||
+        run.kind == Kind::xproc_sleep) {
       const std::string name = segment_name(run_number);
       supervision.pids.push_back(
           fork_child(client_cpu, control->reports[0], [&] { xproc_client(run, *control, name); }));

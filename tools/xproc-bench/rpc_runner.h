@@ -7,6 +7,7 @@
 // Rows:
 //   rpc-spin     xproc::rpc, one server worker, default WaitPolicy on both sides (the worker and
 //                the client's waits spin, then yield, then park)
+//   rpc-spin-ny  the same with WaitPolicy{128, 0} (spin, no yields, then park)
 //   rpc-sleep    the same with WaitPolicy{0, 0} on both sides (park at once)
 //   rpc-unix     a Unix stream socketpair: a 4-byte length prefix and the body each way, the
 //                server echoing (blocking send/recv)
