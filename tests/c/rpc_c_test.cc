@@ -3,6 +3,7 @@
 // the call's deadline, the error codes it documents, a server that goes away.
 #include "xproc/c/rpc.h"
 
+#include <signal.h>
 #include <unistd.h>
 
 #include <gtest/gtest.h>
@@ -18,6 +19,9 @@
 #include <vector>
 
 #include "c_test_support.h"
+#include "child_process.h"
+#include "eventually.h"
+#include "shared_object.h"
 #include "xproc/rpc/server.h"
 
 namespace {
@@ -214,6 +218,53 @@ TEST(RpcCApi, CloseCancelsCallsInFlightAndServerGoneIsOwnerDead) {
   ASSERT_EQ(xproc_rpc_connect(name.c_str(), &client), 0);
   service.reset();  // the server withdraws
   EXPECT_EQ(xproc_rpc_call(client, 1, "a", 1, nullptr, &response), EOWNERDEAD);
+  EXPECT_EQ(xproc_rpc_close(client), 0);
+}
+
+// A server in another process, killed (SIGKILL) while it holds a request: the call waiting
+// without a deadline ends with EOWNERDEAD, and so does the next call. The fork happens while
+// this process runs no other thread (earlier tests joined theirs; ctest runs each test in a
+// process of its own).
+TEST(RpcCApi, ServerKilledMidRequestIsOwnerDead) {
+  const std::string name = unique_name("killed");
+  struct Flags {
+    std::atomic<int> ready{0};
+    std::atomic<int> entered{0};
+  };
+  xproc::test::SharedObject<Flags> flags;
+  xproc::test::Child server = xproc::test::Child::start([&name, &flags] {
+    xproc::rpc::ServerOptions options;
+    options.config.max_clients = 4;
+    options.segment.participant_capacity = 12;
+    auto created = xproc::rpc::Server::create(name, options);
+    if (!created) return 20;
+    std::mutex mutex;
+    std::vector<xproc::rpc::Responder> parked;
+    const std::error_code error = created->serve(
+        [&](const xproc::rpc::Request&, xproc::rpc::Responder responder) {
+          {
+            const std::lock_guard lock(mutex);
+            parked.push_back(std::move(responder));  // never answered
+          }
+          flags->entered.fetch_add(1);
+        },
+        1);
+    if (error) return 21;
+    flags->ready.store(1);
+    for (;;) std::this_thread::sleep_for(1s);  // until killed
+  });
+  ASSERT_TRUE(xproc::test::eventually([&] { return flags->ready.load() == 1; }));
+  xproc_rpc_client_t* client = nullptr;
+  ASSERT_EQ(xproc_rpc_connect(name.c_str(), &client), 0);
+  xproc_rpc_call_t* call = nullptr;
+  ASSERT_EQ(xproc_rpc_call_async(client, 1, "stuck", 5, nullptr, &call), 0);
+  ASSERT_TRUE(xproc::test::eventually([&] { return flags->entered.load() == 1; }));
+  server.kill(SIGKILL);
+  EXPECT_TRUE(server.wait().signaled);
+  xproc_rpc_response_t response;
+  EXPECT_EQ(xproc_rpc_call_wait(call, nullptr, &response), EOWNERDEAD);  // no deadline
+  xproc_rpc_call_free(call);
+  EXPECT_EQ(xproc_rpc_call(client, 2, "a", 1, nullptr, &response), EOWNERDEAD);
   EXPECT_EQ(xproc_rpc_close(client), 0);
 }
 
