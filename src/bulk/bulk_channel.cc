@@ -521,10 +521,10 @@ bool within_window(std::uint32_t consumed, std::uint32_t published, std::uint32_
 // send_stream's pacing, before it copies chunk `published` (docs/layout/bulk_channel.md,
 // "Pacing"): waits while it is stream_window chunks ahead of the stream's claimer (or of
 // nobody, before a claim): spins, then parks on `consumed` for kPeerCheckPeriod, doubling up to
-// 8 x kPeerCheckPeriod while nothing changes; after each period without progress, a claimer that is
-// not alive (none, dead, or an id no table issued) makes it run the channel's sweep (a dead
-// claimer's record is redelivered and the next claimer restarts the stream, and pacing with it) and
-// check consumers_gone().
+// 8 x kPeerCheckPeriod while nothing changes; after each period without progress it runs the
+// channel's sweep (a dead claimer's record is redelivered; the next claimer restarts the stream,
+// and pacing with it) and, when the claimer is not alive (none, dead, or an id no table issued),
+// checks consumers_gone().
 // {} go on; *unpaced set: go on without pacing for the rest of the stream (try_send, which never
 // parks, after its spin); timed_out (the deadline passed) or peer_dead (every consumer is gone):
 // the caller aborts the stream.
@@ -571,10 +571,10 @@ std::error_code pace(const BulkChannel::State& state, StreamHeader& stream, std:
       Result<bool> alive = state.segment.self().is_alive(sync::ParticipantId::unpack(claimer));
       live_claimer = alive && *alive;  // an id no table issued (a hostile writer): nobody
     }
-    if (!live_claimer) {
-      (void)state.endpoint.recover();
-      if (state.endpoint.consumers_gone()) return code(errc::peer_dead);
-    }
+    // The sweep puts a dead claimer's record back, even when a stale writer's live id hides the
+    // dead claimer from the check above.
+    (void)state.endpoint.recover();
+    if (!live_claimer && state.endpoint.consumers_gone()) return code(errc::peer_dead);
   }
 }
 
