@@ -15,6 +15,9 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <mutex>
+#include <new>
+#include <set>
 #include <string>
 
 #include "sync_internal.h"
@@ -132,6 +135,20 @@ xproc_sem_t* create(const std::string& shm_name, mode_t mode, unsigned int value
   return &file->semaphore;
 }
 
+// The semaphores this process opened and has not closed: xproc_sem_close unmaps only those.
+// (Guessing from the address, e.g. "page-aligned minus the header", would unmap a stack or heap
+// page whenever an unnamed semaphore happens to sit at that offset.) Never destroyed, so a
+// close from another static destructor still finds it. Like glibc's sem_open/sem_close, the
+// lock makes these calls unsafe in a fork child of a multi-threaded parent before exec.
+struct OpenSemaphores {
+  std::mutex mutex;
+  std::set<const xproc_sem_t*> open;
+};
+OpenSemaphores& open_semaphores() {
+  static auto* registry = new OpenSemaphores;
+  return *registry;
+}
+
 xproc_sem_t* open_named(const char* name, int oflag, mode_t mode, unsigned int value) {
   std::string shm_name;
   if (int code = shm_name_of(name, shm_name)) {
@@ -177,9 +194,20 @@ xproc_sem_t* xproc_sem_open(const char* name, int oflag, ...) {
     value = va_arg(arguments, unsigned int);
     va_end(arguments);
   }
+  xproc_sem_t* sem = XPROC_SEM_FAILED;
   try {
-    return xproc::c_api::open_named(name, oflag, mode, value);
-  } catch (...) {  // std::string's allocation is the only thing that throws here
+    sem = xproc::c_api::open_named(name, oflag, mode, value);
+    if (sem == XPROC_SEM_FAILED) return sem;
+    auto& registry = xproc::c_api::open_semaphores();
+    const std::lock_guard<std::mutex> lock(registry.mutex);
+    registry.open.insert(sem);
+    return sem;
+  } catch (...) {  // allocations (the name, the registry's node) are all that throws here
+    if (sem != XPROC_SEM_FAILED) {
+      xproc::sys::unmap_shared(reinterpret_cast<unsigned char*>(sem) -
+                                   offsetof(xproc::c_api::NamedSemaphoreFile, semaphore),
+                               sizeof(xproc::c_api::NamedSemaphoreFile));
+    }
     errno = ENOMEM;
     return XPROC_SEM_FAILED;
   }
@@ -191,14 +219,17 @@ int xproc_sem_close(xproc_sem_t* sem) {
     errno = EINVAL;
     return -1;
   }
-  auto* file = reinterpret_cast<unsigned char*>(sem) - offsetof(NamedSemaphoreFile, semaphore);
-  // A semaphore from xproc_sem_open sits at a fixed offset from the start of its page-aligned
-  // mapping; anything else (an unnamed semaphore) is refused instead of unmapping stray memory.
-  const auto page = static_cast<std::uintptr_t>(sysconf(_SC_PAGESIZE));
-  if (page == 0 || reinterpret_cast<std::uintptr_t>(file) % page != 0) {
-    errno = EINVAL;
-    return -1;
+  {
+    // Only a pointer xproc_sem_open returned and nobody closed yet is unmapped; anything else
+    // (an unnamed semaphore, a second close) is refused.
+    auto& registry = xproc::c_api::open_semaphores();
+    const std::lock_guard<std::mutex> lock(registry.mutex);
+    if (registry.open.erase(sem) == 0) {
+      errno = EINVAL;
+      return -1;
+    }
   }
+  auto* file = reinterpret_cast<unsigned char*>(sem) - offsetof(NamedSemaphoreFile, semaphore);
   xproc::sys::unmap_shared(file, sizeof(NamedSemaphoreFile));
   return 0;
 }

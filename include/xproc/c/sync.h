@@ -280,7 +280,10 @@ int xproc_sem_getvalue(xproc_sem_t* sem, int* value);
  * only fully initialized. An existing file that is not an xproc semaphore of this layout
  * (wrong size, magic or version) gives EINVAL. Returns XPROC_SEM_FAILED with errno set on
  * failure (EEXIST, ENOENT, EACCES, EINVAL, ENAMETOOLONG, EMFILE, ENOMEM...). Each call maps the
- * semaphore anew: close every pointer returned, with xproc_sem_close. */
+ * semaphore anew: close every pointer returned, with xproc_sem_close, which refuses (EINVAL)
+ * any pointer this process's xproc_sem_open did not return or that was closed already.
+ * Like sem_open/sem_close, neither is async-signal-safe (a fork child of a multi-threaded
+ * parent may call them only after exec). */
 xproc_sem_t* xproc_sem_open(const char* name, int oflag, ...);
 int xproc_sem_close(xproc_sem_t* sem);
 int xproc_sem_unlink(const char* name);
