@@ -1,8 +1,8 @@
 #pragma once
 // BulkChannel's two halves: bulk_channel.cc (records, pool, paths) includes pool.h, and
-// bulk_channel_pull.cc (the transfer table) includes transfer.h. pool.h and transfer.h both
-// declare xproc::bulk::Descriptor, so no file includes both; this header is the seam between
-// them, in terms of bytes and opaque handles only.
+// bulk_channel_pull.cc (the transfer table) includes transfer.h; this header is the seam between
+// them, in terms of bytes and opaque handles only, so each half keeps one job and the records
+// code never sees the transfer table's types.
 
 #include <array>
 #include <chrono>
@@ -20,7 +20,7 @@
 
 namespace xproc::bulk::detail {
 
-// A transfer Descriptor (transfer.h) as the 32 bytes a record carries.
+// A TransferDescriptor (transfer.h) as the 32 bytes a record carries.
 using PullWire = std::array<std::byte, 32>;
 
 struct PullSide;  // owns the process's TransferEndpoint

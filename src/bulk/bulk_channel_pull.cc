@@ -32,10 +32,10 @@ void PendingPullDelete::operator()(PendingPull* pending) const noexcept {
 
 namespace {
 
-static_assert(sizeof(Descriptor) == sizeof(PullWire));
+static_assert(sizeof(TransferDescriptor) == sizeof(PullWire));
 
-Descriptor to_descriptor(const PullWire& wire) noexcept {
-  Descriptor descriptor;
+TransferDescriptor to_descriptor(const PullWire& wire) noexcept {
+  TransferDescriptor descriptor;
   std::memcpy(&descriptor, wire.data(), sizeof descriptor);
   return descriptor;
 }
@@ -74,7 +74,7 @@ Result<PendingPullPtr> register_pull(PullSide& side, std::span<const std::byte> 
                                      PullWire& wire) {
   Result<Transfer> transfer = side.endpoint.register_source(payload);
   if (!transfer) return transfer.error();
-  std::memcpy(wire.data(), &transfer->descriptor(), sizeof(Descriptor));
+  std::memcpy(wire.data(), &transfer->descriptor(), sizeof(TransferDescriptor));
   PendingPullPtr pending(new PendingPull);
   pending->side = &side;
   pending->transfer = std::move(*transfer);
@@ -86,7 +86,7 @@ std::error_code wait_pull(PendingPull& pending, sync::Deadline deadline) noexcep
 }
 
 bool withdraw_pull(PendingPull& pending) noexcept {
-  const Descriptor& descriptor = pending.transfer.descriptor();
+  const TransferDescriptor& descriptor = pending.transfer.descriptor();
   if (descriptor.slot >= pending.side->slot_count) return false;
   auto& slot = reinterpret_cast<TransferSlot*>(pending.side->slots)[descriptor.slot];
   // acquire: pairs with a claimer's CAS; the word decides withdraw vs wait (as Transfer's

@@ -264,40 +264,40 @@ Result<Transfer> TransferEndpoint::register_ranges(std::span<const iovec> ranges
   slot.state.store(make_state(generation, SlotState::open, me), std::memory_order_release);
   Transfer transfer;
   transfer.endpoint_ = state_.get();
-  transfer.descriptor_ = Descriptor{
+  transfer.descriptor_ = TransferDescriptor{
       endpoint.tag, index, generation, me, total, static_cast<std::uint32_t>(direction), 0};
   return transfer;
 }
 
-Result<std::size_t> TransferEndpoint::pull(const Descriptor& descriptor,
+Result<std::size_t> TransferEndpoint::pull(const TransferDescriptor& descriptor,
                                            std::span<std::byte> into) {
   const iovec range{into.data(), into.size()};
   return copy(descriptor, std::span<const iovec>(&range, 1), Direction::source, kOneThread);
 }
-Result<std::size_t> TransferEndpoint::pull(const Descriptor& descriptor,
+Result<std::size_t> TransferEndpoint::pull(const TransferDescriptor& descriptor,
                                            std::span<const iovec> into) {
   return copy(descriptor, into, Direction::source, kOneThread);
 }
-Result<std::size_t> TransferEndpoint::pull(const Descriptor& descriptor, std::span<std::byte> into,
-                                           const PullSplit& split) {
+Result<std::size_t> TransferEndpoint::pull(const TransferDescriptor& descriptor,
+                                           std::span<std::byte> into, const PullSplit& split) {
   const iovec range{into.data(), into.size()};
   return copy(descriptor, std::span<const iovec>(&range, 1), Direction::source, split);
 }
-Result<std::size_t> TransferEndpoint::pull(const Descriptor& descriptor,
+Result<std::size_t> TransferEndpoint::pull(const TransferDescriptor& descriptor,
                                            std::span<const iovec> into, const PullSplit& split) {
   return copy(descriptor, into, Direction::source, split);
 }
-Result<std::size_t> TransferEndpoint::push(const Descriptor& descriptor,
+Result<std::size_t> TransferEndpoint::push(const TransferDescriptor& descriptor,
                                            std::span<const std::byte> from) {
   const iovec range{const_cast<std::byte*>(from.data()), from.size()};
   return copy(descriptor, std::span<const iovec>(&range, 1), Direction::destination, kOneThread);
 }
-Result<std::size_t> TransferEndpoint::push(const Descriptor& descriptor,
+Result<std::size_t> TransferEndpoint::push(const TransferDescriptor& descriptor,
                                            std::span<const iovec> from) {
   return copy(descriptor, from, Direction::destination, kOneThread);
 }
 
-Result<std::size_t> TransferEndpoint::copy(const Descriptor& descriptor,
+Result<std::size_t> TransferEndpoint::copy(const TransferDescriptor& descriptor,
                                            std::span<const iovec> local, Direction direction,
                                            const PullSplit& split) {
   if (!state_ || !state_->usable()) return make_error_code(errc::invalid_argument);

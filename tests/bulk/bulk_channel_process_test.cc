@@ -161,7 +161,7 @@ TEST(BulkChannelProcess, ConsumerKilledMidPullMakesTheProducerResendThroughThePo
     BulkChannel own = join(channel);
     Result<channel::Message> message = own.endpoint().peek_until(sync::Clock::now() + 30s);
     if (!message || message->data().size() != 48) return 1;
-    Descriptor descriptor;
+    TransferDescriptor descriptor;
     std::memcpy(&descriptor, message->data().data() + 16, sizeof descriptor);
     detail::TransferSlot& slot = test::slot_of(own.segment(), descriptor.slot);
     std::uint64_t word = slot.state.load();

@@ -254,7 +254,7 @@ TEST(BulkChannel, RefusedPullIsResentThroughThePoolAndTurnsPullOff) {
     Result<channel::Message> message = channel.endpoint().try_peek();
     ASSERT_TRUE(message);
     ASSERT_EQ(message->data().size(), 48u);
-    Descriptor descriptor;
+    TransferDescriptor descriptor;
     std::memcpy(&descriptor, message->data().data() + 16, sizeof descriptor);
     detail::TransferSlot& slot = test::slot_of(channel.segment(), descriptor.slot);
     std::uint64_t word = slot.state.load();

@@ -35,18 +35,18 @@ using test::pattern;
 struct Mailbox {
   static constexpr std::size_t kCapacity = 1024;
   std::atomic<std::uint32_t> ready[kCapacity];
-  Descriptor descriptors[kCapacity];
+  TransferDescriptor descriptors[kCapacity];
   std::atomic<std::uint32_t> pulled[kCapacity];  // successful pulls per descriptor
   std::atomic<std::uint32_t> bad;                // corrupt bytes or unexpected errors seen
   std::atomic<std::uint32_t> done;               // descriptors pulled so far
   std::atomic<std::uint32_t> stale;              // pulls of a descriptor whose slot was reused
 
-  void post(std::size_t index, const Descriptor& descriptor) {
+  void post(std::size_t index, const TransferDescriptor& descriptor) {
     descriptors[index] = descriptor;
     ready[index].store(1, std::memory_order_release);
   }
   // Waits (bounded) for descriptor `index`.
-  bool take(std::size_t index, Descriptor& out, sync::Deadline deadline) {
+  bool take(std::size_t index, TransferDescriptor& out, sync::Deadline deadline) {
     if (!test::await_flag(ready[index], deadline)) return false;
     out = descriptors[index];
     return true;
@@ -75,7 +75,7 @@ TEST(TransferProcess, ChildSourcesArePulledByteExactFrom1BTo64MiBOr256MiBAtScale
     return 0;
   });
   for (std::size_t i = 0; i < sizes.size(); ++i) {
-    Descriptor descriptor;
+    TransferDescriptor descriptor;
     ASSERT_TRUE(shared->take(i, descriptor, sync::Clock::now() + 60s));
     EXPECT_TRUE(endpoint.permitted(sync::ParticipantId::unpack(descriptor.owner)));
     std::vector<std::byte> target(sizes[i]);
@@ -104,7 +104,7 @@ TEST(TransferProcess, PushFillsAChildsRegisteredDestination) {
     if (transfer->transferred() != kSize - 5) return 12;
     return std::memcmp(destination.data(), pattern(kSize - 5, 77).data(), kSize - 5) == 0 ? 0 : 13;
   });
-  Descriptor descriptor;
+  TransferDescriptor descriptor;
   ASSERT_TRUE(shared->take(0, descriptor, sync::Clock::now() + 60s));
   std::vector<std::byte> source = pattern(kSize - 5, 77);
   EXPECT_EQ(endpoint.push(descriptor, source).value(), kSize - 5);
@@ -166,7 +166,7 @@ TEST(TransferProcess, ProducersToConsumersCompleteEachTransferExactlyOnce) {
             shared->pulled[cursor].load(std::memory_order_relaxed) != 0) {
           continue;
         }
-        const Descriptor descriptor = shared->descriptors[cursor];
+        const TransferDescriptor descriptor = shared->descriptors[cursor];
         Result<std::size_t> result = own->pull(descriptor, target);
         if (result) {
           const std::size_t expected_size = 1 + (cursor * 7919) % (256 * 1024);
@@ -231,7 +231,7 @@ TEST(TransferProcess, ReaderOfAnotherUidIsDeniedWithAReasonAndTheOwnerLearnsWhy)
     // Attach first (as root: reopening our memfd needs it), then drop to nobody.
     test::Joined own(segment);
     if (setgid(65534) != 0 || setuid(65534) != 0) return 2;
-    Descriptor descriptor;
+    TransferDescriptor descriptor;
     if (!shared->take(0, descriptor, sync::Clock::now() + 30s)) return 3;
     ProbeResult probe = own->probe(sync::ParticipantId::unpack(descriptor.owner));
     if (probe.error != errc::permission_denied) return 4;
@@ -264,7 +264,7 @@ TEST(TransferProcess, NonDumpableOwnerIsNotPermittedToAnUnprivilegedPeer) {
     test::Joined own(segment);
     if (setgid(65534) != 0 || setuid(65534) != 0) return 2;
     if (prctl(PR_SET_DUMPABLE, 1, 0, 0, 0) != 0) return 3;
-    Descriptor descriptor;
+    TransferDescriptor descriptor;
     if (!shared->take(0, descriptor, sync::Clock::now() + 30s)) return 4;
     if (own->permitted(sync::ParticipantId::unpack(descriptor.owner))) return 5;
     std::vector<std::byte> target(4096);

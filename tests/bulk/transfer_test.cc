@@ -157,7 +157,7 @@ TEST_F(TransferTest, SecondPullIsAlreadyReturnedBeforeAndAfterTheOwnerLetsGo) {
   std::vector<std::byte> source = pattern(1000, 4);
   std::vector<std::byte> target(1000);
   Transfer transfer = endpoint_.register_source(source).value();
-  const Descriptor descriptor = transfer.descriptor();
+  const TransferDescriptor descriptor = transfer.descriptor();
   ASSERT_TRUE(endpoint_.pull(descriptor, target));
   EXPECT_EQ(endpoint_.pull(descriptor, target).error(), errc::already_returned);
   ASSERT_FALSE(transfer.wait_for(5s));  // retires the slot
@@ -166,7 +166,7 @@ TEST_F(TransferTest, SecondPullIsAlreadyReturnedBeforeAndAfterTheOwnerLetsGo) {
 
 TEST_F(TransferTest, DroppedHandleWithdrawsTheTransfer) {
   std::vector<std::byte> target(64);
-  Descriptor descriptor;
+  TransferDescriptor descriptor;
   {
     std::vector<std::byte> source = pattern(64, 5);
     Transfer transfer = endpoint_.register_source(source).value();
@@ -188,13 +188,13 @@ TEST_F(TransferTest, TooSmallBufferIsRefusedWithoutConsumingTheTransfer) {
 TEST_F(TransferTest, ForgedDescriptorsAreRefused) {
   std::vector<std::byte> source = pattern(4096, 7);
   Transfer transfer = endpoint_.register_source(source).value();
-  const Descriptor good = transfer.descriptor();
+  const TransferDescriptor good = transfer.descriptor();
   std::vector<std::byte> target(1 << 16);
-  auto refused = [&](Descriptor forged) {
+  auto refused = [&](TransferDescriptor forged) {
     Result<std::size_t> result = endpoint_.pull(forged, target);
     return !result && result.error() == errc::bad_descriptor;
   };
-  Descriptor forged = good;
+  TransferDescriptor forged = good;
   forged.table_tag ^= 1;
   EXPECT_TRUE(refused(forged));
   forged = good;
@@ -225,7 +225,7 @@ TEST_F(TransferTest, ForgedDescriptorsAreRefused) {
   // Random bytes, and random bytes that keep the tag (so they reach the slot checks).
   std::mt19937 random(12345);
   for (int i = 0; i < 2000; ++i) {
-    Descriptor noise;
+    TransferDescriptor noise;
     auto* bytes = reinterpret_cast<unsigned char*>(&noise);
     for (std::size_t b = 0; b < sizeof(noise); ++b) bytes[b] = static_cast<unsigned char>(random());
     if (i % 2 == 1) {
@@ -290,7 +290,7 @@ TEST_F(TransferTest, ConcurrentPullersCompleteEachTransferExactlyOnce) {
         pattern(static_cast<std::size_t>(1 + (i * 977) % 20000), static_cast<std::uint32_t>(i)));
   }
   std::atomic<int> next_descriptor{0};
-  std::vector<Descriptor> descriptors(static_cast<std::size_t>(transfers));
+  std::vector<TransferDescriptor> descriptors(static_cast<std::size_t>(transfers));
   std::atomic<int> published{0};
   std::atomic<int> pulled{0};
   std::atomic<int> refused{0};
@@ -308,7 +308,7 @@ TEST_F(TransferTest, ConcurrentPullersCompleteEachTransferExactlyOnce) {
           continue;
         }
         // Every puller tries every descriptor it sees; exactly one may succeed.
-        const Descriptor descriptor = descriptors[static_cast<std::size_t>(i)];
+        const TransferDescriptor descriptor = descriptors[static_cast<std::size_t>(i)];
         Result<std::size_t> result = endpoint_.pull(descriptor, target);
         if (result) {
           const auto& expected = sources[static_cast<std::size_t>(i)];

@@ -39,7 +39,7 @@ using xproc::test::die;
 
 // A descriptor and handshake words in MAP_SHARED memory.
 struct Board {
-  Descriptor descriptor;
+  TransferDescriptor descriptor;
   std::atomic<std::uint32_t> posted;
   std::atomic<std::uint32_t> started;
 };
@@ -51,7 +51,7 @@ TEST(TransferCrash, ClaimerKilledAfterItsClaimCompletesTheHandleWithPeerDeadWith
   TransferEndpoint endpoint = open_endpoint(segment, 5ms);
   std::vector<std::byte> source = pattern(1 << 20, 1);
   Transfer transfer = endpoint.register_source(source).value();
-  const Descriptor descriptor = transfer.descriptor();
+  const TransferDescriptor descriptor = transfer.descriptor();
   xproc::test::Child claimer = xproc::test::Child::start([&] {
     shm::Segment mine = join(segment);
     // Step 4 of the protocol exactly as pull() does it, then death before the copy (step 5).

@@ -81,7 +81,7 @@ struct State {
   std::array<bulk::Transfer, 2> kept;  // destroyed before the endpoint (declared after it)
 };
 
-void pull_into(bulk::TransferEndpoint& endpoint, const bulk::Descriptor& descriptor,
+void pull_into(bulk::TransferEndpoint& endpoint, const bulk::TransferDescriptor& descriptor,
                std::span<std::byte> into) {
   auto copied = endpoint.pull(descriptor, into);
   if (!copied) {
@@ -125,8 +125,8 @@ void run_op(bulk::TransferEndpoint& endpoint, std::uint8_t op, std::span<const s
       if (state.kept[slot].valid()) pull_into(endpoint, state.kept[slot].descriptor(), target);
       break;
     case 3: {  // pull a forged descriptor: one field of a kept one altered
-      bulk::Descriptor forged =
-          state.kept[slot].valid() ? state.kept[slot].descriptor() : bulk::Descriptor{};
+      bulk::TransferDescriptor forged =
+          state.kept[slot].valid() ? state.kept[slot].descriptor() : bulk::TransferDescriptor{};
       const auto delta = static_cast<std::uint32_t>(arg);
       switch (arg % 7) {
         case 0:
@@ -155,7 +155,7 @@ void run_op(bulk::TransferEndpoint& endpoint, std::uint8_t op, std::span<const s
       break;
     }
     case 4: {  // pull 32 bytes of the input taken as a descriptor
-      bulk::Descriptor raw{};
+      bulk::TransferDescriptor raw{};
       const std::size_t offset = (arg * 61) % (input.size() + 1);
       const std::size_t length = std::min(sizeof raw, input.size() - offset);
       std::memcpy(&raw, input.data() + offset, length);

@@ -71,7 +71,7 @@ class PullLink final : public BulkLink {
     segment_ = std::move(*segment);
     channel::ChannelConfig config;
     config.capacity_bytes = 4096;
-    config.max_message = sizeof(bulk::Descriptor);
+    config.max_message = sizeof(bulk::TransferDescriptor);
     Result<channel::Channel> created =
         channel::Channel::create_anonymous(config, segment_options());
     if (!created) fail(created.error(), "descriptor channel");
@@ -130,7 +130,7 @@ class PullSender final : public BulkSender {
     Result<bulk::Transfer> transfer = endpoint_.register_source(
         std::span<const std::byte>(buffers_[next_].data(), buffers_[next_].size()));
     if (!transfer) fail(transfer.error(), "register_source");
-    const bulk::Descriptor descriptor = transfer->descriptor();
+    const bulk::TransferDescriptor descriptor = transfer->descriptor();
     transfers_[next_] = std::move(*transfer);
     if (std::error_code error = channel_->send(std::as_bytes(std::span(&descriptor, 1))))
       fail(error, "send of the descriptor");
@@ -166,7 +166,7 @@ class PullReceiver final : public BulkReceiver {
       (void)sched_setaffinity(0, sizeof link.cpus_, &link.cpus_);
   }
   std::span<const std::byte> receive() override {
-    bulk::Descriptor descriptor;
+    bulk::TransferDescriptor descriptor;
     Result<std::size_t> got = channel_->receive(std::as_writable_bytes(std::span(&descriptor, 1)));
     if (!got) fail(got.error(), "receive of a descriptor");
     if (*got != sizeof descriptor) throw std::runtime_error("xproc-pull: short descriptor");

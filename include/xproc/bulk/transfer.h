@@ -1,11 +1,11 @@
 #pragma once
 // Cross-memory transfers with completion (one copy): a process registers ranges of its private
-// memory in a transfer table and sends the small Descriptor through a channel; the counterpart
-// pulls the bytes straight into its own buffer with process_vm_readv (or, in push mode, writes
-// into ranges the other side registered with process_vm_writev); the registering side waits on
-// its Transfer handle until the copy is done, so it knows when the memory may be reused.
-// Layout: bulk/transfer_layout.h, docs/layout/transfer.md.
-// Why this shape: docs/decisions/0041-cross-memory.md.
+// memory in a transfer table and sends the small TransferDescriptor through a channel; the
+// counterpart pulls the bytes straight into its own buffer with process_vm_readv (or, in push mode,
+// writes into ranges the other side registered with process_vm_writev); the registering side waits
+// on its Transfer handle until the copy is done, so it knows when the memory may be reused. Layout:
+// bulk/transfer_layout.h, docs/layout/transfer.md. Why this shape:
+// docs/decisions/0041-cross-memory.md.
 //
 // Setup: one table per group of processes, in the body of a segment they share:
 //   body size:   transfer_table_size(options, capacity)   (capacity: participant slots)
@@ -104,7 +104,7 @@ shm::Segment::Init transfer_table_init(const TransferTableOptions& options,
                                        std::uint32_t participant_capacity);
 
 // What travels through a channel: names one transfer of one table. Untrusted on receipt.
-struct Descriptor {
+struct TransferDescriptor {
   std::uint32_t table_tag = 0;   // the table's random tag
   std::uint32_t slot = 0;        // transfer slot index
   std::uint32_t generation = 0;  // the slot's generation at registration
@@ -113,9 +113,9 @@ struct Descriptor {
   std::uint32_t direction = 0;  // detail::Direction
   std::uint32_t reserved = 0;   // 0
 };
-static_assert(std::is_trivially_copyable_v<Descriptor>);
-static_assert(std::is_standard_layout_v<Descriptor>);
-static_assert(sizeof(Descriptor) == 32);
+static_assert(std::is_trivially_copyable_v<TransferDescriptor>);
+static_assert(std::is_standard_layout_v<TransferDescriptor>);
+static_assert(sizeof(TransferDescriptor) == 32);
 
 // The result of a permission probe: error {} when this process may copy from/to the peer;
 // otherwise permission_denied (with `reason` saying why, for logs and the fallback report),
@@ -168,7 +168,7 @@ class Transfer {
   ~Transfer();
 
   bool valid() const noexcept { return endpoint_ != nullptr; }
-  const Descriptor& descriptor() const noexcept { return descriptor_; }
+  const TransferDescriptor& descriptor() const noexcept { return descriptor_; }
 
   // One look, no wait: {} complete, errc::would_block still open or being copied, or the final
   // error (see the file banner). Checks a claimer's liveness (one F_OFD_GETLK) at most once per
@@ -190,7 +190,7 @@ class Transfer {
   void release() noexcept;
 
   detail::EndpointState* endpoint_ = nullptr;
-  Descriptor descriptor_{};
+  TransferDescriptor descriptor_{};
   bool finished_ = false;
   std::error_code result_;
   std::size_t transferred_ = 0;
@@ -224,19 +224,19 @@ class TransferEndpoint {
 
   // Copies the transfer `descriptor` names into `into` (at least total_length bytes) and
   // completes it. Returns the bytes copied (== descriptor.total_length).
-  Result<std::size_t> pull(const Descriptor& descriptor, std::span<std::byte> into);
-  Result<std::size_t> pull(const Descriptor& descriptor, std::span<const iovec> into);
+  Result<std::size_t> pull(const TransferDescriptor& descriptor, std::span<std::byte> into);
+  Result<std::size_t> pull(const TransferDescriptor& descriptor, std::span<const iovec> into);
   // As pull(), split across threads (PullSplit above). invalid_argument also for threads outside
   // 1..kMaxPullThreads or a zero min_share (nothing is claimed); a helper thread that cannot
   // start leaves its share to the calling thread.
-  Result<std::size_t> pull(const Descriptor& descriptor, std::span<std::byte> into,
+  Result<std::size_t> pull(const TransferDescriptor& descriptor, std::span<std::byte> into,
                            const PullSplit& split);
-  Result<std::size_t> pull(const Descriptor& descriptor, std::span<const iovec> into,
+  Result<std::size_t> pull(const TransferDescriptor& descriptor, std::span<const iovec> into,
                            const PullSplit& split);
   // Copies `from` (at most total_length bytes) into the destination `descriptor` names and
   // completes it. Returns the bytes copied (== from's size).
-  Result<std::size_t> push(const Descriptor& descriptor, std::span<const std::byte> from);
-  Result<std::size_t> push(const Descriptor& descriptor, std::span<const iovec> from);
+  Result<std::size_t> push(const TransferDescriptor& descriptor, std::span<const std::byte> from);
+  Result<std::size_t> push(const TransferDescriptor& descriptor, std::span<const iovec> from);
 
   // Whether this process may copy from/to `peer` (a member that opened an endpoint): reads the
   // peer's probe word through a pidfd (some microseconds). The reason says why not.
@@ -250,7 +250,7 @@ class TransferEndpoint {
 
  private:
   Result<Transfer> register_ranges(std::span<const iovec> ranges, detail::Direction direction);
-  Result<std::size_t> copy(const Descriptor& descriptor, std::span<const iovec> local,
+  Result<std::size_t> copy(const TransferDescriptor& descriptor, std::span<const iovec> local,
                            detail::Direction direction, const PullSplit& split);
 
   std::unique_ptr<detail::EndpointState> state_;
