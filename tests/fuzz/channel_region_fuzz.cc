@@ -28,6 +28,7 @@
 #include <string>
 #include <vector>
 
+#include "fuzz_support.h"
 #include "xproc/channel/endpoint.h"
 #include "xproc/channel/layout.h"
 #include "xproc/shm/segment.h"
@@ -39,19 +40,6 @@ using xproc::errc;
 namespace channel = xproc::channel;
 namespace detail = xproc::channel::detail;
 
-// The harness's own attachment: a participant of a private anonymous segment. Ids from the input
-// name slots of this table that nobody holds (dead) or ids no table issues.
-const xproc::sync::Participant* harness_participant() {
-  static xproc::shm::Segment* segment = [] {
-    xproc::shm::SegmentOptions options;
-    options.participant_capacity = 8;
-    auto created = xproc::shm::Segment::create_anonymous(xproc::shm::SegmentKind::raw, 64, options);
-    if (!created) std::abort();
-    return new xproc::shm::Segment(std::move(*created));
-  }();
-  return &segment->self();
-}
-
 // Allowed results of every operation: success or one of the documented errors.
 void check(std::error_code error) {
   if (!error) return;
@@ -62,17 +50,8 @@ void check(std::error_code error) {
   std::abort();  // an undocumented error: a finding
 }
 
-struct AlignedBuffer {
-  explicit AlignedBuffer(std::size_t bytes)
-      : data(
-            static_cast<std::byte*>(::operator new (bytes == 0 ? 1 : bytes, std::align_val_t{64}))),
-        size(bytes) {}
-  ~AlignedBuffer() { ::operator delete (data, std::align_val_t{64}); }
-  AlignedBuffer(const AlignedBuffer&) = delete;
-  AlignedBuffer& operator=(const AlignedBuffer&) = delete;
-  std::byte* data;
-  std::size_t size;
-};
+using AlignedBuffer = xproc::fuzz::AlignedBuffer<64>;
+using xproc::fuzz::harness_participant;
 
 void free_live_lock(std::byte* region, std::size_t offset, const xproc::sync::Participant* self) {
   std::uint32_t word = 0;

@@ -25,6 +25,7 @@
 #include <string>
 #include <vector>
 
+#include "seed_files.h"
 #include "xproc/bulk/pool.h"
 #include "xproc/channel/endpoint.h"
 #include "xproc/shm/segment.h"
@@ -34,19 +35,10 @@ namespace {
 
 namespace shm = xproc::shm;
 namespace channel = xproc::channel;
-using Bytes = std::vector<std::uint8_t>;
+using xproc::fuzz::Bytes;
 
-[[noreturn]] void fail(const char* what) {
-  std::fprintf(stderr, "xproc_fuzz_seeds: %s\n", what);
-  std::exit(1);
-}
-
-void write_seed(const std::filesystem::path& dir, const std::string& name, const Bytes& bytes) {
-  std::ofstream out(dir / ("seed-" + name), std::ios::binary | std::ios::trunc);
-  out.write(reinterpret_cast<const char*>(bytes.data()),
-            static_cast<std::streamsize>(bytes.size()));
-  if (!out) fail("cannot write a seed");
-}
+using xproc::fuzz::fail;
+using xproc::fuzz::write_seed;
 
 Bytes file_bytes(int fd) {
   struct stat status {};

@@ -23,6 +23,7 @@
 #include <optional>
 #include <span>
 
+#include "fuzz_support.h"
 #include "xproc/bulk/pool.h"
 #include "xproc/shm/segment.h"
 #include "xproc/sys/error.h"
@@ -31,19 +32,6 @@ namespace {
 
 using xproc::errc;
 namespace bulk = xproc::bulk;
-
-// The harness's own attachment: a participant of a private anonymous segment. Owner ids from the
-// input name slots of this table that nobody holds (dead owners) or ids no table issues.
-const xproc::sync::Participant* harness_participant() {
-  static xproc::shm::Segment* segment = [] {
-    xproc::shm::SegmentOptions options;
-    options.participant_capacity = 8;
-    auto created = xproc::shm::Segment::create_anonymous(xproc::shm::SegmentKind::raw, 64, options);
-    if (!created) std::abort();
-    return new xproc::shm::Segment(std::move(*created));
-  }();
-  return &segment->self();
-}
 
 // Allowed results: success or one of the errors pool.h documents for these calls.
 void check(std::error_code error) {
@@ -56,17 +44,8 @@ void check(std::error_code error) {
   std::abort();  // an undocumented error: a finding
 }
 
-struct AlignedBuffer {
-  explicit AlignedBuffer(std::size_t bytes)
-      : data(static_cast<std::byte*>(
-            ::operator new (bytes == 0 ? 1 : bytes, std::align_val_t{4096}))),
-        size(bytes) {}
-  ~AlignedBuffer() { ::operator delete (data, std::align_val_t{4096}); }
-  AlignedBuffer(const AlignedBuffer&) = delete;
-  AlignedBuffer& operator=(const AlignedBuffer&) = delete;
-  std::byte* data;
-  std::size_t size;
-};
+using AlignedBuffer = xproc::fuzz::AlignedBuffer<4096>;
+using xproc::fuzz::harness_participant;
 
 // Handles kept across operations, as concurrent users of a pool interleave. Declared after the
 // region buffer: destroyed (given back) before it.
