@@ -47,6 +47,22 @@ struct Parked {
     const std::lock_guard lock(mutex);
     return held.at(index).second.respond(bytes(bodies.at(index)));
   }
+  // A handler that parks every request here.
+  auto parks_all() {
+    return [this](const Request& request, Responder responder) {
+      park(request, std::move(responder));
+    };
+  }
+  // A handler that parks the requests of `method` here and echoes the others.
+  auto parks_method(std::uint32_t method) {
+    return [this, method](const Request& request, Responder responder) {
+      if (request.method == method) {
+        park(request, std::move(responder));
+      } else {
+        echo(request, std::move(responder));
+      }
+    };
+  }
 };
 
 TEST(Rpc, CallReturnsTheHandlersResponse) {
@@ -213,15 +229,7 @@ TEST(Rpc, LateResponseIsDroppedAndCountedNeverDeliveredToALaterCall) {
   Result<Server> server = Server::create(name, small_options());
   ASSERT_TRUE(server);
   Parked parked;
-  ASSERT_FALSE(server->serve(
-      [&parked](const Request& request, Responder responder) {
-        if (request.method == 1) {
-          parked.park(request, std::move(responder));
-        } else {
-          echo(request, std::move(responder));
-        }
-      },
-      1));
+  ASSERT_FALSE(server->serve(parked.parks_method(1), 1));
   Result<Client> client = Client::connect(name);
   ASSERT_TRUE(client);
   EXPECT_EQ(client->call(1, bytes("slow"), in(std::chrono::milliseconds(20))).error(),
@@ -242,10 +250,7 @@ TEST(Rpc, CancelledCallCompletesAtOnceAndItsResponseIsDropped) {
   Result<Server> server = Server::create(name, small_options());
   ASSERT_TRUE(server);
   Parked parked;
-  ASSERT_FALSE(
-      server->serve([&parked](const Request& request,
-                              Responder responder) { parked.park(request, std::move(responder)); },
-                    1));
+  ASSERT_FALSE(server->serve(parked.parks_all(), 1));
   Result<Client> client = Client::connect(name);
   ASSERT_TRUE(client);
   PendingCall call = client->async_call(1, bytes("x"), in(kLong));
@@ -343,15 +348,7 @@ TEST(Rpc, CallManyTimesOutWhatIsStillInFlight) {
   Result<Server> server = Server::create(name, small_options());
   ASSERT_TRUE(server);
   Parked parked;
-  ASSERT_FALSE(server->serve(
-      [&parked](const Request& request, Responder responder) {
-        if (request.method == 1) {
-          parked.park(request, std::move(responder));
-        } else {
-          echo(request, std::move(responder));
-        }
-      },
-      1));
+  ASSERT_FALSE(server->serve(parked.parks_method(1), 1));
   Result<Client> client = Client::connect(name);
   ASSERT_TRUE(client);
   const std::vector<CallSpec> specs{{1, bytes("held")}, {2, bytes("quick")}};
@@ -572,10 +569,7 @@ TEST(Rpc, CallsFailWithPeerDeadWhenTheServerLeavesAndSucceedAfterARestart) {
   Result<Client> client = Client::connect(name);
   ASSERT_TRUE(client);
   Parked parked;
-  ASSERT_FALSE(
-      server->serve([&parked](const Request& request,
-                              Responder responder) { parked.park(request, std::move(responder)); },
-                    1));
+  ASSERT_FALSE(server->serve(parked.parks_all(), 1));
   PendingCall in_flight = client->async_call(1, bytes("x"), in(kLong));
   ASSERT_TRUE(eventually([&] { return parked.count() == 1; }));
   server.reset();  // withdraws the server word: no server
@@ -596,10 +590,7 @@ TEST(Rpc, CallManyEndsWithPeerDeadWhenTheServerGoes) {
   Parked parked;
   std::optional<Server> server;
   server.emplace(std::move(Server::create(name, small_options()).value()));
-  ASSERT_FALSE(
-      server->serve([&parked](const Request& request,
-                              Responder responder) { parked.park(request, std::move(responder)); },
-                    1));
+  ASSERT_FALSE(server->serve(parked.parks_all(), 1));
   Result<Client> client = Client::connect(name);
   ASSERT_TRUE(client);
   const std::vector<CallSpec> specs{{1, bytes("a")}, {2, bytes("b")}, {3, bytes("c")}};
