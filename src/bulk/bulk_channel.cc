@@ -18,6 +18,7 @@
 #include <utility>
 
 #include "bulk_channel_internal.h"
+#include "loan_reclaim.h"
 #include "xproc/bulk/pool.h"
 #include "xproc/sync/detail/spin.h"
 #include "xproc/sys/cross_memory.h"
@@ -274,24 +275,14 @@ struct BulkChannel::State {
 
 namespace {
 
-// LoanChannel's reclaim pass (loan_channel.h): the channel's sweep, then posted buffers below
-// the reclaim position and buffers of dead owners.
+// LoanChannel's reclaim pass (loan_reclaim.h) over this channel and pool.
 Result<std::uint32_t> reclaim_pass(const BulkChannel::State& state) noexcept {
-  if (std::error_code error = state.endpoint.recover()) return error;
-  // reclaim_position() is an acquire load: every record below it is final, and a consumer's
-  // accept CAS happens-before its release of the record, so the buffer states read after it
-  // show every accept of those records.
-  return state.pool.recover_posted_below(state.endpoint.reclaim_position());
+  return detail::reclaim_posted(state.endpoint, state.pool);
 }
 
 std::error_code reclaim_hook(const void* context) noexcept {
   const auto& state = *static_cast<const BulkChannel::State*>(context);
-  Result<std::uint32_t> freed = reclaim_pass(state);
-  if (!freed) return freed.error();
-  if (*freed != 0) return {};
-  const PoolStatistics stats = state.pool.statistics();
-  if (stats.posted == stats.total && state.endpoint.consumers_gone()) return code(errc::peer_dead);
-  return {};
+  return detail::reclaim_or_give_up(state.endpoint, state.pool);
 }
 
 // Why this process may not be read by its consumers, or "" (the self-checks of the banner).

@@ -8,6 +8,8 @@
 #include <type_traits>
 #include <utility>
 
+#include "loan_reclaim.h"
+
 namespace xproc::bulk {
 
 namespace {
@@ -183,26 +185,14 @@ Result<LoanChannel> LoanChannel::adopt(sys::FileDescriptor fd, const shm::Segmen
 
 namespace {
 
-// The reclaim pass: the channel's sweep of dead consumers' records, then the pool's frees of
-// posted buffers below the reclaim position and of dead owners' buffers.
+// The reclaim pass (loan_reclaim.h) over this channel and pool.
 Result<std::uint32_t> reclaim_pass(const LoanChannel::State& state) noexcept {
-  if (std::error_code error = state.endpoint.recover()) return error;
-  // reclaim_position() is an acquire load: every record below it is final (released or
-  // reclaimed), and a consumer's accept CAS (K2) happens-before its release (K3), so the buffer
-  // states read after it show every accept of those records.
-  return state.pool.recover_posted_below(state.endpoint.reclaim_position());
+  return detail::reclaim_posted(state.endpoint, state.pool);
 }
 
 std::error_code reclaim_hook(const void* context) noexcept {
   const auto& state = *static_cast<const LoanChannel::State*>(context);
-  Result<std::uint32_t> freed = reclaim_pass(state);
-  if (!freed) return freed.error();
-  if (*freed != 0) return {};
-  const PoolStatistics stats = state.pool.statistics();
-  if (stats.posted == stats.total && state.endpoint.consumers_gone()) {
-    return code(errc::peer_dead);
-  }
-  return {};
+  return detail::reclaim_or_give_up(state.endpoint, state.pool);
 }
 
 }  // namespace
