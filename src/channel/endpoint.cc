@@ -185,7 +185,9 @@ std::error_code format(std::span<std::byte> region, const ChannelConfig& config)
   // relaxed: nobody uses the region before the magic's release store below.
   header->producer.tail.store(start, std::memory_order_relaxed);
   header->producer.reclaim_seen.store(start, std::memory_order_relaxed);
+  header->producer.pending_end.store(start, std::memory_order_relaxed);
   header->consumer.head.store(start, std::memory_order_relaxed);
+  header->consumer.pending_head.store(start, std::memory_order_relaxed);
   header->reclaim.reclaim.store(start, std::memory_order_relaxed);
   new (&header->not_empty.event) sync::EventCount(sync::Scope::process);
   new (&header->not_full.event) sync::EventCount(sync::Scope::process);

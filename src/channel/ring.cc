@@ -11,14 +11,19 @@
 //   R2) read tail p; compute padding (record would cross the end) and the end e.
 //   R3) space: e + 16 <= reclaim + capacity (16: the next free marker); else sweep, else
 //       unlock and report full.
+//   Rj) journal: pending_end = e, then pending_count = reserve_count + 1.
 //   R4) if padding: free marker at p + pad, then publish the padding header at p (release).
 //   R5) free marker (0) at e.
 //   R6) header at p: size, producer, then control = reserved(self) (release).
-//   R7) tail = e; reserve_count + 1.
+//   R7) tail = e; reserve_count = pending_count.
 //   R8) unlock (release).
-//   R1' repair after a takeover: while the control at tail is a header for tail (the dead holder
-//       published it in R4/R6 but died before R7), advance tail over it; a `reserved` one is
-//       marked aborted (its producer is dead) and counted in producer_died.
+//   R1' repair after a takeover: while tail != pending_end and the control at tail is a header
+//       for tail (the dead holder published it in R4/R6 but died before R7), advance tail over
+//       it; a `reserved` one is marked aborted (its producer is dead) and counted in
+//       producer_died. Then, if tail == pending_end (the reservation reached R6, or R7 was cut
+//       between its two stores), reserve_count = pending_count. Assignments, not increments: a
+//       repair is exact whichever step the holder died after (a padding alone is no
+//       reservation), and idempotent when the holder had finished.
 //   A death in R2-R5 leaves nothing visible: free markers written in free space are harmless.
 // Commit: C1) payload written; C2) control = committed (release; pairs with K2's acquire);
 //   C3) notify not_empty. A death before C2 leaves `reserved(dead)`: the consumer that reaches it
@@ -30,9 +35,14 @@
 //       checking liveness and the producer is dead: CAS to aborted, counted, skip). claimed /
 //       consumed / padding / aborted -> head = h + length, continue.
 //   K3) committed: if larger than the caller's buffer -> message_too_large, not claimed.
-//       else control = claimed(self).
-//   K4) head = h + length; claim_count + 1.
+//       else journal (Kj: pending_head = h + length, then pending_claims = claim_count + 1),
+//       then control = claimed(self).
+//   K4) head = pending_head; claim_count = pending_claims.
 //   K5) unlock (release).
+//   K1' repair after a takeover (by every taker: claims and put_back): if the record at head is
+//       claimed by the dead holder and ends at pending_head (it died between K3 and K4), head =
+//       pending_head; then, if head == pending_head, claim_count = pending_claims. Each other
+//       state is consistent as it is.
 //   A death after K3 holding the record: `claimed(dead)`; see Release.
 // Batches (try_reserve_batch, try_claim_batch): R1 once, R2-R7 per record, R8 once; K1 once,
 //   K2-K4 per record, K5 once. Every step leaves the same states as one record at a time, so a
@@ -55,10 +65,20 @@
 #include <thread>
 
 #include "ring_internal.h"
+#include "xproc/channel/detail/step_hook.h"
 #include "xproc/sync/detail/spin.h"
 
 namespace xproc::channel::detail {
 namespace {
+
+// Crash injection (step_hook.h). relaxed: installed before the threads that use it start.
+std::atomic<StepHook> step_hook{nullptr};
+
+void at(Step step) noexcept {
+  if (const StepHook hook = step_hook.load(std::memory_order_relaxed); hook != nullptr) {
+    [[unlikely]] hook(step);
+  }
+}
 
 constexpr std::uint32_t kLockSpinRounds = 64;
 constexpr std::uint32_t kYieldsBetweenLivenessChecks = 8;
@@ -68,14 +88,15 @@ constexpr std::int64_t distance(std::uint64_t a, std::uint64_t b) noexcept {
   return static_cast<std::int64_t>(a - b);
 }
 
-// Takes a reserve/claim lock; true when it was taken over from a dead holder.
-bool lock(const Ring& ring, std::atomic<std::uint32_t>& word) noexcept {
+// Takes a reserve/claim/sweep lock; the packed id of the dead holder it was taken over from, or
+// 0 (taken from nobody).
+std::uint32_t lock(const Ring& ring, std::atomic<std::uint32_t>& word) noexcept {
   std::uint32_t expected = 0;
   // acquire: pairs with the release store in unlock(): the previous holder's writes of the
   // protected words (tail/head, headers) are visible to us.
   if (word.compare_exchange_strong(expected, ring.self_id, std::memory_order_acquire,
                                    std::memory_order_relaxed)) {
-    return false;
+    return 0;
   }
   std::uint32_t yields = 0;
   for (;;) {
@@ -86,7 +107,7 @@ bool lock(const Ring& ring, std::atomic<std::uint32_t>& word) noexcept {
         // acquire: as above.
         if (word.compare_exchange_weak(expected, ring.self_id, std::memory_order_acquire,
                                        std::memory_order_relaxed)) {
-          return false;
+          return 0;
         }
       }
       sync::detail::cpu_relax();
@@ -102,7 +123,7 @@ bool lock(const Ring& ring, std::atomic<std::uint32_t>& word) noexcept {
                                        std::memory_order_relaxed)) {
         // relaxed: statistics.
         ring.header->counters.lock_takeovers.fetch_add(1, std::memory_order_relaxed);
-        return true;
+        return holder;
       }
     }
   }
@@ -143,18 +164,21 @@ std::uint64_t checked_length(const Ring& ring, std::uint64_t position,
   return length;
 }
 
-// R1': after taking the reserve lock from a dead holder, moves tail over headers it published.
+// R1': after taking the reserve lock from a dead holder, moves tail over headers it published
+// and completes its counting from the journal.
 void repair_tail(const Ring& ring) noexcept {
   ProducerLine& producer = ring.header->producer;
-  for (std::uint32_t step = 0; step < 2; ++step) {  // at most a padding and a record
-    // relaxed: we hold the lock; the takeover CAS acquired the dead holder's writes.
-    const std::uint64_t tail = producer.tail.load(std::memory_order_relaxed);
+  // relaxed (tail, journal): we hold the lock; the holder's writes all preceded its death, which
+  // the takeover established (owner_alive's lock probe goes through the kernel).
+  std::uint64_t tail = producer.tail.load(std::memory_order_relaxed);
+  const std::uint64_t pending_end = producer.pending_end.load(std::memory_order_relaxed);
+  for (std::uint32_t step = 0; step < 2 && tail != pending_end; ++step) {  // a padding, a record
     if (!aligned(tail)) return;  // corrupt: try_reserve reports it
     // acquire: pairs with the release stores of R4/R6.
     std::uint64_t control = control_at(ring, tail).load(std::memory_order_acquire);
-    if (control == 0 || !control_valid_for(control, tail)) return;
+    if (control == 0 || !control_valid_for(control, tail)) break;
     const std::uint64_t length = checked_length(ring, tail, control);
-    if (length == 0) return;
+    if (length == 0 || distance(pending_end, tail + length) < 0) break;  // not the journal's
     if (control_state(control) == RecordState::reserved &&
         !owner_alive(ring, control_owner(control))) {
       // acq_rel CAS: nobody else writes a reserved(dead) record but a consumer aborting it too.
@@ -165,10 +189,54 @@ void repair_tail(const Ring& ring) noexcept {
         ring.header->counters.producer_died.fetch_add(1, std::memory_order_relaxed);
       }
     }
+    tail += length;
     // release: tail is read by statistics and the wait hints.
-    producer.tail.store(tail + length, std::memory_order_release);
-    producer.reserve_count.fetch_add(1, std::memory_order_relaxed);
+    producer.tail.store(tail, std::memory_order_release);
   }
+  if (tail == pending_end) {
+    // relaxed: under the lock (statistics read it relaxed).
+    producer.reserve_count.store(producer.pending_count.load(std::memory_order_relaxed),
+                                 std::memory_order_relaxed);
+  }
+}
+
+// K1': after taking the claim lock from `dead_holder`, completes a claim it left between K3 and
+// K4 and its counting, from the journal.
+void repair_head(const Ring& ring, std::uint32_t dead_holder) noexcept {
+  ConsumerLine& consumer = ring.header->consumer;
+  // relaxed (head, journal): we hold the lock; as in repair_tail.
+  std::uint64_t head = consumer.head.load(std::memory_order_relaxed);
+  const std::uint64_t pending_head = consumer.pending_head.load(std::memory_order_relaxed);
+  if (head != pending_head && aligned(head)) {
+    // acquire: pairs with the release stores that published the record (R6, C2).
+    const std::uint64_t control = control_at(ring, head).load(std::memory_order_acquire);
+    if (control_valid_for(control, head) && control_state(control) == RecordState::claimed &&
+        control_owner(control) == dead_holder &&
+        head + checked_length(ring, head, control) == pending_head) {
+      head = pending_head;
+      // release: as K4.
+      consumer.head.store(head, std::memory_order_release);
+    }
+  }
+  if (head == pending_head) {
+    // relaxed: under the lock (statistics read it relaxed).
+    consumer.claim_count.store(consumer.pending_claims.load(std::memory_order_relaxed),
+                               std::memory_order_relaxed);
+  }
+}
+
+// R1 (and R1'): takes the reserve lock, repairing after a dead holder.
+void lock_reserve(const Ring& ring) noexcept {
+  if (lock(ring, ring.header->producer.lock) != 0) repair_tail(ring);
+  at(Step::reserve_locked);
+}
+
+// K1 (and K1'): takes the claim lock, repairing after a dead holder.
+void lock_claim(const Ring& ring) noexcept {
+  if (const std::uint32_t dead = lock(ring, ring.header->consumer.lock); dead != 0) {
+    repair_head(ring, dead);
+  }
+  at(Step::claim_locked);
 }
 
 // Sets a claimed record (control `control`) committed again and moves head back to it, under
@@ -176,7 +244,7 @@ void repair_tail(const Ring& ring) noexcept {
 bool put_back(const Ring& ring, std::uint64_t position, std::uint64_t control) noexcept {
   ConsumerLine& consumer = ring.header->consumer;
   const bool spsc = ring.spsc();
-  if (!spsc) (void)lock(ring, consumer.lock);
+  if (!spsc) lock_claim(ring);
   // relaxed: written with the record before its first commit.
   const std::uint32_t producer = producer_at(ring, position).load(std::memory_order_relaxed);
   // acq_rel: the record is committed again (consumers acquire it in K2); a racing recoverer
@@ -218,6 +286,11 @@ void recover_claimed(const Ring& ring, std::uint64_t position, std::uint64_t con
 
 }  // namespace
 
+void set_step_hook(StepHook hook) noexcept {
+  // relaxed: see at().
+  step_hook.store(hook, std::memory_order_relaxed);
+}
+
 bool owner_alive(const Ring& ring, std::uint32_t owner) noexcept {
   if (ring.self == nullptr || owner == ring.self_id || owner == kLocalOwner) return true;
   // A fork child's copy of the Participant is detached: it cannot establish anything.
@@ -256,6 +329,12 @@ ReserveOutcome reserve_locked(const Ring& ring, std::uint32_t size, bool check_l
     }
     producer.reclaim_seen.store(reclaim, std::memory_order_relaxed);
   }
+  // Rj relaxed: read only by a taker of the lock after our death (repair_tail); end first, so a
+  // count is never taken for a reservation whose end was not journaled.
+  const std::uint64_t count = producer.reserve_count.load(std::memory_order_relaxed) + 1;
+  producer.pending_end.store(end, std::memory_order_relaxed);
+  producer.pending_count.store(count, std::memory_order_relaxed);
+  at(Step::reserve_journaled);
   // R4
   if (pad != 0) {
     // relaxed: ordered before the padding header's release store below.
@@ -267,6 +346,7 @@ ReserveOutcome reserve_locked(const Ring& ring, std::uint32_t size, bool check_l
     control_at(ring, position)
         .store(make_control(RecordState::padding, position, ring.self_id),
                std::memory_order_release);
+    at(Step::reserve_padded);
     position += pad;
   }
   // R5 relaxed: ordered before R6's release store.
@@ -278,11 +358,13 @@ ReserveOutcome reserve_locked(const Ring& ring, std::uint32_t size, bool check_l
   control_at(ring, position)
       .store(make_control(RecordState::reserved, position, ring.self_id),
              std::memory_order_release);
+  at(Step::reserve_published);
   // R7 release: read without the lock by statistics and space_ready().
   producer.tail.store(end, std::memory_order_release);
-  // relaxed: statistics; only the lock holder writes it, so load+store is exact.
-  producer.reserve_count.store(producer.reserve_count.load(std::memory_order_relaxed) + 1,
-                               std::memory_order_relaxed);
+  at(Step::reserve_tail_moved);
+  // relaxed: statistics; only the lock holder writes it (the journal's value: see R1').
+  producer.reserve_count.store(count, std::memory_order_relaxed);
+  at(Step::reserve_counted);
   return {{}, position};
 }
 }  // namespace
@@ -290,7 +372,7 @@ ReserveOutcome reserve_locked(const Ring& ring, std::uint32_t size, bool check_l
 ReserveOutcome try_reserve(const Ring& ring, std::uint32_t size, bool check_liveness) noexcept {
   const bool spsc = ring.spsc();
   // R1
-  if (!spsc && lock(ring, ring.header->producer.lock)) repair_tail(ring);
+  if (!spsc) lock_reserve(ring);
   const ReserveOutcome outcome = reserve_locked(ring, size, check_liveness);
   if (!spsc) unlock(ring.header->producer.lock);  // R8
   return outcome;
@@ -299,7 +381,7 @@ ReserveOutcome try_reserve(const Ring& ring, std::uint32_t size, bool check_live
 std::size_t try_reserve_batch(const Ring& ring, std::span<const std::uint32_t> sizes,
                               std::span<std::uint64_t> positions, std::error_code& error) noexcept {
   const bool spsc = ring.spsc();
-  if (!spsc && lock(ring, ring.header->producer.lock)) repair_tail(ring);  // R1, once
+  if (!spsc) lock_reserve(ring);  // R1, once
   std::size_t reserved = 0;
   error = {};
   for (; reserved < sizes.size() && reserved < positions.size(); ++reserved) {
@@ -396,16 +478,24 @@ ClaimOutcome claim_locked(const Ring& ring, std::uint64_t limit, bool check_live
         outcome.size = size;
         break;
       }
+      // Kj relaxed: read only by a taker of the lock after our death (repair_head).
+      const std::uint64_t count = consumer.claim_count.load(std::memory_order_relaxed) + 1;
+      consumer.pending_head.store(head + length, std::memory_order_relaxed);
+      consumer.pending_claims.store(count, std::memory_order_relaxed);
+      at(Step::claim_journaled);
       // K3 relaxed: the claim publishes nothing; the lock serializes claimers, and recoverers
       // only touch records whose owner is dead.
       control_at(ring, head)
           .store(make_control(RecordState::claimed, head, ring.self_id), std::memory_order_relaxed);
+      at(Step::claim_marked);
       outcome.position = head;
       outcome.size = size;
       // K4 release: read without the lock by sweeps (their bound) and statistics.
       consumer.head.store(head + length, std::memory_order_release);
-      consumer.claim_count.store(consumer.claim_count.load(std::memory_order_relaxed) + 1,
-                                 std::memory_order_relaxed);
+      at(Step::claim_head_moved);
+      // relaxed: statistics; only the lock holder writes it (the journal's value: see K1').
+      consumer.claim_count.store(count, std::memory_order_relaxed);
+      at(Step::claim_counted);
       break;
     }
     // claimed (behind a redelivery), consumed, padding, aborted: skip.
@@ -419,7 +509,7 @@ ClaimOutcome claim_locked(const Ring& ring, std::uint64_t limit, bool check_live
 
 ClaimOutcome try_claim(const Ring& ring, std::uint64_t limit, bool check_liveness) noexcept {
   const bool spsc = ring.spsc();
-  if (!spsc) (void)lock(ring, ring.header->consumer.lock);  // K1
+  if (!spsc) lock_claim(ring);  // K1
   const ClaimOutcome outcome = claim_locked(ring, limit, check_liveness);
   if (!spsc) unlock(ring.header->consumer.lock);  // K5
   return outcome;
@@ -428,7 +518,7 @@ ClaimOutcome try_claim(const Ring& ring, std::uint64_t limit, bool check_livenes
 std::size_t try_claim_batch(const Ring& ring, std::span<ClaimOutcome> out,
                             std::error_code& error) noexcept {
   const bool spsc = ring.spsc();
-  if (!spsc) (void)lock(ring, ring.header->consumer.lock);  // K1, once
+  if (!spsc) lock_claim(ring);  // K1, once
   std::size_t claimed = 0;
   error = {};
   for (; claimed < out.size(); ++claimed) {
@@ -476,6 +566,7 @@ std::error_code sweep(const Ring& ring, bool check_liveness, bool wait) noexcept
   } else if (!try_lock(ring, line.lock)) {
     return {};
   }
+  at(Step::sweep_locked);
   // relaxed: we are the only writer (the lock's acquire ordered the previous holder's store).
   std::uint64_t reclaim = line.reclaim.load(std::memory_order_relaxed);
   // acquire: pairs with K4's release: records before head were written before it.
@@ -502,6 +593,7 @@ std::error_code sweep(const Ring& ring, bool check_liveness, bool wait) noexcept
       // release: hands the space to producers (their acquire load of reclaim in R3): the
       // consumers' payload reads (L1, acquired above) happen before the producers' writes.
       line.reclaim.store(reclaim, std::memory_order_release);
+      at(Step::sweep_advanced);
       advanced = true;
       continue;
     }

@@ -236,6 +236,25 @@ struct TrialState {
   std::atomic<std::uint32_t> early_end;  // peer_dead seen while a producer could still send
 };
 
+std::string describe(const Statistics& s) {
+  char text[512];
+  std::snprintf(text, sizeof text,
+                "depth %llu messages %llu bytes, claimed %llu bytes, reserved %llu, claimed %llu, "
+                "abandoned %llu, producer_died %llu, consumer_died %llu, takeovers %llu, "
+                "senders waiting %u, receivers waiting %u",
+                static_cast<unsigned long long>(s.depth_messages),
+                static_cast<unsigned long long>(s.depth_bytes),
+                static_cast<unsigned long long>(s.claimed_bytes),
+                static_cast<unsigned long long>(s.reserved_total),
+                static_cast<unsigned long long>(s.claimed_total),
+                static_cast<unsigned long long>(s.abandoned),
+                static_cast<unsigned long long>(s.producer_died),
+                static_cast<unsigned long long>(s.consumer_died),
+                static_cast<unsigned long long>(s.lock_takeovers), s.senders_waiting,
+                s.receivers_waiting);
+  return text;
+}
+
 std::int64_t now_ns() {
   return std::chrono::duration_cast<std::chrono::nanoseconds>(sync::Clock::now().time_since_epoch())
       .count();
@@ -350,7 +369,7 @@ TEST(ChannelCrash, RandomKillsOfProducersAndConsumersLoseNothingTheyDidNotHold) 
           return s.depth_messages == 0 && s.depth_bytes == 0 && s.claimed_bytes == 0;
         },
         10s))
-        << "trial " << trial;
+        << "trial " << trial << " victim " << victim << ": " << describe(channel.statistics());
     state->stop.store(1);
     for (std::uint32_t c = kProducers; c < kProducers + kConsumers; ++c) {
       if (c != victim) {

@@ -32,13 +32,14 @@
 // ones). The numbered steps are in src/channel/ring.cc and docs/decisions/0031-channel-ring.md.
 //   * producer dies holding the reserve lock: the next producer that waits for the lock sees its
 //     holder dead, takes the lock over, and repairs the tail (a header already published is
-//     kept, a reservation of the dead one is aborted). Counted in lock_takeovers.
+//     kept, a reservation of the dead one is aborted) and the counters, from the holder's
+//     journal (docs/decisions/0053). Counted in lock_takeovers.
 //   * producer dies between reserve and commit: the record stays `reserved`; the consumer that
 //     reaches it checks the producer's liveness (after a short spin, then every kPeerCheckPeriod
 //     while parked), marks it aborted, and skips it: never delivered, space reclaimed, counted in
 //     producer_died.
-//   * consumer dies holding the claim lock: as for producers (takeover, claim state is
-//     consistent at every step).
+//   * consumer dies holding the claim lock: as for producers (takeover; a claim it had marked
+//     but not finished is finished, so the record counts as claimed by the dead consumer).
 //   * consumer dies between claim/peek and release: the record stays `claimed`; once it is the
 //     oldest record, the next sweep that checks liveness (a producer short of space, a consumer
 //     about to park, recover()) marks it consumed (counted in consumer_died) or, with

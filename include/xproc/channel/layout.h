@@ -19,7 +19,9 @@
 namespace xproc::channel::detail {
 
 inline constexpr std::uint32_t kMagic = 0x48435058;  // "XPCH" in memory order
-inline constexpr std::uint32_t kLayoutVersion = 2;   // 2: role table, Identity::role_slots
+// 2: role table, Identity::role_slots; 3: the reserve and claim journals (ProducerLine,
+// ConsumerLine) that keep the counters exact across a lock holder's death.
+inline constexpr std::uint32_t kLayoutVersion = 3;
 inline constexpr std::size_t kLine = 128;  // two cache lines: no false sharing with the prefetcher
 inline constexpr std::size_t kAlign = 64;  // segment bodies are 64-byte aligned
 inline constexpr std::size_t kDataOffset = 1024;  // the ring starts here (64-byte aligned region)
@@ -101,24 +103,33 @@ struct alignas(kAlign) Identity {
 
 // Offset 128: the producers' line. lock: 0 or the packed id of the producer inside steps R1-R8
 // (MPMC only). tail: next position to reserve (written under the lock). reserve_count: records
-// reserved ever. reclaim_seen: the producers' cached reclaim position.
+// reserved ever. reclaim_seen: the producers' cached reclaim position. pending_end and
+// pending_count: the journal of the reservation in progress (tail and reserve_count once it is
+// done), written before its first visible step, so that a taker of a dead holder's lock can
+// finish the counting exactly (ring.cc, R1').
 struct alignas(kAlign) ProducerLine {
   std::atomic<std::uint32_t> lock;
   std::uint32_t unused;
   std::atomic<std::uint64_t> tail;
   std::atomic<std::uint64_t> reserve_count;
   std::atomic<std::uint64_t> reclaim_seen;
-  std::uint8_t padding[kLine - 32];
+  std::atomic<std::uint64_t> pending_end;
+  std::atomic<std::uint64_t> pending_count;
+  std::uint8_t padding[kLine - 48];
 };
 
 // Offset 256: the consumers' line. lock: 0 or the packed id of the consumer inside K1-K4 (MPMC
 // only). head: first record not yet claimed or skipped. claim_count: claims ever.
+// pending_head and pending_claims: the journal of the claim in progress (head and claim_count
+// once it is done), for a taker of a dead holder's lock (ring.cc, K1').
 struct alignas(kAlign) ConsumerLine {
   std::atomic<std::uint32_t> lock;
   std::uint32_t unused;
   std::atomic<std::uint64_t> head;
   std::atomic<std::uint64_t> claim_count;
-  std::uint8_t padding[kLine - 24];
+  std::atomic<std::uint64_t> pending_head;
+  std::atomic<std::uint64_t> pending_claims;
+  std::uint8_t padding[kLine - 40];
 };
 
 // Offset 384: reclaim: every byte before it is free for producers (reclaim <= head <= tail);
