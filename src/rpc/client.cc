@@ -1,5 +1,6 @@
 // Client: claims a slot, sends request frames, and matches responses to calls by correlation id
-// in one receiver thread (client.h; docs/decisions/0050-rpc.md).
+// (client.h; docs/decisions/0050-rpc.md). Responses are taken off the response channel by one
+// leader at a time: a caller waiting for its own call, else the receiver thread (decision 0054).
 #include "xproc/rpc/client.h"
 
 #include <algorithm>
@@ -88,6 +89,23 @@ class ClientCore : public std::enable_shared_from_this<ClientCore> {
     receiver_ = std::thread([this] { receive_loop(); });
   }
 
+  // Leadership of the response channel (decision 0054). try_lead: true when the caller became
+  // the leader; it must then call lead(), which gives leadership up before it returns.
+  bool try_lead() noexcept {
+    // relaxed: a hint that spares the CAS (and its cache-line transfer) while somebody leads.
+    if (leader_.load(std::memory_order_relaxed)) return false;
+    bool expected = false;
+    // seq_cst: a store-load pair with start()'s "pending_count_ store, then leader_ load": either
+    // start() sees a leader, or the leader's receive sees the call registered (it is in the
+    // response channel only after start() sent it anyway).
+    return leader_.compare_exchange_strong(expected, true, std::memory_order_seq_cst,
+                                           std::memory_order_relaxed);
+  }
+  // Takes responses off the channel (dispatching every one, whoever it is for) until `state` is
+  // complete, `until` or the call's deadline passes, or its server is gone; then gives up
+  // leadership, handing the channel to the receiver thread when calls are still pending.
+  void lead(const CallState& state, sync::Deadline until);
+
   std::shared_ptr<CallState> start(std::uint32_t method, std::span<const std::byte> body,
                                    sync::Deadline deadline, std::shared_ptr<CompletionQueue> sink,
                                    std::size_t tag);
@@ -141,6 +159,16 @@ class ClientCore : public std::enable_shared_from_this<ClientCore> {
   std::thread receiver_;
   std::atomic<bool> stopping_{false};
 
+  // True while a caller is the leader (receives from the response channel); the receiver thread
+  // then waits on receiver_cv_ instead of on the channel, so the server's commits never wake it.
+  std::atomic<bool> leader_{false};
+  std::vector<std::byte> leader_buffer_;  // the leader's (one at a time)
+  std::mutex receiver_mutex_;             // with receiver_cv_: the receiver's wait off the channel
+  std::condition_variable receiver_cv_;
+  // Wakes the receiver thread from its wait off the channel (leadership given up with calls
+  // pending, a call nobody leads for, shutdown).
+  void wake_receiver() noexcept;
+
   std::atomic<std::uint64_t> calls_{0};
   std::atomic<std::uint64_t> responses_{0};
   std::atomic<std::uint64_t> timed_out_{0};
@@ -184,8 +212,12 @@ std::shared_ptr<CallState> ClientCore::start(std::uint32_t method, std::span<con
     const std::lock_guard lock(mutex_);
     state->id = next_id_++;
     pending_.emplace(state->id, state);
-    pending_count_.store(pending_.size(), std::memory_order_relaxed);
+    // seq_cst: pairs with the leader's "leader_ = false, then pending_count_ load" (lead()).
+    pending_count_.store(pending_.size(), std::memory_order_seq_cst);
   }
+  // Nobody leads (an async call, or a caller that follows another's lead): the receiver thread
+  // must be on the channel. seq_cst: see above.
+  if (!leader_.load(std::memory_order_seq_cst)) wake_receiver();
   RequestFrame frame{};
   frame.version = kFrameVersion;
   frame.client_slot = slot_;
@@ -348,6 +380,18 @@ void ClientCore::receive_loop() noexcept {
       next_check = now + channel::kPeerCheckPeriod;
     }
     const sync::Deadline until = busy ? next_check : now + channel::kIdlePeerCheckPeriod;
+    // relaxed: a hint; a leader that gives up with calls pending wakes us (lead()).
+    if (leader_.load(std::memory_order_relaxed)) {
+      // A caller receives for itself: wait off the channel, where every response's commit would
+      // wake this thread for nothing (and take the caller's CPU).
+      std::unique_lock lock(receiver_mutex_);
+      receiver_cv_.wait_until(lock, until, [this] {
+        // acquire (stopping_): as the loop's; relaxed (leader_): re-read after the wait anyway.
+        return stopping_.load(std::memory_order_acquire) ||
+               !leader_.load(std::memory_order_relaxed);
+      });
+      continue;
+    }
     std::error_code error;
     try {
       error = in.receive_until(buffer, until);
@@ -372,6 +416,42 @@ void ClientCore::receive_loop() noexcept {
   }
 }
 
+void ClientCore::wake_receiver() noexcept {
+  // The receiver evaluates its wait's predicate under receiver_mutex_: taking it here orders
+  // our change of leader_ / stopping_ before that evaluation or before its wait, never between.
+  { const std::lock_guard lock(receiver_mutex_); }
+  receiver_cv_.notify_one();
+}
+
+void ClientCore::lead(const CallState& state, sync::Deadline until) {
+  const channel::Endpoint& in = view_.responses[slot_];
+  sync::Deadline next_look = sync::Clock::now() + channel::kPeerCheckPeriod;
+  // acquire (finished): pairs with complete()'s release store; (stopping_): as receive_loop's.
+  while (!state.finished.load(std::memory_order_acquire) &&
+         !stopping_.load(std::memory_order_acquire)) {
+    const sync::Deadline now = sync::Clock::now();
+    if (now >= until || now >= state.deadline) break;  // the caller's wait ends the call
+    if (now >= next_look) {
+      if (server_gone(state.server)) break;  // likewise: peer_dead
+      next_look = now + channel::kPeerCheckPeriod;
+    }
+    std::error_code error;
+    try {
+      // Spins and yields by the response endpoint's WaitPolicy, then parks on the channel: the
+      // server's commit wakes this thread itself, not a receiver that would then wake it.
+      error = in.receive_until(leader_buffer_, std::min({until, state.deadline, next_look}));
+      if (!error) dispatch(leader_buffer_);
+    } catch (const std::bad_alloc&) {
+      break;  // the receiver thread takes over (the message stays queued, or was counted)
+    }
+    if (error && error != errc::timed_out) break;  // corrupt_segment: the receiver reports it
+  }
+  // seq_cst: pairs with start()'s "pending_count_ store, then leader_ load": either it sees no
+  // leader and wakes the receiver itself, or we see its call pending below.
+  leader_.store(false, std::memory_order_seq_cst);
+  if (pending_count_.load(std::memory_order_seq_cst) != 0) wake_receiver();
+}
+
 void ClientCore::shut_down() noexcept {
   if (!receiver_.joinable()) return;
   if (!segment_->self().attached()) {
@@ -383,6 +463,7 @@ void ClientCore::shut_down() noexcept {
   // Wake the receiver: an empty message on this client's own response channel. A full ring
   // needs none (the receiver is busy and sees the flag).
   (void)view_.responses[slot_].try_send({});
+  wake_receiver();  // in case it waits off the channel while a caller leads
   receiver_.join();
   fail_all(errc::cancelled);
   free_slot(view_.slots[slot_], me_);
@@ -428,15 +509,28 @@ Result<Response> PendingCall::wait() {
 
 Result<Response> PendingCall::wait_until(sync::Deadline deadline) {
   if (state_ == nullptr) return make_error_code(errc::invalid_argument);
+  return wait_until(deadline, state_->core->try_lead());
+}
+
+Result<Response> PendingCall::wait_until(sync::Deadline deadline, bool leading) {
   detail::CallState& state = *state_;
-  // Spin, then yield, before parking: a response that comes within microseconds is taken
-  // without a futex sleep and wake-up (ClientOptions::wait_policy).
-  const auto is_finished = [&state] { return state.finished.load(std::memory_order_acquire); };
-  const channel::WaitPolicy& policy = state.core->wait_policy();
-  if (!sync::detail::spin_until(is_finished, policy.spin_rounds,
-                                channel::WaitPolicy::kMaxPausesPerRound)) {
-    (void)sync::detail::yield_until(is_finished, policy.yield_rounds);
+  if (!leading) {
+    // A follower: spin, then yield, before parking (a response that comes within microseconds
+    // is taken without a futex sleep and wake-up; ClientOptions::wait_policy), and take the lead
+    // should it become free meanwhile.
+    const auto is_finished = [&state, &leading] {
+      // acquire: pairs with complete()'s release store.
+      return state.finished.load(std::memory_order_acquire) || (leading = state.core->try_lead());
+    };
+    const channel::WaitPolicy& policy = state.core->wait_policy();
+    if (!sync::detail::spin_until(is_finished, policy.spin_rounds,
+                                  channel::WaitPolicy::kMaxPausesPerRound)) {
+      (void)sync::detail::yield_until(is_finished, policy.yield_rounds);
+    }
   }
+  // The leader receives its own response (and any other) until its call completes or its wait
+  // ends; then, or as a follower, it waits below for the outcome (complete() notifies).
+  if (leading) state.core->lead(state, deadline);
   std::unique_lock lock(state.mutex);
   sync::Deadline next_look = sync::Clock::now() + channel::kPeerCheckPeriod;
   for (;;) {
@@ -545,8 +639,11 @@ Client::~Client() {
 
 Result<Response> Client::call(std::uint32_t method, std::span<const std::byte> body,
                               sync::Deadline deadline) {
-  PendingCall pending = async_call(method, body, deadline);
-  return pending.wait();
+  if (core_ == nullptr) return make_error_code(errc::invalid_argument);
+  // Lead before sending: then start() needs no receiver on the channel (no wake-up of it).
+  const bool leading = core_->try_lead();
+  PendingCall pending(core_->start(method, body, deadline, nullptr, 0));
+  return pending.wait_until(sync::Deadline::max(), leading);
 }
 
 PendingCall Client::async_call(std::uint32_t method, std::span<const std::byte> body,

@@ -224,6 +224,42 @@ TEST(Rpc, ConcurrentCallsMatchTheirResponsesWithRandomCompletionOrder) {
   server->stop();  // joins the workers before the test's locals they use go away
 }
 
+// Leadership (decision 0054): a caller blocked in call() receives for every call while it waits,
+// and hands the channel back to the receiver thread when it returns with calls still pending.
+TEST(Rpc, CallsNobodyWaitsForCompleteWhileAndAfterAnotherCallerLeads) {
+  const std::string name = test::unique_name("lead");
+  Result<Server> server = Server::create(name, small_options());
+  ASSERT_TRUE(server);
+  Parked parked;
+  ASSERT_FALSE(server->serve(parked.parks_method(1), 2));
+  Result<Client> client = Client::connect(name);
+  ASSERT_TRUE(client);
+  // A caller leads while its request is parked; an async call answered meanwhile completes.
+  std::thread leader([&] {
+    Result<Response> response = client->call(1, bytes("slow"), in(kLong));
+    ASSERT_TRUE(response) << response.error().message();
+    EXPECT_EQ(text(response->body), "slow");
+  });
+  ASSERT_TRUE(eventually([&] { return parked.count() == 1; }));
+  PendingCall during = client->async_call(2, bytes("fast"), in(kLong));
+  EXPECT_TRUE(eventually([&] { return during.poll(); }));
+  // A second request parked, then the leader answered and gone: the receiver takes over.
+  PendingCall after = client->async_call(1, bytes("later"), in(kLong));
+  ASSERT_TRUE(eventually([&] { return parked.count() == 2; }));
+  EXPECT_FALSE(parked.release(0));
+  leader.join();
+  EXPECT_FALSE(parked.release(1));
+  EXPECT_TRUE(eventually([&] { return after.poll(); }));
+  Result<Response> fast = during.wait();
+  ASSERT_TRUE(fast);
+  EXPECT_EQ(text(fast->body), "2:fast");
+  Result<Response> later = after.wait();
+  ASSERT_TRUE(later);
+  EXPECT_EQ(text(later->body), "later");
+  EXPECT_EQ(client->statistics().responses, 3u);
+  server->stop();  // joins the workers before the test's locals they use go away
+}
+
 TEST(Rpc, LateResponseIsDroppedAndCountedNeverDeliveredToALaterCall) {
   const std::string name = test::unique_name("late");
   Result<Server> server = Server::create(name, small_options());

@@ -3,9 +3,12 @@
 // docs/decisions/0050-rpc.md).
 //
 // Client::connect(name) opens a server's segment and claims one client slot (its own response
-// channel). Calls carry a correlation id (per client, growing from 1); one receiver thread per
-// Client takes responses off the response channel and completes the matching call, whatever the
-// order the server answers in. Many calls may be in flight at once, from any number of threads:
+// channel). Calls carry a correlation id (per client, growing from 1); responses are taken off
+// the response channel, and the matching call completed whatever the order the server answers
+// in, by one leader at a time: a thread blocked in call() or PendingCall::wait*() receives for
+// itself (and for every other call) while it waits, so the server's commit wakes the caller
+// directly; while no caller waits, the Client's receiver thread does it (decision 0054).
+// Many calls may be in flight at once, from any number of threads:
 // call() (blocking), async_call() (a PendingCall handle: wait, wait_until, poll, cancel) and
 // call_many() (responses handed to a callback in completion order, each with its request index).
 //
@@ -65,8 +68,9 @@ namespace xproc::rpc {
 
 struct ClientOptions {
   shm::SegmentOptions segment{};  // mode checks, allow_other_owner, ready_timeout...
-  // How the receiver thread waits for responses, and how a caller blocked in call(),
-  // PendingCall::wait*() spins and yields before it parks (endpoint.h, WaitPolicy).
+  // How the leader (a waiting caller, or the receiver thread) waits for responses, and how
+  // other callers blocked in call() or PendingCall::wait*() spin and yield before they park
+  // (endpoint.h, WaitPolicy).
   channel::WaitPolicy wait_policy{};
 };
 
@@ -129,6 +133,8 @@ class PendingCall {
   friend class Client;
   explicit PendingCall(std::shared_ptr<detail::CallState> state) noexcept
       : state_(std::move(state)) {}
+  // wait_until() by a caller that already leads the response channel (leading) or not.
+  Result<Response> wait_until(sync::Deadline deadline, bool leading);
   std::shared_ptr<detail::CallState> state_;
 };
 
