@@ -10,11 +10,13 @@
 #include <cstring>
 #include <deque>
 #include <mutex>
+#include <string>
 #include <thread>
 #include <unordered_map>
 #include <utility>
 
 #include "rpc_internal.h"
+#include "xproc/bulk/transfer.h"
 #include "xproc/sync/detail/spin.h"
 #include "xproc/sys/error.h"
 
@@ -45,7 +47,31 @@ struct CallState {
   std::uint32_t server = 0;  // the server word the request went to
   std::shared_ptr<CompletionQueue> sink;
   std::size_t tag = 0;
+  std::uint32_t method = 0;
+  std::vector<std::byte> owned_body;  // async_call's copy of a bulk body (set before sharing)
+
+  // A bulk request (decision 0055): its registration, and the body it names (the caller's span,
+  // or owned_body) for an inline resend should the server's pull be refused. Both are let go by
+  // release_body() before the outcome reaches the caller (call() and call_many() return only
+  // after that, so the caller's span is never read afterwards). Declared after `core`: the
+  // Transfer must not outlive the endpoint it refers to.
+  std::mutex body_mutex;  // guards body and transfer (the leader's resend vs release_body)
+  std::span<const std::byte> body{};
+  bulk::Transfer transfer;
 };
+
+// Lets go of a call's bulk body: withdraws its transfer if still open, or waits while the
+// server copies it (bounded by the server's liveness: transfer.h, Deaths).
+void release_body(CallState& state) noexcept {
+  bulk::Transfer transfer;
+  {
+    const std::lock_guard lock(state.body_mutex);
+    if (!state.transfer.valid()) return;
+    transfer = std::move(state.transfer);
+    state.body = {};
+  }
+  // `transfer` goes here, outside the mutex.
+}
 
 namespace {
 void bump(std::atomic<std::uint64_t>& counter) noexcept {
@@ -73,13 +99,18 @@ void complete(CallState& state, Result<Response> outcome) {
 class ClientCore : public std::enable_shared_from_this<ClientCore> {
  public:
   ClientCore(std::unique_ptr<shm::Segment> segment, SegmentView view, std::uint32_t slot,
-             std::uint32_t generation, const channel::WaitPolicy& wait_policy) noexcept
+             std::uint32_t generation, const channel::WaitPolicy& wait_policy,
+             std::unique_ptr<shm::Segment> bulk_segment, bulk::TransferEndpoint bulk,
+             bool may_pull) noexcept
       : segment_(std::move(segment)),
         view_(std::move(view)),
         slot_(slot),
         generation_(generation),
         me_(segment_->self().id().pack()),
-        wait_policy_(wait_policy) {}
+        wait_policy_(wait_policy),
+        bulk_segment_(std::move(bulk_segment)),
+        bulk_(std::move(bulk)),
+        may_pull_(may_pull) {}
 
   // How callers wait before they park (ClientOptions::wait_policy).
   const channel::WaitPolicy& wait_policy() const noexcept { return wait_policy_; }
@@ -106,9 +137,11 @@ class ClientCore : public std::enable_shared_from_this<ClientCore> {
   // leadership, handing the channel to the receiver thread when calls are still pending.
   void lead(const CallState& state, sync::Deadline until);
 
+  // `copy_body`: a bulk body is copied into the call first (async_call: the caller's span may
+  // go as soon as start() returns).
   std::shared_ptr<CallState> start(std::uint32_t method, std::span<const std::byte> body,
                                    sync::Deadline deadline, std::shared_ptr<CompletionQueue> sink,
-                                   std::size_t tag);
+                                   std::size_t tag, bool copy_body = false);
   // Completes call `id` with `error` if it is still pending. True when this call completed it.
   bool finish(std::uint64_t id, std::error_code error);
   // Tells the server that call `id` was cancelled (layout.h, kFlagCancel), if the request ring
@@ -132,6 +165,22 @@ class ClientCore : public std::enable_shared_from_this<ClientCore> {
  private:
   void receive_loop() noexcept;
   void dispatch(std::span<const std::byte> message);
+  // Pulls a bulk response (the frame's body is its descriptor) into `into`. {}, would_block
+  // (our pull was refused: the server sends the body inline or an error frame next), or the
+  // error the call completes with.
+  std::error_code pull_response(std::span<const std::byte> body, std::vector<std::byte>& into);
+  // An error frame (kResponseError): resends a refused bulk request inline, or completes the call
+  // with the error.
+  void on_error_frame(const ResponseFrame& frame);
+  // Resends call `id`'s body inline when the server's pull of it was refused. False when the
+  // call is not such a call (then the error frame completes it).
+  bool resend_inline(std::uint64_t id);
+  // Completes call `id` with `error` (a frame's answer), or counts the frame as late/unknown.
+  void fail_call(std::uint64_t id, std::error_code error);
+  std::uint16_t request_flags() const noexcept {
+    // relaxed: a sticky hint (true -> false once); a stale true costs one refused pull.
+    return may_pull_.load(std::memory_order_relaxed) ? 0 : kFlagInlineResponse;
+  }
   // Fails the pending calls whose server is gone (all of them when no live server holds the
   // segment). One F_OFD_GETLK.
   void check_server();
@@ -169,6 +218,15 @@ class ClientCore : public std::enable_shared_from_this<ClientCore> {
   // pending, a call nobody leads for, shutdown).
   void wake_receiver() noexcept;
 
+  // The companion bulk segment and our endpoint of its table (bulk on; the endpoint after the
+  // segment it refers to). may_pull_: we may read the server's memory (probe at connect; false
+  // for good once a pull is refused). server_may_pull_: the server may read ours (false for
+  // good once it refused a pull).
+  std::unique_ptr<shm::Segment> bulk_segment_;
+  bulk::TransferEndpoint bulk_;
+  std::atomic<bool> may_pull_{true};
+  std::atomic<bool> server_may_pull_{true};
+
   std::atomic<std::uint64_t> calls_{0};
   std::atomic<std::uint64_t> responses_{0};
   std::atomic<std::uint64_t> timed_out_{0};
@@ -179,6 +237,10 @@ class ClientCore : public std::enable_shared_from_this<ClientCore> {
   std::atomic<std::uint64_t> stale_responses_{0};
   std::atomic<std::uint64_t> malformed_responses_{0};
   std::atomic<std::uint64_t> cancel_notices_{0};
+  std::atomic<std::uint64_t> bulk_requests_{0};
+  std::atomic<std::uint64_t> bulk_responses_{0};
+  std::atomic<std::uint64_t> bulk_fallbacks_{0};
+  std::atomic<std::uint64_t> bulk_rejected_{0};
 };
 
 void ClientCore::count(std::error_code error) noexcept {
@@ -189,17 +251,29 @@ void ClientCore::count(std::error_code error) noexcept {
 
 std::shared_ptr<CallState> ClientCore::start(std::uint32_t method, std::span<const std::byte> body,
                                              sync::Deadline deadline,
-                                             std::shared_ptr<CompletionQueue> sink,
-                                             std::size_t tag) {
+                                             std::shared_ptr<CompletionQueue> sink, std::size_t tag,
+                                             bool copy_body) {
   auto state = std::make_shared<CallState>();
   state->core = shared_from_this();
   state->deadline = deadline;
   state->sink = std::move(sink);
   state->tag = tag;
+  state->method = method;
   bump(calls_);
-  if (body.size() > view_.config.max_request_body) {
+  const ServerConfig& config = view_.config;
+  const bool large = config.bulk_threshold != 0 && body.size() > config.bulk_threshold;
+  if (body.size() > (config.bulk_threshold != 0 ? config.max_bulk_body : config.max_request_body)) {
     complete(*state, std::error_code(errc::message_too_large));
     return state;
+  }
+  // relaxed: a sticky hint (see server_may_pull_).
+  bool bulk = large && server_may_pull_.load(std::memory_order_relaxed);
+  if (large && !bulk) {
+    bump(bulk_fallbacks_);
+    if (body.size() > config.max_request_body) {
+      complete(*state, std::error_code(errc::permission_denied));
+      return state;
+    }
   }
   // acquire: pairs with the server's release CAS (takeover, withdrawal).
   state->server = view_.header->server.load(std::memory_order_acquire);
@@ -220,10 +294,45 @@ std::shared_ptr<CallState> ClientCore::start(std::uint32_t method, std::span<con
   if (!leader_.load(std::memory_order_seq_cst)) wake_receiver();
   RequestFrame frame{};
   frame.version = kFrameVersion;
+  frame.flags = request_flags();
   frame.client_slot = slot_;
   frame.generation = generation_;
   frame.method = method;
   frame.correlation = state->id;
+  std::array<std::byte, sizeof(bulk::TransferDescriptor)> descriptor_bytes{};
+  if (bulk) {
+    std::error_code refused;
+    try {
+      if (copy_body) {
+        state->owned_body.assign(body.begin(), body.end());
+        body = state->owned_body;
+      }
+      Result<bulk::Transfer> transfer = bulk_.register_source(body);
+      if (transfer) {
+        std::memcpy(descriptor_bytes.data(), &transfer->descriptor(), descriptor_bytes.size());
+        const std::lock_guard lock(state->body_mutex);
+        state->transfer = std::move(*transfer);
+        state->body = body;
+      } else {
+        refused = transfer.error();  // limit_reached: every transfer slot busy
+      }
+    } catch (const std::bad_alloc&) {
+      refused = make_error_code(std::errc::not_enough_memory);
+    }
+    if (refused) {
+      bump(bulk_fallbacks_);
+      if (body.size() > config.max_request_body) {
+        (void)finish(state->id, refused);
+        return state;
+      }
+      bulk = false;
+    }
+  }
+  if (bulk) {
+    bump(bulk_requests_);
+    frame.flags = static_cast<std::uint16_t>(frame.flags | kFlagBulk);
+    body = descriptor_bytes;
+  }
   frame.body_length = static_cast<std::uint32_t>(body.size());
   if (std::error_code error = send(frame, body, deadline, state->server)) {
     (void)finish(state->id, error);
@@ -331,14 +440,36 @@ void ClientCore::dispatch(std::span<const std::byte> message) {
     return;
   }
   std::memcpy(&frame, message.data(), sizeof frame);
-  if (frame.version != kFrameVersion || frame.flags != 0 ||
-      frame.body_length != message.size() - sizeof frame) {
+  if (frame.version != kFrameVersion ||
+      (frame.flags != 0 && frame.flags != kResponseBulk && frame.flags != kResponseError) ||
+      (frame.flags != 0 && view_.config.bulk_threshold == 0) ||
+      frame.body_length != message.size() - sizeof frame ||
+      (frame.flags == kResponseError && frame.body_length != 0)) {
     bump(malformed_responses_);
     return;
   }
   if (frame.generation != generation_) {
     bump(stale_responses_);  // meant for this slot's previous owner
     return;
+  }
+  if (frame.flags == kResponseError) {
+    on_error_frame(frame);
+    return;
+  }
+  const std::span<const std::byte> body = message.subspan(sizeof frame);
+  Response response;
+  response.status = frame.status;
+  if (frame.flags == kResponseBulk) {
+    // Pulled whether or not the call still waits: the server's respond() waits for the pull,
+    // and a late call's pull ends that wait at once.
+    const std::error_code error = pull_response(body, response.body);
+    if (error == errc::would_block) return;  // refused: the inline copy or an error follows
+    if (error) {
+      fail_call(frame.correlation, error);
+      return;
+    }
+  } else {
+    response.body.assign(body.begin(), body.end());
   }
   std::shared_ptr<CallState> state;
   {
@@ -359,12 +490,101 @@ void ClientCore::dispatch(std::span<const std::byte> message) {
     complete(*state, std::error_code(errc::timed_out));
     return;
   }
-  Response response;
-  response.status = frame.status;
-  const std::span<const std::byte> body = message.subspan(sizeof frame);
-  response.body.assign(body.begin(), body.end());
   bump(responses_);
   complete(*state, std::move(response));
+}
+
+std::error_code ClientCore::pull_response(std::span<const std::byte> body,
+                                          std::vector<std::byte>& into) {
+  bulk::TransferDescriptor descriptor{};
+  if (body.size() != sizeof descriptor) {
+    bump(bulk_rejected_);
+    return errc::bad_descriptor;
+  }
+  std::memcpy(&descriptor, body.data(), sizeof descriptor);
+  // The length sizes our buffer: validated before anything is allocated.
+  if (descriptor.total_length <= view_.config.bulk_threshold ||
+      descriptor.total_length > view_.config.max_bulk_body) {
+    bump(bulk_rejected_);
+    return errc::message_too_large;
+  }
+  into.resize(static_cast<std::size_t>(descriptor.total_length));  // bad_alloc: the caller's
+  const Result<std::size_t> pulled = bulk_.pull(descriptor, std::span<std::byte>(into));
+  if (pulled) {
+    bump(bulk_responses_);
+    return {};
+  }
+  if (pulled.error() == errc::permission_denied) {
+    // relaxed: a sticky hint; later requests ask for inline responses (request_flags()).
+    may_pull_.store(false, std::memory_order_relaxed);
+    bump(bulk_fallbacks_);
+    return errc::would_block;
+  }
+  if (pulled.error() != errc::peer_dead) bump(bulk_rejected_);
+  // peer_dead: the server died before or during the copy; else forged, foreign or withdrawn.
+  return pulled.error() == errc::peer_dead || pulled.error() == errc::not_found
+             ? pulled.error()
+             : std::error_code(errc::bad_descriptor);
+}
+
+void ClientCore::on_error_frame(const ResponseFrame& frame) {
+  const auto error = static_cast<errc>(frame.status);
+  switch (error) {
+    case errc::permission_denied:
+      if (resend_inline(frame.correlation)) return;
+      break;
+    case errc::bad_descriptor:
+    case errc::message_too_large:
+    case errc::not_found:
+    case errc::already_returned:
+    case errc::limit_reached:
+      break;
+    default:
+      bump(malformed_responses_);  // no error a server sends
+      return;
+  }
+  fail_call(frame.correlation, error);
+}
+
+bool ClientCore::resend_inline(std::uint64_t id) {
+  std::shared_ptr<CallState> state;
+  {
+    const std::lock_guard lock(mutex_);
+    const auto found = pending_.find(id);
+    if (found == pending_.end()) return false;
+    state = found->second;
+  }
+  std::unique_lock body_lock(state->body_mutex);
+  // The server's pull of our body failed with permission_denied (its error frame is ordered
+  // after the transfer's failed state: the slot's release CAS, then the channel commit).
+  if (!state->transfer.valid() || state->transfer.poll() != errc::permission_denied) return false;
+  // relaxed: a sticky hint (start() reads it).
+  server_may_pull_.store(false, std::memory_order_relaxed);
+  bump(bulk_fallbacks_);
+  if (state->body.size() > view_.config.max_request_body) return false;  // permission_denied
+  RequestFrame frame{};
+  frame.version = kFrameVersion;
+  frame.flags = request_flags();
+  frame.client_slot = slot_;
+  frame.generation = generation_;
+  frame.method = state->method;
+  frame.correlation = id;
+  frame.body_length = static_cast<std::uint32_t>(state->body.size());
+  // Waits for room up to the call's deadline (and the server's liveness), as the first send.
+  const std::error_code error = send(frame, state->body, state->deadline, state->server);
+  body_lock.unlock();
+  if (error) (void)finish(id, error);
+  return true;
+}
+
+void ClientCore::fail_call(std::uint64_t id, std::error_code error) {
+  if (finish(id, error)) return;
+  bool issued = false;
+  {
+    const std::lock_guard lock(mutex_);
+    issued = id != 0 && id < next_id_;
+  }
+  bump(issued ? late_responses_ : unknown_responses_);
 }
 
 void ClientCore::receive_loop() noexcept {
@@ -484,6 +704,10 @@ ClientStatistics ClientCore::statistics() const noexcept {
   s.stale_responses = get(stale_responses_);
   s.malformed_responses = get(malformed_responses_);
   s.cancel_notices = get(cancel_notices_);
+  s.bulk_requests = get(bulk_requests_);
+  s.bulk_responses = get(bulk_responses_);
+  s.bulk_fallbacks = get(bulk_fallbacks_);
+  s.bulk_rejected = get(bulk_rejected_);
   return s;
 }
 
@@ -537,7 +761,11 @@ Result<Response> PendingCall::wait_until(sync::Deadline deadline, bool leading) 
     if (state.done) {
       if (state.taken) return make_error_code(errc::invalid_argument);
       state.taken = true;
-      return std::move(state.outcome);
+      Result<Response> outcome = std::move(state.outcome);
+      lock.unlock();
+      // A bulk body is let go before the caller sees the outcome (its span may go then).
+      detail::release_body(state);
+      return outcome;
     }
     const sync::Deadline now = sync::Clock::now();
     std::error_code ending;
@@ -585,6 +813,26 @@ Result<Client> Client::connect(std::string_view name, const ClientOptions& optio
   detail::SegmentView view;
   if (std::error_code error = detail::open_view(*owned, view)) return error;
   for (channel::Endpoint& endpoint : view.responses) endpoint.set_wait_policy(options.wait_policy);
+  // Bulk on: open the companion segment's table (decision 0055) and probe whether we may pull
+  // from the server (a refusal sends every response of ours inline; kFlagInlineResponse).
+  std::unique_ptr<shm::Segment> bulk_segment;
+  bulk::TransferEndpoint bulk_endpoint;
+  bool may_pull = true;
+  if (view.config.bulk_threshold != 0) {
+    Result<shm::Segment> opened = shm::Segment::open(std::string(name) + detail::kBulkSuffix,
+                                                     shm::SegmentKind::raw, options.segment);
+    if (!opened) return opened.error();
+    bulk_segment = std::make_unique<shm::Segment>(std::move(*opened));
+    Result<bulk::TransferEndpoint> endpoint = bulk::TransferEndpoint::open(*bulk_segment);
+    if (!endpoint) return endpoint.error();
+    bulk_endpoint = std::move(*endpoint);
+    // acquire: pairs with the server's release store after its takeover.
+    const std::uint32_t server = view.header->bulk_server.load(std::memory_order_acquire);
+    if (server != 0 &&
+        bulk_endpoint.probe(sync::ParticipantId::unpack(server)).error == errc::permission_denied) {
+      may_pull = false;
+    }
+  }
   const sync::Participant& self = owned->self();
   const std::uint32_t me = self.id().pack();
   // Claim, step 1: a free slot, or one whose owner is dead (two passes: a slot freed by a
@@ -617,8 +865,9 @@ Result<Client> Client::connect(std::string_view name, const ClientOptions& optio
   while (!view.responses[claimed].try_receive(stale)) {
   }
   Client client;
-  client.core_ = std::make_shared<detail::ClientCore>(std::move(owned), std::move(view), claimed,
-                                                      generation, options.wait_policy);
+  client.core_ = std::make_shared<detail::ClientCore>(
+      std::move(owned), std::move(view), claimed, generation, options.wait_policy,
+      std::move(bulk_segment), std::move(bulk_endpoint), may_pull);
   client.core_->start_receiver();
   return client;
 }
@@ -649,7 +898,7 @@ Result<Response> Client::call(std::uint32_t method, std::span<const std::byte> b
 PendingCall Client::async_call(std::uint32_t method, std::span<const std::byte> body,
                                sync::Deadline deadline) {
   if (core_ == nullptr) return PendingCall();
-  return PendingCall(core_->start(method, body, deadline, nullptr, 0));
+  return PendingCall(core_->start(method, body, deadline, nullptr, 0, /*copy_body=*/true));
 }
 
 void Client::call_many(std::span<const CallSpec> requests, sync::Deadline deadline,

@@ -1,6 +1,8 @@
 // The rpc segment layout: offsets for a config, format, validation (layout.h).
 #include "xproc/rpc/layout.h"
 
+#include <algorithm>
+#include <cstddef>
 #include <cstring>
 #include <new>
 
@@ -32,11 +34,21 @@ channel::ChannelConfig response_channel(const ServerConfig& config) noexcept {
 
 }  // namespace
 
+bool bulk_config_valid(const ServerConfig& config) noexcept {
+  if (config.bulk_threshold == 0) return config.max_bulk_body == 0;
+  constexpr std::uint32_t kDescriptorSize = 32;  // sizeof(bulk::TransferDescriptor)
+  return config.bulk_threshold >= kDescriptorSize &&
+         config.bulk_threshold <= std::min(config.max_request_body, config.max_response_body) &&
+         config.max_bulk_body >= std::max(config.max_request_body, config.max_response_body) &&
+         config.max_bulk_body <= kMaxBulkBody;
+}
+
 Layout layout_for(const ServerConfig& config) noexcept {
   Layout layout;
   if (config.max_clients == 0 || config.max_clients > kMaxClients) return layout;
   // Bodies up to 1 GiB: the frame header added to them cannot overflow 32 bits.
   if (config.max_request_body > (1u << 30) || config.max_response_body > (1u << 30)) return layout;
+  if (!bulk_config_valid(config)) return layout;
   const std::size_t request = channel::region_size_for(request_channel(config));
   const std::size_t response = channel::region_size_for(response_channel(config));
   if (request == 0 || response == 0) return layout;  // the channel layer's range checks
@@ -77,6 +89,8 @@ std::error_code format(std::span<std::byte> body, const ServerConfig& config) {
   header->response_capacity = config.response_capacity;
   header->max_request_body = config.max_request_body;
   header->max_response_body = config.max_response_body;
+  header->bulk_threshold = config.bulk_threshold;
+  header->max_bulk_body = config.max_bulk_body;
   header->slots_offset = layout.slots_offset;
   header->request_offset = layout.request_offset;
   header->request_size = layout.request_size;
@@ -88,6 +102,7 @@ std::error_code format(std::span<std::byte> body, const ServerConfig& config) {
   // function returns), so relaxed stores suffice here.
   header->server.store(0, std::memory_order_relaxed);
   header->server_epoch.store(0, std::memory_order_relaxed);
+  header->bulk_server.store(0, std::memory_order_relaxed);
   return {};
 }
 
@@ -97,6 +112,8 @@ std::error_code validate(std::span<const std::byte> body, ServerConfig& config) 
   // peer scribbling on them cannot make a check and a use disagree.
   ServerHeader header;
   std::memcpy(static_cast<void*>(&header), body.data(), offsetof(ServerHeader, server));
+  std::memcpy(&header.max_bulk_body, body.data() + offsetof(ServerHeader, max_bulk_body),
+              sizeof header.max_bulk_body);
   if (header.magic != kMagic) return errc::layout_mismatch;
   if (header.version != kLayoutVersion) return errc::layout_mismatch;
   ServerConfig found;
@@ -105,6 +122,8 @@ std::error_code validate(std::span<const std::byte> body, ServerConfig& config) 
   found.response_capacity = header.response_capacity;
   found.max_request_body = header.max_request_body;
   found.max_response_body = header.max_response_body;
+  found.bulk_threshold = header.bulk_threshold;
+  found.max_bulk_body = header.max_bulk_body;
   const Layout layout = layout_for(found);
   if (!layout.valid) return errc::corrupt_segment;
   if (header.slots_offset != layout.slots_offset ||

@@ -3,14 +3,17 @@
 #include "xproc/rpc/server.h"
 
 #include <algorithm>
+#include <array>
 #include <cstring>
 #include <exception>
 #include <mutex>
 #include <new>
+#include <string>
 #include <unordered_map>
 #include <utility>
 
 #include "rpc_internal.h"
+#include "xproc/bulk/transfer.h"
 #include "xproc/sys/error.h"
 
 namespace xproc::rpc {
@@ -18,9 +21,13 @@ namespace detail {
 
 class ServerCore : public std::enable_shared_from_this<ServerCore> {
  public:
-  ServerCore(std::unique_ptr<shm::Segment> segment, SegmentView view,
-             const ServerOptions& options) noexcept
-      : segment_(std::move(segment)), view_(std::move(view)), options_(options) {
+  ServerCore(std::unique_ptr<shm::Segment> segment, SegmentView view, const ServerOptions& options,
+             std::unique_ptr<shm::Segment> bulk_segment, bulk::TransferEndpoint bulk) noexcept
+      : segment_(std::move(segment)),
+        view_(std::move(view)),
+        options_(options),
+        bulk_segment_(std::move(bulk_segment)),
+        bulk_(std::move(bulk)) {
     view_.requests.set_wait_policy(options.wait_policy);
   }
 
@@ -32,11 +39,21 @@ class ServerCore : public std::enable_shared_from_this<ServerCore> {
   // {} handled one; would_block / timed_out none came; corrupt_segment. A wake-up (an empty
   // message) ends the call with would_block when `return_on_wake` (workers: to look at their
   // stop flag), and is skipped otherwise.
+  // `bulk_buffer` receives bulk request bodies (its capacity is reused like `buffer`'s).
   std::error_code take_one(const Server::Handler& handler, std::vector<std::byte>& buffer,
-                           const sync::Deadline* deadline, bool return_on_wake = false);
+                           std::vector<std::byte>& bulk_buffer, const sync::Deadline* deadline,
+                           bool return_on_wake = false);
 
+  // Sends a response: inline, or in bulk when the body is above the threshold and the client
+  // may pull (not `inline_only`); then waits for the client's pull (bounded: response_timeout,
+  // the client's liveness). Falls back to inline when the client's pull is refused.
   std::error_code respond(std::uint32_t slot, std::uint32_t generation, std::uint64_t correlation,
-                          std::span<const std::byte> body, std::uint32_t status);
+                          std::span<const std::byte> body, std::uint32_t status, bool inline_only);
+  // The largest body respond() takes.
+  std::size_t max_response() const noexcept {
+    return view_.config.bulk_threshold != 0 ? view_.config.max_bulk_body
+                                            : view_.config.max_response_body;
+  }
   // Frees the slots of dead clients (one F_OFD_GETLK per held slot); one sweeper at a time.
   void sweep();
   // sweep() when the last one is kSweepPeriod old (busy workers call it after each request).
@@ -59,6 +76,8 @@ class ServerCore : public std::enable_shared_from_this<ServerCore> {
   void cancel(const RequestFrame& frame) noexcept;
 
   ServerStatistics statistics() const noexcept;
+  // This server's id in the bulk segment (0: bulk off).
+  std::uint32_t bulk_self() const noexcept { return bulk_.valid() ? bulk_.self().pack() : 0; }
 
   // Withdraws this server from the header (destruction): clients see no live server.
   void withdraw() noexcept {
@@ -73,11 +92,31 @@ class ServerCore : public std::enable_shared_from_this<ServerCore> {
   // Validates a request frame; the request's header when it passes, counting the failure when
   // not.
   bool check(std::span<const std::byte> message, RequestFrame& frame) noexcept;
+  // Pulls a bulk request's body (the frame's `body` is its descriptor) into `into`. {} or the
+  // error that dropped the request (counted; the client got an error frame unless it is dead).
+  std::error_code pull_request(const RequestFrame& frame, std::span<const std::byte> body,
+                               std::vector<std::byte>& into);
+  // Queues one response frame on the slot's channel (the protocol of respond(); waits for room
+  // until `give_up`). Counts failures, not successes.
+  std::error_code queue(std::uint32_t slot, std::uint32_t generation, std::uint64_t correlation,
+                        std::uint16_t flags, std::uint32_t status, std::span<const std::byte> body,
+                        sync::Deadline give_up);
+  // An error frame (kResponseError) for call `correlation`: best effort, the client's deadline
+  // covers a loss.
+  void reject(const RequestFrame& frame, errc error) noexcept;
+  // The bulk half of respond(): `transfer` registered, its descriptor queued, the pull awaited.
+  std::error_code respond_bulk(std::uint32_t slot, std::uint32_t generation,
+                               std::uint64_t correlation, std::span<const std::byte> body,
+                               std::uint32_t status, bulk::Transfer& transfer);
 
   std::unique_ptr<shm::Segment> segment_;
   SegmentView view_;
   ServerOptions options_;
   std::atomic<bool> sweeping_{false};
+  // The companion bulk segment and this process's endpoint of its transfer table (bulk on);
+  // the endpoint refers to the segment, so it is declared (and destroyed) after it.
+  std::unique_ptr<shm::Segment> bulk_segment_;
+  bulk::TransferEndpoint bulk_;
 
   struct Key {
     std::uint64_t correlation;
@@ -110,6 +149,11 @@ class ServerCore : public std::enable_shared_from_this<ServerCore> {
   std::atomic<std::uint64_t> slots_freed_{0};
   std::atomic<std::uint64_t> cancels_{0};
   std::atomic<std::uint64_t> cancels_ignored_{0};
+  std::atomic<std::uint64_t> bulk_requests_{0};
+  std::atomic<std::uint64_t> bulk_responses_{0};
+  std::atomic<std::uint64_t> bulk_fallbacks_{0};
+  std::atomic<std::uint64_t> bulk_rejected_{0};
+  std::atomic<std::uint64_t> bulk_dead_client_{0};
 };
 
 namespace {
@@ -134,7 +178,9 @@ bool ServerCore::check(std::span<const std::byte> message, RequestFrame& frame) 
     return false;
   }
   if ((frame.flags & ~kKnownRequestFlags) != 0 || frame.reserved != 0 || frame.correlation == 0 ||
-      ((frame.flags & kFlagCancel) != 0 && (frame.body_length != 0 || frame.method != 0))) {
+      ((frame.flags & kFlagCancel) != 0 &&
+       (frame.flags != kFlagCancel || frame.body_length != 0 || frame.method != 0)) ||
+      ((frame.flags & kFlagBulk) != 0 && view_.config.bulk_threshold == 0)) {
     bump(bad_flags_);
     return false;
   }
@@ -153,7 +199,61 @@ bool ServerCore::check(std::span<const std::byte> message, RequestFrame& frame) 
   return true;
 }
 
+std::error_code ServerCore::pull_request(const RequestFrame& frame, std::span<const std::byte> body,
+                                         std::vector<std::byte>& into) {
+  bulk::TransferDescriptor descriptor{};
+  if (body.size() != sizeof descriptor) {
+    bump(bulk_rejected_);
+    reject(frame, errc::bad_descriptor);
+    return errc::bad_descriptor;
+  }
+  std::memcpy(&descriptor, body.data(), sizeof descriptor);
+  // The length sizes our buffer: validated before anything is allocated.
+  if (descriptor.total_length <= view_.config.bulk_threshold ||
+      descriptor.total_length > view_.config.max_bulk_body) {
+    bump(bulk_rejected_);
+    reject(frame, errc::message_too_large);
+    return errc::message_too_large;
+  }
+  try {
+    into.resize(static_cast<std::size_t>(descriptor.total_length));
+  } catch (const std::bad_alloc&) {
+    bump(bulk_rejected_);
+    reject(frame, errc::limit_reached);
+    return errc::limit_reached;
+  }
+  const Result<std::size_t> pulled = bulk_.pull(descriptor, std::span<std::byte>(into));
+  if (pulled) {
+    bump(bulk_requests_);
+    return {};
+  }
+  const std::error_code error = pulled.error();
+  if (error == errc::peer_dead) {
+    bump(bulk_dead_client_);  // the client died before or during the copy: nobody to answer
+    return error;
+  }
+  if (error == errc::permission_denied) {
+    bump(bulk_fallbacks_);  // the client resends inline (or fails the call) on this answer
+    reject(frame, errc::permission_denied);
+    return error;
+  }
+  // Forged or foreign (bad_descriptor), withdrawn by a client that gave up (not_found), a
+  // second pull (already_returned), a slot no member writes (corrupt_segment).
+  bump(bulk_rejected_);
+  reject(frame, error == errc::not_found || error == errc::already_returned
+                    ? static_cast<errc>(error.value())
+                    : errc::bad_descriptor);
+  return error;
+}
+
+void ServerCore::reject(const RequestFrame& frame, errc error) noexcept {
+  (void)queue(frame.client_slot, frame.generation, frame.correlation, kResponseError,
+              static_cast<std::uint32_t>(error), {},
+              sync::Clock::now() + options_.response_timeout);
+}
+
 std::error_code ServerCore::take_one(const Server::Handler& handler, std::vector<std::byte>& buffer,
+                                     std::vector<std::byte>& bulk_buffer,
                                      const sync::Deadline* deadline, bool return_on_wake) {
   for (;;) {
     // Into a vector (its capacity is reused): never message_too_large, whatever a peer wrote;
@@ -177,16 +277,22 @@ std::error_code ServerCore::take_one(const Server::Handler& handler, std::vector
       cancel(frame);
       continue;
     }
+    std::span<const std::byte> body = message.subspan(sizeof(RequestFrame));
+    if ((frame.flags & kFlagBulk) != 0) {
+      if (pull_request(frame, body, bulk_buffer)) continue;  // dropped (counted)
+      body = std::span<const std::byte>(bulk_buffer.data(), bulk_buffer.size());
+    }
     bump(requests_);
     Request request;
     request.method = frame.method;
-    request.body = message.subspan(sizeof(RequestFrame));
+    request.body = body;
     request.client_slot = frame.client_slot;
     request.correlation_id = frame.correlation;
     try {
       handler(request,
               Responder(shared_from_this(), frame.client_slot, frame.generation, frame.correlation,
-                        options_.track_cancellation ? track(frame) : nullptr));
+                        options_.track_cancellation ? track(frame) : nullptr,
+                        (frame.flags & kFlagInlineResponse) != 0));
     } catch (...) {
       // The handler's Responder (a by-value argument) was destroyed during unwinding: the call
       // got kStatusAbandoned. The worker goes on.
@@ -196,14 +302,107 @@ std::error_code ServerCore::take_one(const Server::Handler& handler, std::vector
   }
 }
 
-std::error_code ServerCore::respond(std::uint32_t slot_index, std::uint32_t generation,
+std::error_code ServerCore::respond(std::uint32_t slot, std::uint32_t generation,
                                     std::uint64_t correlation, std::span<const std::byte> body,
-                                    std::uint32_t status) {
+                                    std::uint32_t status, bool inline_only) {
+  const sync::Deadline give_up = sync::Clock::now() + options_.response_timeout;
+  const ServerConfig& config = view_.config;
+  if (config.bulk_threshold != 0 && body.size() > config.bulk_threshold) {
+    std::error_code refused = errc::permission_denied;  // the client said it may not pull
+    if (!inline_only) {
+      Result<bulk::Transfer> transfer = bulk_.register_source(body);
+      if (transfer) return respond_bulk(slot, generation, correlation, body, status, *transfer);
+      refused = transfer.error();  // limit_reached: every transfer slot busy
+    }
+    bump(bulk_fallbacks_);
+    if (body.size() > config.max_response_body) {
+      // Fits no path: the call fails with a named error.
+      (void)queue(slot, generation, correlation, kResponseError,
+                  static_cast<std::uint32_t>(refused.value()), {}, give_up);
+      return refused;
+    }
+  }
+  if (std::error_code error = queue(slot, generation, correlation, 0, status, body, give_up)) {
+    return error;
+  }
+  bump(responses_);
+  return {};
+}
+
+std::error_code ServerCore::respond_bulk(std::uint32_t slot_index, std::uint32_t generation,
+                                         std::uint64_t correlation, std::span<const std::byte> body,
+                                         std::uint32_t status, bulk::Transfer& transfer) {
+  // Every return below leaves `transfer` to its owner's destructor (respond()'s Result):
+  // withdrawn if still open, or waited for while the client copies (bounded by its liveness).
+  const sync::Deadline give_up = sync::Clock::now() + options_.response_timeout;
+  const bulk::TransferDescriptor& descriptor = transfer.descriptor();
+  std::array<std::byte, sizeof descriptor> frame_body{};
+  std::memcpy(frame_body.data(), &descriptor, sizeof descriptor);
+  if (std::error_code error =
+          queue(slot_index, generation, correlation, kResponseBulk, status, frame_body, give_up)) {
+    return error;
+  }
+  const ClientSlot& slot = view_.slots[slot_index];
+  const sync::Participant& self = segment_->self();
+  for (;;) {
+    const sync::Deadline now = sync::Clock::now();
+    // Waits a check period at a time: while the transfer is open nobody is known to claim it,
+    // so the client's liveness is looked at here (once claimed, the transfer layer watches the
+    // claimer itself).
+    const std::error_code result =
+        transfer.wait_until(std::min(give_up, now + channel::kPeerCheckPeriod));
+    if (!result) {
+      bump(bulk_responses_);
+      bump(responses_);
+      return {};
+    }
+    if (result == errc::timed_out) {
+      // acquire: as in queue(): the current claim's owner and generation.
+      const std::uint32_t owner = slot.owner.load(std::memory_order_acquire);
+      if (owner == 0 || slot.generation.load(std::memory_order_acquire) != generation ||
+          !packed_alive(self, owner)) {
+        bump(responses_dead_client_);
+        return errc::peer_dead;
+      }
+      if (sync::Clock::now() >= give_up) {
+        bump(responses_timed_out_);  // a live client that does not take its responses
+        return errc::timed_out;
+      }
+      continue;
+    }
+    if (result == errc::permission_denied) {
+      // The client may not read us: it keeps the call pending and takes the inline copy (or the
+      // error frame) instead.
+      bump(bulk_fallbacks_);
+      if (body.size() > view_.config.max_response_body) {
+        (void)queue(slot_index, generation, correlation, kResponseError,
+                    static_cast<std::uint32_t>(errc::permission_denied), {}, give_up);
+        return result;
+      }
+      if (std::error_code error = queue(slot_index, generation, correlation, 0, status, body,
+                                        sync::Clock::now() + options_.response_timeout)) {
+        return error;
+      }
+      bump(responses_);
+      return {};
+    }
+    if (result == errc::peer_dead) {
+      bump(responses_dead_client_);  // the client died while it copied
+      return result;
+    }
+    bump(bulk_rejected_);  // the client hit something else (bad_descriptor, corrupt_segment)
+    return result;
+  }
+}
+
+std::error_code ServerCore::queue(std::uint32_t slot_index, std::uint32_t generation,
+                                  std::uint64_t correlation, std::uint16_t flags,
+                                  std::uint32_t status, std::span<const std::byte> body,
+                                  sync::Deadline give_up) {
   ClientSlot& slot = view_.slots[slot_index];  // slot_index was checked against max_clients
   const channel::Endpoint& out = view_.responses[slot_index];
   const auto size = sizeof(ResponseFrame) + body.size();
   const sync::Participant& self = segment_->self();
-  const sync::Deadline give_up = sync::Clock::now() + options_.response_timeout;
   Result<channel::Reservation> reservation = out.try_reserve(size);
   for (;;) {
     // acquire: pairs with the claimer's release CAS of owner (client.cc, claim step 1) and the
@@ -217,6 +416,7 @@ std::error_code ServerCore::respond(std::uint32_t slot_index, std::uint32_t gene
     if (reservation) {
       ResponseFrame frame{};
       frame.version = kFrameVersion;
+      frame.flags = flags;
       frame.status = status;
       frame.correlation = correlation;
       frame.generation = generation;
@@ -225,9 +425,7 @@ std::error_code ServerCore::respond(std::uint32_t slot_index, std::uint32_t gene
       if (!body.empty()) {
         std::memcpy(reservation->data().data() + sizeof frame, body.data(), body.size());
       }
-      if (std::error_code error = out.commit(*reservation)) return error;
-      bump(responses_);
-      return {};
+      return out.commit(*reservation);
     }
     if (reservation.error() != errc::would_block && reservation.error() != errc::timed_out) {
       return reservation.error();
@@ -311,6 +509,11 @@ ServerStatistics ServerCore::statistics() const noexcept {
   s.slots_freed = get(slots_freed_);
   s.cancels = get(cancels_);
   s.cancels_ignored = get(cancels_ignored_);
+  s.bulk_requests = get(bulk_requests_);
+  s.bulk_responses = get(bulk_responses_);
+  s.bulk_fallbacks = get(bulk_fallbacks_);
+  s.bulk_rejected = get(bulk_rejected_);
+  s.bulk_dead_client = get(bulk_dead_client_);
   return s;
 }
 
@@ -326,6 +529,7 @@ Responder& Responder::operator=(Responder&& other) noexcept {
     slot_ = other.slot_;
     generation_ = other.generation_;
     correlation_ = other.correlation_;
+    inline_only_ = other.inline_only_;
   }
   return *this;
 }
@@ -342,16 +546,16 @@ void Responder::abandon() noexcept {
   core->count_abandoned();
   // Best effort: the client learns its call will never be answered (or times out if this
   // fails too).
-  (void)core->respond(slot_, generation_, correlation_, {}, kStatusAbandoned);
+  (void)core->respond(slot_, generation_, correlation_, {}, kStatusAbandoned, true);
 }
 
 std::error_code Responder::respond(std::span<const std::byte> body, std::uint32_t status) {
   if (core_ == nullptr) return errc::invalid_argument;
-  if (body.size() > core_->config().max_response_body) return errc::message_too_large;
+  if (body.size() > core_->max_response()) return errc::message_too_large;
   const std::shared_ptr<detail::ServerCore> core = std::move(core_);  // spent from here on
   if (cancelled_ != nullptr) core->forget(slot_, generation_, correlation_);
   cancelled_.reset();
-  return core->respond(slot_, generation_, correlation_, body, status);
+  return core->respond(slot_, generation_, correlation_, body, status, inline_only_);
 }
 
 bool Responder::cancelled() const noexcept {
@@ -370,6 +574,26 @@ Result<Server> Server::create(std::string_view name, const ServerOptions& option
   shm::SegmentOptions segment_options = options.segment;
   segment_options.unlink_when_last_detaches = true;
   segment_options.if_exists = shm::IfExists::fail;
+  // Bulk on: the companion segment "<name>.bulk" with the transfer table (decision 0055),
+  // created or, after a restart while clients still hold it, opened as it is.
+  std::unique_ptr<shm::Segment> bulk_segment;
+  bulk::TransferEndpoint bulk_endpoint;
+  if (options.config.bulk_threshold != 0) {
+    if (!shm::valid_segment_name(name)) return make_error_code(errc::invalid_argument);
+    shm::SegmentOptions bulk_options = segment_options;
+    bulk_options.if_exists = shm::IfExists::open;
+    const bulk::TransferTableOptions table{};
+    const std::string bulk_name = std::string(name) + detail::kBulkSuffix;
+    Result<shm::Segment> opened = shm::Segment::create(
+        bulk_name, shm::SegmentKind::raw,
+        bulk::transfer_table_size(table, bulk_options.participant_capacity), bulk_options,
+        bulk::transfer_table_init(table, bulk_options.participant_capacity));
+    if (!opened) return opened.error();
+    bulk_segment = std::make_unique<shm::Segment>(std::move(*opened));
+    Result<bulk::TransferEndpoint> endpoint = bulk::TransferEndpoint::open(*bulk_segment);
+    if (!endpoint) return endpoint.error();
+    bulk_endpoint = std::move(*endpoint);
+  }
   // A few rounds cover the races with a concurrent creator, takeover or unlink; each round
   // either returns or saw another process change the name's state.
   for (int round = 0; round < 8; ++round) {
@@ -400,7 +624,9 @@ Result<Server> Server::create(std::string_view name, const ServerOptions& option
                    found.request_capacity != options.config.request_capacity ||
                    found.response_capacity != options.config.response_capacity ||
                    found.max_request_body != options.config.max_request_body ||
-                   found.max_response_body != options.config.max_response_body)) {
+                   found.max_response_body != options.config.max_response_body ||
+                   found.bulk_threshold != options.config.bulk_threshold ||
+                   found.max_bulk_body != options.config.max_bulk_body)) {
       // A dead server's segment of another shape: replace it (its clients must reconnect).
       (void)owned->unlink();
       continue;
@@ -415,8 +641,14 @@ Result<Server> Server::create(std::string_view name, const ServerOptions& option
     // server word, whose CAS above orders it.
     const std::uint32_t epoch =
         view.header->server_epoch.fetch_add(1, std::memory_order_relaxed) + 1;
+    // release: a hint for clients' permission probe at connect (layout.h); pairs with their
+    // acquire load.
+    view.header->bulk_server.store(bulk_endpoint.valid() ? bulk_endpoint.self().pack() : 0,
+                                   std::memory_order_release);
     Server server;
-    server.core_ = std::make_shared<detail::ServerCore>(std::move(owned), std::move(view), options);
+    server.core_ =
+        std::make_shared<detail::ServerCore>(std::move(owned), std::move(view), options,
+                                             std::move(bulk_segment), std::move(bulk_endpoint));
     server.stopping_ = std::make_shared<std::atomic<bool>>(false);
     server.epoch_ = epoch;
     return server;
@@ -462,11 +694,13 @@ std::error_code Server::serve(Handler handler, unsigned threads) {
     try {
       workers_.emplace_back([core = core_, stopping = stopping_, shared_handler] {
         std::vector<std::byte> buffer;
+        std::vector<std::byte> bulk_buffer;
         // acquire: pairs with the release store in stop(); nothing else is published by it.
         while (!stopping->load(std::memory_order_acquire)) {
           const sync::Deadline deadline = sync::Clock::now() + kSweepPeriod;
           const std::error_code error =
-              core->take_one(*shared_handler, buffer, &deadline, /*return_on_wake=*/true);
+              core->take_one(*shared_handler, buffer, bulk_buffer, &deadline,
+                             /*return_on_wake=*/true);
           if (!error) {
             core->maybe_sweep();
           } else if (error == errc::timed_out) {
@@ -499,7 +733,8 @@ void Server::stop() {
 Result<bool> Server::poll_one(const Handler& handler) {
   if (core_ == nullptr) return make_error_code(errc::invalid_argument);
   std::vector<std::byte> buffer;
-  const std::error_code error = core_->take_one(handler, buffer, nullptr);
+  std::vector<std::byte> bulk_buffer;
+  const std::error_code error = core_->take_one(handler, buffer, bulk_buffer, nullptr);
   if (!error) return true;
   if (error == errc::would_block) return false;
   return error;
@@ -508,7 +743,8 @@ Result<bool> Server::poll_one(const Handler& handler) {
 std::error_code Server::serve_one(const Handler& handler, sync::Deadline deadline) {
   if (core_ == nullptr) return errc::invalid_argument;
   std::vector<std::byte> buffer;
-  return core_->take_one(handler, buffer, &deadline);
+  std::vector<std::byte> bulk_buffer;
+  return core_->take_one(handler, buffer, bulk_buffer, &deadline);
 }
 
 ServerStatistics Server::statistics() const noexcept {

@@ -90,6 +90,14 @@ struct ClientStatistics {
   std::uint64_t stale_responses = 0;      // another generation of the slot (a previous owner's)
   std::uint64_t malformed_responses = 0;  // bad version, lengths or flags
   std::uint64_t cancel_notices = 0;       // cancel notices queued to the server
+  // Bulk bodies (ServerConfig::bulk_threshold; decision 0055):
+  std::uint64_t bulk_requests = 0;   // requests sent as a descriptor for the server to pull
+  std::uint64_t bulk_responses = 0;  // response bodies pulled from the server
+  std::uint64_t bulk_fallbacks = 0;  // bodies above the threshold that went inline (or failed)
+                                     // because a pull was refused either way, or the table
+                                     // was full
+  std::uint64_t bulk_rejected = 0;   // bulk response frames refused (wrong size, length out of
+                                     // range, a pull that failed other than by death)
 };
 
 // One request of call_many().

@@ -34,12 +34,24 @@ struct ServerConfig {
   std::uint32_t response_capacity = 1u << 16;   // each response ring's bytes (power of two)
   std::uint32_t max_request_body = 16u << 10;   // largest request body (bytes)
   std::uint32_t max_response_body = 16u << 10;  // largest response body (bytes)
+  // Bulk bodies (decision 0055): a request or response body above bulk_threshold bytes is not
+  // copied through the ring; its sender registers it in the transfer table of the companion
+  // segment "<name>.bulk" and the frame carries the TransferDescriptor; the receiver pulls it
+  // with process_vm_readv. 0 = off (no companion segment; max_bulk_body must be 0 too). On:
+  // sizeof(TransferDescriptor) (32) <= bulk_threshold <= min(max_request_body,
+  // max_response_body), and max(max_request_body, max_response_body) <= max_bulk_body <=
+  // kMaxBulkBody: a body up to the threshold goes inline, above it up to max_bulk_body in bulk.
+  std::uint32_t bulk_threshold = 0;
+  std::uint32_t max_bulk_body = 0;  // largest body of either direction when bulk is on
 };
+
+// The largest max_bulk_body (1 GiB).
+inline constexpr std::uint32_t kMaxBulkBody = 1u << 30;
 
 namespace detail {
 
 inline constexpr std::uint32_t kMagic = 0x43525058;  // "XPRC" in memory order
-inline constexpr std::uint32_t kLayoutVersion = 1;
+inline constexpr std::uint32_t kLayoutVersion = 2;
 inline constexpr std::uint32_t kMaxClients = 1024;
 inline constexpr std::size_t kAlign = 64;
 
@@ -53,7 +65,8 @@ struct ServerHeader {
   std::uint32_t response_capacity;
   std::uint32_t max_request_body;
   std::uint32_t max_response_body;
-  std::uint32_t reserved0;
+  std::uint32_t bulk_threshold;  // 0: bulk off
+
   std::uint64_t slots_offset;
   std::uint64_t request_offset;
   std::uint64_t request_size;
@@ -68,10 +81,17 @@ struct ServerHeader {
   // Bumped by every server that takes the segment over: a client compares it to tell a
   // restarted server from the one its in-flight calls went to.
   std::atomic<std::uint32_t> server_epoch;
-  std::uint8_t reserved1[32];
+  std::uint32_t max_bulk_body;  // written once, like the fields above `server`
+  // The serving process's packed ParticipantId in the companion bulk segment (0: none yet, or
+  // bulk off). Stored (release) by each server after its takeover CAS; clients read it only to
+  // probe their permission to pull from the server at connect (a hint: a wrong value costs a
+  // refused pull, which falls back anyway).
+  std::atomic<std::uint32_t> bulk_server;
+  std::uint8_t reserved1[24];
 };
 static_assert(std::is_standard_layout_v<ServerHeader>);
 static_assert(sizeof(ServerHeader) == 128);
+static_assert(offsetof(ServerHeader, max_bulk_body) == 96);
 
 // One client slot. owner: packed ParticipantId of the claiming client, 0 = free. generation:
 // bumped by each claim (never 0 once claimed); requests carry it, responses echo it, so a
@@ -96,7 +116,25 @@ inline constexpr std::uint16_t kFrameVersion = 1;
 // body, method 0). The server marks that request's Responder cancelled if it is still being
 // handled (ServerOptions::track_cancellation), and otherwise ignores it (counted).
 inline constexpr std::uint16_t kFlagCancel = 1;
-inline constexpr std::uint16_t kKnownRequestFlags = kFlagCancel;
+// kFlagBulk: the body is a TransferDescriptor (exactly 32 bytes) naming the request body in
+// the client's memory (bulk_threshold < total_length <= max_bulk_body); the server pulls it
+// before the handler runs. Only when the config has bulk on (else bad_flags).
+inline constexpr std::uint16_t kFlagBulk = 2;
+// kFlagInlineResponse: this client may not pull from the server (its probe or a pull was
+// refused): the server sends the response inline, or an error frame if it does not fit.
+inline constexpr std::uint16_t kFlagInlineResponse = 4;
+inline constexpr std::uint16_t kKnownRequestFlags = kFlagCancel | kFlagBulk | kFlagInlineResponse;
+
+// Response flags; any other bit is rejected (malformed_responses). At most one is set.
+// kResponseBulk: the body is a TransferDescriptor (32 bytes) naming the response body in the
+// server's memory; the client pulls it (the server's respond() waits for that).
+inline constexpr std::uint16_t kResponseBulk = 1;
+// kResponseError: no body; `status` is an xproc::errc value the call completes with:
+// permission_denied (the server may not pull this client's bulk body: the client resends it
+// inline when it fits), bad_descriptor (a bulk frame the server rejected: wrong size, forged
+// descriptor, withdrawn transfer), message_too_large (a bulk length above max_bulk_body, or a
+// response that fits neither inline nor bulk).
+inline constexpr std::uint16_t kResponseError = 2;
 
 struct RequestFrame {
   std::uint16_t version;      // kFrameVersion
@@ -113,7 +151,7 @@ static_assert(sizeof(RequestFrame) == 32);
 
 struct ResponseFrame {
   std::uint16_t version;      // kFrameVersion
-  std::uint16_t flags;        // 0
+  std::uint16_t flags;        // 0, kResponseBulk or kResponseError
   std::uint32_t status;       // the application's status; kStatus* below are the library's
   std::uint64_t correlation;  // the request's correlation id
   std::uint32_t generation;   // the request's slot generation
@@ -137,6 +175,12 @@ Layout layout_for(const ServerConfig& config) noexcept;
 
 // Formats a zero-filled body of layout_for(config).body_size bytes: header, slots, channels.
 [[nodiscard]] std::error_code format(std::span<std::byte> body, const ServerConfig& config);
+
+// Whether a config's bulk fields are in range (see ServerConfig); layout_for() checks it too.
+bool bulk_config_valid(const ServerConfig& config) noexcept;
+
+// The companion segment of an rpc segment named `name`: "<name>.bulk".
+inline constexpr const char* kBulkSuffix = ".bulk";
 
 // Checks the header of an opened body against itself and the body's size and recomputes the
 // config it describes. {} or errc::layout_mismatch / corrupt_segment.

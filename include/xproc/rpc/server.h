@@ -102,6 +102,17 @@ struct ServerStatistics {
   std::uint64_t cancels = 0;                // cancel notices that marked a request being handled
   std::uint64_t cancels_ignored = 0;  // for no request being handled (answered, not yet taken,
                                       // or tracking off)
+  // Bulk bodies (ServerConfig::bulk_threshold; decision 0055):
+  std::uint64_t bulk_requests = 0;     // request bodies pulled from a client
+  std::uint64_t bulk_responses = 0;    // response bodies a client pulled
+  std::uint64_t bulk_fallbacks = 0;    // bodies above the threshold that went inline or failed
+                                       // because a pull was refused (permission_denied), the
+                                       // client asked for inline responses, or the table was full
+  std::uint64_t bulk_rejected = 0;     // bulk request frames refused (wrong size, length out of
+                                       // range, forged or withdrawn descriptor) and responses the
+                                       // client's pull failed on for another reason
+  std::uint64_t bulk_dead_client = 0;  // bulk requests dropped: the client died before or
+                                       // during the pull
 };
 
 namespace detail {
@@ -132,12 +143,14 @@ class Responder {
  private:
   friend class detail::ServerCore;
   Responder(std::shared_ptr<detail::ServerCore> core, std::uint32_t slot, std::uint32_t generation,
-            std::uint64_t correlation, std::shared_ptr<std::atomic<bool>> cancelled) noexcept
+            std::uint64_t correlation, std::shared_ptr<std::atomic<bool>> cancelled,
+            bool inline_only) noexcept
       : core_(std::move(core)),
         cancelled_(std::move(cancelled)),
         slot_(slot),
         generation_(generation),
-        correlation_(correlation) {}
+        correlation_(correlation),
+        inline_only_(inline_only) {}
   // Answers kStatusAbandoned (destruction, move-assignment over an active responder).
   void abandon() noexcept;
 
@@ -146,6 +159,7 @@ class Responder {
   std::uint32_t slot_ = 0;
   std::uint32_t generation_ = 0;
   std::uint64_t correlation_ = 0;
+  bool inline_only_ = false;  // the request carried kFlagInlineResponse
 };
 
 class Server {

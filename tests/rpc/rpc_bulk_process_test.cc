@@ -1,0 +1,218 @@
+// Large rpc bodies through the bulk layer across processes (decision 0055): the fallback when a
+// pull is refused (a non-dumpable client or server, both as an unprivileged user: calls that fit
+// inline still succeed, larger ones fail with permission_denied), a server killed while a
+// client's bulk request is open (peer_dead, the transfer released), a client killed with a bulk
+// request open (the server's pull gets peer_dead: dropped and counted).
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <thread>
+#include <vector>
+
+#include "child_process.h"
+#include "eventually.h"
+#include "rpc_test_support.h"
+#include "shared_object.h"
+
+namespace xproc::rpc {
+namespace {
+
+using test::in;
+using test::kLong;
+using xproc::test::Child;
+using xproc::test::eventually;
+using xproc::test::SharedObject;
+
+constexpr std::uint32_t kInline = 4096;
+constexpr std::uint32_t kThreshold = 1024;
+constexpr std::uint32_t kMaxBulk = 8u << 20;
+
+ServerOptions bulk_options() {
+  ServerOptions options = test::small_options(4);
+  options.config.max_request_body = kInline;
+  options.config.max_response_body = kInline;
+  options.config.bulk_threshold = kThreshold;
+  options.config.max_bulk_body = kMaxBulk;
+  options.segment.mode = 0666;  // the unprivileged children below share it
+  options.segment.allow_other_owner = true;
+  return options;
+}
+
+ClientOptions client_options() {
+  ClientOptions options;
+  options.segment.allow_other_owner = true;
+  return options;
+}
+
+std::vector<std::byte> pattern(std::size_t size, unsigned seed) {
+  std::vector<std::byte> bytes(size);
+  for (std::size_t i = 0; i < size; ++i) bytes[i] = static_cast<std::byte>((i * 131 + seed) >> 3);
+  return bytes;
+}
+
+void plain_echo(const Request& request, Responder responder) {
+  (void)responder.respond(request.body, request.method);
+}
+
+struct Flags {
+  std::atomic<int> ready{0};
+  std::atomic<int> sent{0};
+  std::atomic<int> done{0};
+};
+
+// Leaves root (whose CAP_SYS_PTRACE would read any process) for an unprivileged user, so that a
+// non-dumpable process really refuses pulls. False when that fails.
+bool unprivileged() {
+  if (::getuid() != 0) return true;
+  // A change of credentials leaves the process non-dumpable: make it dumpable again (the tests
+  // choose who is hidden).
+  return ::setgid(65534) == 0 && ::setuid(65534) == 0 && ::prctl(PR_SET_DUMPABLE, 1, 0, 0, 0) == 0;
+}
+
+// An echo server child as an unprivileged user; non-dumpable when `hidden`. Serves until killed.
+Child start_server(const std::string& name, Flags& flags, bool hidden) {
+  return Child::start([&name, &flags, hidden] {
+    if (!unprivileged()) return 2;
+    if (hidden && ::prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0) return 3;
+    Result<Server> server = Server::create(name, bulk_options());
+    if (!server) return 4;
+    if (server->serve(plain_echo, 2)) return 5;
+    flags.ready.store(1);
+    for (;;) std::this_thread::sleep_for(std::chrono::seconds(1));  // until killed
+  });
+}
+
+// What a client child checks against a server: a body above the threshold that fits inline
+// comes back whole, a 1 MiB body comes back whole or fails with permission_denied as
+// `large_refused` says. Exit code 0 when all held; `check` looks at the statistics after.
+template <class Check>
+Child start_client(const std::string& name, Flags& flags, bool hidden, bool large_refused,
+                   Check check) {
+  return Child::start([&name, &flags, hidden, large_refused, check] {
+    if (!unprivileged()) return 2;
+    if (hidden && ::prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0) return 3;
+    if (!eventually([&] { return flags.ready.load() == 1; }, std::chrono::seconds(60))) return 4;
+    Result<Client> client = Client::connect(name, client_options());
+    if (!client) return 5;
+    for (int round = 0; round < 2; ++round) {  // the second round uses what the first learned
+      const std::vector<std::byte> fits = pattern(kThreshold + 1 + static_cast<unsigned>(round), 1);
+      Result<Response> small = client->call(1, fits, in(kLong));
+      if (!small || small->body != fits) return 10 + round;
+      const std::vector<std::byte> large = pattern(1u << 20, 2);
+      Result<Response> big = client->call(2, large, in(kLong));
+      if (large_refused) {
+        if (big || big.error() != errc::permission_denied) return 20 + round;
+      } else if (!big || big->body != large) {
+        return 30 + round;
+      }
+    }
+    return check(client->statistics()) ? 0 : 40;
+  });
+}
+
+// The server may not read the client (non-dumpable): requests fall back to inline (the first
+// one after a refused pull, the rest at once), responses still travel in bulk.
+TEST(RpcBulkProcess, ANonDumpableClientsRequestsFallBackToInlineAndLargeOnesFail) {
+  const std::string name = test::unique_name("bulk-hidden-client");
+  SharedObject<Flags> flags;
+  Child server = start_server(name, *flags, /*hidden=*/false);
+  Child client = start_client(
+      name, *flags, /*hidden=*/true, /*large_refused=*/true, [](const ClientStatistics& stats) {
+        return stats.bulk_fallbacks >= 2 && stats.bulk_responses >= 2 && stats.responses == 2;
+      });
+  const xproc::test::ChildStatus status = client.wait();
+  EXPECT_TRUE(status.ok()) << status.exit_code;
+  server.kill(SIGKILL);
+  EXPECT_TRUE(server.wait().signaled);
+}
+
+// The client may not read the server (non-dumpable): its probe at connect says so, responses
+// come inline (or fail when they do not fit), requests still travel in bulk.
+TEST(RpcBulkProcess, ANonDumpableServersResponsesComeInlineAndLargeOnesFail) {
+  const std::string name = test::unique_name("bulk-hidden-server");
+  SharedObject<Flags> flags;
+  Child server = start_server(name, *flags, /*hidden=*/true);
+  Child client = start_client(
+      name, *flags, /*hidden=*/false, /*large_refused=*/true, [](const ClientStatistics& stats) {
+        return stats.bulk_requests == 4 && stats.bulk_responses == 0 && stats.responses == 2;
+      });
+  const xproc::test::ChildStatus status = client.wait();
+  EXPECT_TRUE(status.ok()) << status.exit_code;
+  server.kill(SIGKILL);
+  EXPECT_TRUE(server.wait().signaled);
+}
+
+// Both readable (the same unprivileged user, both dumpable): everything in bulk, no fallback.
+TEST(RpcBulkProcess, UnprivilegedPeersThatMayReadEachOtherUseBulkBothWays) {
+  const std::string name = test::unique_name("bulk-plain");
+  SharedObject<Flags> flags;
+  Child server = start_server(name, *flags, /*hidden=*/false);
+  Child client = start_client(
+      name, *flags, /*hidden=*/false, /*large_refused=*/false, [](const ClientStatistics& stats) {
+        return stats.bulk_requests == 4 && stats.bulk_responses == 4 && stats.bulk_fallbacks == 0;
+      });
+  const xproc::test::ChildStatus status = client.wait();
+  EXPECT_TRUE(status.ok()) << status.exit_code;
+  server.kill(SIGKILL);
+  EXPECT_TRUE(server.wait().signaled);
+}
+
+// A server that never reads dies while a client's bulk request is open: the call gets peer_dead
+// (no deadline ends it otherwise) and its transfer is let go.
+TEST(RpcBulkProcess, ServerKilledWithABulkRequestOpenGivesPeerDead) {
+  const std::string name = test::unique_name("bulk-killed-server");
+  SharedObject<Flags> flags;
+  Child server = Child::start([&name, &flags] {
+    Result<Server> created = Server::create(name, bulk_options());
+    if (!created) return 4;
+    flags->ready.store(1);
+    for (;;) std::this_thread::sleep_for(std::chrono::seconds(1));  // never serves
+  });
+  ASSERT_TRUE(eventually([&] { return flags->ready.load() == 1; }));
+  Result<Client> client = Client::connect(name, client_options());
+  ASSERT_TRUE(client) << client.error().message();
+  const std::vector<std::byte> body = pattern(1u << 20, 3);
+  PendingCall call = client->async_call(1, body, sync::Deadline::max());
+  std::thread blocking(
+      [&] { EXPECT_EQ(client->call(2, body, sync::Deadline::max()).error(), errc::peer_dead); });
+  ASSERT_TRUE(eventually([&] { return client->statistics().bulk_requests == 2; }));
+  server.kill(SIGKILL);
+  EXPECT_TRUE(server.wait().signaled);
+  EXPECT_EQ(call.wait().error(), errc::peer_dead);
+  blocking.join();
+  EXPECT_EQ(client->statistics().peer_dead, 2u);
+}
+
+// A client dies with a bulk request queued and its body registered: the server's pull gets
+// peer_dead; the request is dropped and counted, the handler never sees it.
+TEST(RpcBulkProcess, ClientKilledWithABulkRequestOpenIsDroppedAndCounted) {
+  const std::string name = test::unique_name("bulk-killed-client");
+  Result<Server> server = Server::create(name, bulk_options());
+  ASSERT_TRUE(server);
+  SharedObject<Flags> flags;
+  Child child = Child::start([&name, &flags] {
+    Result<Client> client = Client::connect(name, client_options());
+    if (!client) return 5;
+    const std::vector<std::byte> body = pattern(1u << 20, 4);
+    PendingCall call = client->async_call(1, body, sync::Deadline::max());
+    flags->sent.store(1);
+    for (;;) std::this_thread::sleep_for(std::chrono::seconds(1));  // until killed
+  });
+  ASSERT_TRUE(eventually([&] { return flags->sent.load() == 1; }));
+  child.kill(SIGKILL);
+  EXPECT_TRUE(child.wait().signaled);
+  std::atomic<int> handled{0};
+  Result<bool> took =
+      server->poll_one([&handled](const Request&, Responder) { handled.fetch_add(1); });
+  ASSERT_TRUE(took);
+  EXPECT_FALSE(*took);
+  EXPECT_EQ(handled.load(), 0);
+  EXPECT_EQ(server->statistics().bulk_dead_client, 1u);
+  EXPECT_EQ(server->statistics().requests, 0u);
+}
+
+}  // namespace
+}  // namespace xproc::rpc
