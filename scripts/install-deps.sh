@@ -9,6 +9,8 @@ packages=(
   spin                                 # Promela model checker for the protocol models
   libboost-dev                         # xproc-bench: Boost.Interprocess message_queue row
   iceoryx libiceoryx-posh-dev          # xproc-bench: iceoryx 2.0.3 row (iox-roudi + headers)
+  libgrpc++-dev libprotobuf-dev        # xproc-bench: rpc-grpc row (gRPC 1.51, protobuf)
+  protobuf-compiler protobuf-compiler-grpc  # protoc, grpc_cpp_plugin for its .proto
   gnuplot-nox                          # xproc-bench --png
 )
 missing=()

@@ -15,6 +15,7 @@
 #include <cstdio>
 #include <cstring>
 #include <exception>
+#include <filesystem>
 #include <memory>
 #include <mutex>
 #include <new>
@@ -23,6 +24,9 @@
 #include <utility>
 
 #include "children.h"
+#ifndef XPROC_BENCH_NO_GRPC
+#include "grpc_echo.h"
+#endif
 #include "transport.h"
 #include "xproc/rpc/client.h"
 #include "xproc/rpc/server.h"
@@ -40,6 +44,7 @@ enum class Kind {
   xproc_sleep,
   unix_socket,
   tcp,
+  grpc,
   fanout_xproc,
   fanout_ordered
 };
@@ -58,6 +63,8 @@ constexpr RpcRowInfo kRows[] = {
     {"rpc-sleep", Kind::xproc_sleep, "xproc::rpc, 1 server worker, WaitPolicy{0,0} both sides"},
     {"rpc-unix", Kind::unix_socket, "Unix stream socketpair, 4-byte length prefix each way, echo"},
     {"rpc-tcp", Kind::tcp, "TCP loopback (TCP_NODELAY), 4-byte length prefix each way, echo"},
+    {"rpc-grpc", Kind::grpc,
+     "gRPC sync unary echo (protobuf bytes) over a Unix socket, one channel per client thread"},
 };
 
 // The fan-out experiment: kFanout requests at once, the server delays request kSlowIndex.
@@ -505,6 +512,42 @@ void socket_client(const RpcRun& run, RpcControl& control, const std::vector<int
   for (int fd : fds) close(fd);  // the server's receives end
 }
 
+#ifndef XPROC_BENCH_NO_GRPC
+// The gRPC rows (grpc_echo.h): the server process starts a synchronous gRPC server at
+// `address` before the start and stops it once the client is done; the client opens one channel
+// (its own connection) per thread and connects each before the start, as the socket rows do.
+void grpc_server(RpcControl& control, const std::string& address) {
+  GrpcEchoServer server(address);
+  set_word(control.server_up);
+  announce_ready_and_wait(control.ready, control.go);
+  const std::int64_t switches = switches_now();
+  wait_word(control.done);
+  control.reports[1].switches = switches_now() - switches;
+}
+
+void grpc_client(const RpcRun& run, RpcControl& control, const std::string& address) {
+  wait_word(control.server_up);
+  std::vector<std::unique_ptr<GrpcEchoClient>> clients;
+  for (int t = 0; t < run.threads; ++t) {
+    clients.push_back(std::make_unique<GrpcEchoClient>(address));
+    clients.back()->connect(run.timeout_seconds);
+  }
+  announce_ready_and_wait(control.ready, control.go);
+  measure_calls(run, control.reports[0], [&](std::size_t t) {
+    GrpcEchoClient* client = clients[t].get();
+    return [client](const std::byte* request, std::byte* response) {
+      return client->call(request, kMessageSize, response, kMaxFrame);
+    };
+  });
+  set_word(control.done);
+}
+
+// The gRPC row's socket: a path in the temporary directory, unique to this process and run.
+std::filesystem::path grpc_socket_path(int run_number) {
+  return std::filesystem::temp_directory_path() / (segment_name(run_number) + ".sock");
+}
+#endif
+
 void set_nodelay(int fd) {
   int one = 1;
   if (setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one) != 0) throw_errno("TCP_NODELAY");
@@ -561,6 +604,7 @@ RunResult run_rpc_once(const RpcRun& run) {
   supervision.name_of = [](std::size_t i) { return std::string(i == 0 ? "client" : "server"); };
   supervision.error_of = [&](std::size_t i) { return std::string(control->reports[i].error); };
   FdPair pair;
+  std::filesystem::path socket_path;  // the gRPC row's, removed after the run
   try {
     if (run.kind == Kind::xproc_spin || run.kind == Kind::xproc_spin_no_yield ||
         run.kind == Kind::xproc_sleep) {
@@ -587,6 +631,19 @@ RunResult run_rpc_once(const RpcRun& run) {
         close(ends[0]);
         fanout_ordered_server(ends[1], *control);
       }));
+    } else if (run.kind == Kind::grpc) {
+#ifdef XPROC_BENCH_NO_GRPC
+      throw std::runtime_error(XPROC_BENCH_NO_GRPC);
+#else
+      socket_path = grpc_socket_path(run_number);
+      std::error_code ignored;
+      std::filesystem::remove(socket_path, ignored);  // a stale one from a killed run
+      const std::string address = "unix:" + socket_path.string();
+      supervision.pids.push_back(fork_child(client_cpu, control->reports[0],
+                                            [&] { grpc_client(run, *control, address); }));
+      supervision.pids.push_back(
+          fork_child(server_cpu, control->reports[1], [&] { grpc_server(*control, address); }));
+#endif
     } else if (run.kind == Kind::unix_socket) {
       // One pair per client thread: the client's end and the server's.
       std::vector<int> client_ends, server_ends;
@@ -657,6 +714,10 @@ RunResult run_rpc_once(const RpcRun& run) {
   pair.close_all();
   std::erase_if(supervision.pids, [](pid_t pid) { return pid < 0; });
   failure = supervise(supervision, failure);
+  if (!socket_path.empty()) {
+    std::error_code ignored;
+    std::filesystem::remove(socket_path, ignored);  // best effort: a leftover file harms nothing
+  }
   if (failure.empty()) {
     const RpcReport& client = control->reports[0];
     const RpcReport& server = control->reports[1];
@@ -696,6 +757,10 @@ std::vector<std::string> rpc_row_descriptions() {
     char line[512];
     std::snprintf(line, sizeof line, "%-16s (rpc) %s", row.name, row.description);
     lines.emplace_back(line);
+#ifdef XPROC_BENCH_NO_GRPC
+    if (row.kind == Kind::grpc)
+      lines.back() += std::string(" [not built: ") + XPROC_BENCH_NO_GRPC + "]";
+#endif
   }
   return lines;
 }
@@ -712,6 +777,13 @@ void run_rpc_rows(const RpcOptions& options, std::vector<Row>& rows) {
       row.mode = Mode::rpc;
       row.message_size = kMessageSize;
       row.producers = threads;
+#ifdef XPROC_BENCH_NO_GRPC
+      if (info.kind == Kind::grpc) {
+        row.skipped = XPROC_BENCH_NO_GRPC;
+        rows.push_back(row);
+        continue;
+      }
+#endif
       RpcRun run;
       run.kind = info.kind;
       run.threads = std::clamp(threads, 1, kMaxThreads);

@@ -12,9 +12,15 @@
 //   rpc-unix     a Unix stream socketpair: a 4-byte length prefix and the body each way, the
 //                server echoing (blocking send/recv)
 //   rpc-tcp      the same over TCP loopback (TCP_NODELAY on both ends)
+//   rpc-grpc     gRPC's synchronous unary API over a Unix domain socket: an echo service
+//                (grpc_echo.proto, bytes in, the same bytes out), one channel per client thread;
+//                "skipped" when gRPC was not found at build time or in sanitizer builds
+//                (grpc_echo.h; docs/decisions/0057-grpc-bench-row.md)
 // With several client threads (--rpc-threads 1,4,16): the xproc rows share one Client among
 // them and the server runs min(threads, 4) workers; the socket rows open one connection per
-// thread and the server serves each on its own thread. Rows show calls/s over all threads too.
+// thread and the server serves each on its own thread (rpc-grpc: one channel, i.e. connection,
+// per thread; gRPC's synchronous server runs its own threads). Rows show calls/s over all
+// threads too.
 // Fan-out experiment (table "rpc fan-out", Mode::rpc_fanout), 5 rounds (--quick) or 50 per run:
 //   fanout-xproc    call_many of 100 requests; the server (one worker, WaitPolicy{0,0} on both
 //                   sides) hands request #1's Responder to a thread that answers 2 ms later and
