@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <array>
 #include <atomic>
+#include <cerrno>
 #include <cstring>
 #include <memory>
 #include <mutex>
@@ -18,6 +19,7 @@
 #include "eventually.h"
 #include "rpc_test_support.h"
 #include "xproc/bulk/transfer.h"
+#include "xproc/c/rpc.h"
 #include "xproc/channel/endpoint.h"
 #include "xproc/rpc/layout.h"
 #include "xproc/sys/error.h"
@@ -391,6 +393,39 @@ TEST(RpcBulk, ABulkRequestWithdrawnByAClientThatGaveUpIsDroppedAndCounted) {
   Result<Response> response = client->call(1, body, in(kLong));
   ASSERT_TRUE(response);
   EXPECT_TRUE(response->body == reversed(body));
+}
+
+// The C API works unchanged with bulk bodies: a blocking call and an async call whose caller
+// frees its buffer at once, 1 MiB each way; above max_bulk_body: EMSGSIZE.
+TEST(RpcBulk, TheCApiCarriesBulkBodiesUnchanged) {
+  const std::string name = test::unique_name("bulk-c");
+  Result<Server> server = Server::create(name, bulk_options());
+  ASSERT_TRUE(server);
+  ASSERT_FALSE(server->serve(reverse_echo, 2));
+  xproc_rpc_client_t* client = nullptr;
+  ASSERT_EQ(xproc_rpc_connect(name.c_str(), &client), 0);
+  const std::vector<std::byte> body = pattern(1u << 20, 11);
+  xproc_rpc_response_t response;
+  ASSERT_EQ(xproc_rpc_call(client, 4, body.data(), body.size(), nullptr, &response), 0);
+  EXPECT_EQ(response.status, 4u);
+  ASSERT_EQ(response.size, body.size());
+  const std::vector<std::byte> expected = reversed(body);
+  EXPECT_EQ(std::memcmp(response.body, expected.data(), expected.size()), 0);
+  xproc_rpc_response_free(&response);
+  auto buffer = std::make_unique<std::vector<std::byte>>(body);
+  xproc_rpc_call_t* call = nullptr;
+  ASSERT_EQ(xproc_rpc_call_async(client, 5, buffer->data(), buffer->size(), nullptr, &call), 0);
+  std::fill(buffer->begin(), buffer->end(), std::byte{0});
+  buffer.reset();
+  ASSERT_EQ(xproc_rpc_call_wait(call, nullptr, &response), 0);
+  ASSERT_EQ(response.size, body.size());
+  EXPECT_EQ(std::memcmp(response.body, expected.data(), expected.size()), 0);
+  xproc_rpc_response_free(&response);
+  xproc_rpc_call_free(call);
+  const std::vector<std::byte> too_large(kMaxBulk + 1);
+  EXPECT_EQ(xproc_rpc_call(client, 1, too_large.data(), too_large.size(), nullptr, &response),
+            EMSGSIZE);
+  EXPECT_EQ(xproc_rpc_close(client), 0);
 }
 
 TEST(RpcBulk, BulkConfigIsValidated) {

@@ -15,13 +15,16 @@
  *   ECANCELED  the call was cancelled (xproc_rpc_call_cancel, or the client was closed)
  *   EOWNERDEAD no live server: it died or shut down before answering, or none serves the name
  *              now (a restarted server is found again without reconnecting: client.h)
- *   EMSGSIZE   request body above the server's max_request_body
+ *   EMSGSIZE   request body above the server's max_request_body (max_bulk_body when the server
+ *              has bulk bodies on: larger bodies then travel by one cross-memory copy, and
+ *              xproc_rpc_call_async copies them first, so the caller's buffer may go at once)
  *   ENOENT     no server segment of that name (connect)
  *   EAGAIN     every client slot of the server is held by a live client (connect)
  *   EALREADY   xproc_rpc_call_wait on a call whose outcome was already handed over
  *   EINVAL     a NULL or bad argument, a bad name, a segment that is not an rpc server of this
  *              layout, or a corrupt one (refused, never undefined behaviour)
- *   EACCES     permission denied     ENOMEM / other OS errno: as the OS reports
+ *   EACCES     permission denied (also: a bulk body one side may not pull, too large for
+ *              inline; decision 0055)     ENOMEM / other OS errno: as the OS reports
  * No C++ exception crosses this API. Interrupted waits are resumed, never EINTR.
  *
  * Deadlines: ABSOLUTE CLOCK_MONOTONIC (as xproc/c/sync.h and xproc/c/channel.h), built with

@@ -25,12 +25,27 @@
 // PendingCalls of one Client may be used concurrently.
 // Blocking: call() and PendingCall::wait*() block until the response, the deadline, or the
 // server's death; sending blocks while the request ring is full (bounded the same way).
+// Bulk bodies (ServerConfig::bulk_threshold, decision 0055): a request body above the threshold
+// is registered for the server to pull instead of copied into the ring. call() and call_many()
+// read the caller's span until they return (they let go of the registration first, waiting
+// while the server copies, bounded by its liveness); async_call() copies such a body into the
+// call before it returns (the caller may free its buffer at once), as it copies an inline one
+// into the ring. A bulk response is pulled by whoever dispatches it (a leading caller or the
+// receiver thread) straight into Response::body.
 // call_many() blocks until every call completed. poll() and cancel() never block.
 // Failures (of a call): timed_out, cancelled, peer_dead (no live server: the server died or
 // shut down before answering, or none serves the segment now), message_too_large (body above the
-// server's max_request_body), corrupt_segment (a channel no correct peer writes). connect:
-// the segment's errors (not_found when nobody created the name), the layout's (layout_mismatch,
-// corrupt_segment), limit_reached (every slot held by a live client).
+// server's max_request_body, or max_bulk_body with bulk on; or a bulk response frame whose
+// length is out of range), corrupt_segment (a channel no correct peer writes); with bulk on:
+// permission_denied (a body above the threshold that one side may not pull, too large for
+// inline), bad_descriptor (a bulk frame the server rejected, or a bulk response this client
+// could not pull: forged), not_found (the server found the request withdrawn), limit_reached
+// (every transfer slot busy and the body too large for inline). connect: the segment's errors
+// (not_found when nobody created the name; with bulk on also for "<name>.bulk"), the layout's
+// (layout_mismatch, corrupt_segment), the transfer table's (transfer.h), limit_reached (every
+// slot held by a live client). A pull refused either way falls back to inline when the body
+// fits (counted in bulk_fallbacks); the client probes at connect whether it may pull from the
+// server and learns at the first refused request that the server may not pull from it.
 // Responses that fail a check (layout.h, Frames) are dropped and counted in statistics().
 // Deaths:
 //   * the server dies (or shuts down): calls in flight complete with peer_dead about
@@ -43,7 +58,11 @@
 //     client again without reconnecting: calls made after it took over succeed; calls in flight
 //     across the restart fail with peer_dead (the epoch they went to is gone). A server that had
 //     to create a new segment (another config) is found only by a new Client::connect.
-//   * this client dies: the server drops its responses and frees its slot (server.h).
+//   * the server dies while a bulk request of a call is open or being pulled: the call gets
+//     peer_dead as above; its registration is withdrawn (open) or let go once the transfer
+//     layer sees the dead claimer (one liveness period, 10 ms) before the outcome is returned.
+//   * this client dies: the server drops its responses and frees its slot (server.h); a bulk
+//     request of it is dropped when the server's pull finds it dead.
 // Destruction: stops the receiver, completes calls in flight with cancelled, frees the slot.
 // fork(): a child's copy of a Client has no receiver thread and a detached participant: it must
 // not be used; connect again in the child.

@@ -17,12 +17,26 @@
 // up to its deadline; poll_one() never parks. Responder::respond() does not block while the
 // client's response ring has room; when it is full it waits (bounded by
 // ServerOptions::response_timeout and by the client's liveness, looked at every
-// channel::kPeerCheckPeriod).
+// channel::kPeerCheckPeriod). A body above ServerConfig::bulk_threshold goes in bulk
+// (decision 0055): respond() registers it and waits until the client has pulled it, bounded the
+// same way (response_timeout, the client's liveness); the body stays untouched until respond()
+// returns. A bulk request is pulled by the worker before the handler runs (a copy, page faults
+// only: never a wait on the client).
 // Failures: create: invalid_argument (name, config, participant_capacity below max_clients + 2),
 // already_exists (a live server serves that name), the segment's errors (segment.h), and the
-// layout's (layout_mismatch, corrupt_segment). Requests that fail a check (layout.h, Frames) are
-// dropped and counted in statistics(), never handed to a handler.
+// layout's (layout_mismatch, corrupt_segment), and with bulk on those of the companion segment
+// "<name>.bulk" and its transfer table (transfer.h). Requests that fail a check (layout.h,
+// Frames) are dropped and counted in statistics(), never handed to a handler; a bulk request
+// whose descriptor fails (wrong size, length out of range, forged or withdrawn) is answered with
+// an error frame (the call fails with bad_descriptor / message_too_large / not_found) and
+// counted in bulk_rejected. A bulk request the server may not read (permission_denied: the
+// client is not ptrace-readable) is answered permission_denied: the client resends it inline
+// when it fits max_request_body (counted in bulk_fallbacks).
 // Deaths:
+//   * a client dies while the server pulls its bulk request (or before): the pull gets
+//     peer_dead, the request is dropped and counted (bulk_dead_client). A client that dies
+//     while a bulk response waits for its pull: respond() returns peer_dead within a check
+//     period (open transfer) or one transfer liveness period (claimed).
 //   * a client dies (calls in flight or not): its responses are dropped (counted) and its slot
 //     freed, by the worker that finds the owner dead when it responds or by the sweep that runs
 //     whenever a worker waited kSweepPeriod for a request; a new client can then claim the slot.
@@ -129,10 +143,13 @@ class Responder {
   Responder& operator=(const Responder&) = delete;
   ~Responder();  // unanswered: responds kStatusAbandoned with an empty body
 
-  // Sends the response. {} (queued; the responder is spent), or: message_too_large (body above
-  // max_response_body; the responder stays active, respond again), invalid_argument (already
-  // spent), peer_dead (the client died or left: dropped, spent), timed_out (the client's ring
-  // stayed full for response_timeout: dropped, spent), corrupt_segment (spent).
+  // Sends the response. {} (queued; with a bulk body: pulled by the client; the responder is
+  // spent), or: message_too_large (body above max_response_body, or max_bulk_body with bulk on;
+  // the responder stays active, respond again), invalid_argument (already spent), peer_dead
+  // (the client died or left: dropped, spent), timed_out (the client's ring stayed full, or it
+  // did not pull a bulk body, for response_timeout: dropped, spent), permission_denied (a bulk
+  // body the client may not pull and too large for inline: the call fails with it, spent),
+  // limit_reached (likewise, every transfer slot busy), corrupt_segment (spent).
   [[nodiscard]] std::error_code respond(std::span<const std::byte> body, std::uint32_t status = 0);
   bool active() const noexcept { return core_ != nullptr; }
   // True once the client's cancel notice for this request arrived (with
