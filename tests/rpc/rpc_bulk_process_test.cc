@@ -6,9 +6,11 @@
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <sys/prctl.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <atomic>
+#include <mutex>
 #include <thread>
 #include <vector>
 
@@ -58,6 +60,7 @@ void plain_echo(const Request& request, Responder responder) {
 }
 
 struct Flags {
+  std::atomic<int> go{0};
   std::atomic<int> ready{0};
   std::atomic<int> sent{0};
   std::atomic<int> done{0};
@@ -212,6 +215,99 @@ TEST(RpcBulkProcess, ClientKilledWithABulkRequestOpenIsDroppedAndCounted) {
   EXPECT_EQ(handled.load(), 0);
   EXPECT_EQ(server->statistics().bulk_dead_client, 1u);
   EXPECT_EQ(server->statistics().requests, 0u);
+}
+
+// A server killed with a bulk request in flight, then a new server of the same name: it opens
+// the companion segment the client still holds, so the client's next bulk call goes through it
+// without reconnecting.
+TEST(RpcBulkProcess, ARestartedServerServesBulkBodiesAgainWithoutReconnecting) {
+  const std::string name = test::unique_name("bulk-restart");
+  SharedObject<Flags> flags;
+  const auto start = [&name, &flags](int go, bool park) {
+    return Child::start([&name, &flags, go, park] {
+      if (!eventually([&] { return flags->go.load() >= go; }, std::chrono::seconds(60))) return 3;
+      Result<Server> server = Server::create(name, bulk_options());
+      if (!server) return 4;
+      std::mutex mutex;
+      std::vector<Responder> parked;
+      const std::error_code error = server->serve(
+          [&](const Request& request, Responder responder) {
+            if (!park) return plain_echo(request, std::move(responder));
+            const std::lock_guard lock(mutex);
+            parked.push_back(std::move(responder));
+            flags->sent.fetch_add(1);
+          },
+          2);
+      if (error) return 5;
+      flags->ready.fetch_add(1);
+      for (;;) std::this_thread::sleep_for(std::chrono::seconds(1));  // until killed
+    });
+  };
+  Child first = start(0, /*park=*/true);
+  Child second = start(1, /*park=*/false);
+  ASSERT_TRUE(eventually([&] { return flags->ready.load() == 1; }));
+  Result<Client> client = Client::connect(name, client_options());
+  ASSERT_TRUE(client) << client.error().message();
+  const std::vector<std::byte> body = pattern(1u << 20, 5);
+  PendingCall stuck = client->async_call(1, body, sync::Deadline::max());
+  ASSERT_TRUE(eventually([&] { return flags->sent.load() == 1; }));  // pulled and parked
+  first.kill(SIGKILL);
+  EXPECT_TRUE(first.wait().signaled);
+  EXPECT_EQ(stuck.wait().error(), errc::peer_dead);
+  flags->go.store(1);
+  ASSERT_TRUE(eventually([&] { return flags->ready.load() == 2; }));
+  Result<Response> response = client->call(2, body, in(kLong));
+  ASSERT_TRUE(response) << response.error().message();
+  EXPECT_TRUE(response->body == body);
+  EXPECT_EQ(client->statistics().bulk_requests, 2u);
+  EXPECT_EQ(client->statistics().bulk_responses, 1u);
+  second.kill(SIGKILL);
+  EXPECT_TRUE(second.wait().signaled);
+}
+
+// A bulk response to a client that does not pull: a live client that stopped (SIGSTOP) holds the
+// worker only for response_timeout (timed_out); a dead one gives peer_dead.
+TEST(RpcBulkProcess, ABulkResponseNobodyPullsEndsAtTheResponseTimeoutOrTheClientsDeath) {
+  const std::string name = test::unique_name("bulk-no-pull");
+  ServerOptions options = bulk_options();
+  options.response_timeout = std::chrono::milliseconds(50);
+  Result<Server> server = Server::create(name, options);
+  ASSERT_TRUE(server);
+  SharedObject<Flags> flags;
+  Child child = Child::start([&name] {  // forked before the workers start
+    Result<Client> client = Client::connect(name, client_options());
+    if (!client) return 5;
+    std::vector<PendingCall> calls;
+    for (int i = 0; i < 2; ++i) {
+      calls.push_back(client->async_call(1, test::bytes("x"), sync::Deadline::max()));
+    }
+    for (;;) std::this_thread::sleep_for(std::chrono::seconds(1));  // until killed
+  });
+  std::mutex mutex;
+  std::vector<Responder> parked;
+  ASSERT_FALSE(server->serve(
+      [&](const Request&, Responder responder) {
+        const std::lock_guard lock(mutex);
+        parked.push_back(std::move(responder));
+      },
+      1));
+  ASSERT_TRUE(eventually([&] {
+    const std::lock_guard lock(mutex);
+    return parked.size() == 2;
+  }));
+  child.kill(SIGSTOP);
+  int status = 0;
+  ASSERT_EQ(::waitpid(child.pid(), &status, WUNTRACED), child.pid());
+  ASSERT_TRUE(WIFSTOPPED(status));
+  const std::vector<std::byte> large = pattern(1u << 20, 6);
+  std::unique_lock lock(mutex);
+  EXPECT_EQ(parked[0].respond(large), errc::timed_out);
+  EXPECT_EQ(server->statistics().responses_timed_out, 1u);
+  child.kill(SIGKILL);
+  EXPECT_TRUE(child.wait().signaled);
+  EXPECT_EQ(parked[1].respond(large), errc::peer_dead);
+  EXPECT_EQ(server->statistics().responses_dead_client, 1u);
+  EXPECT_EQ(server->statistics().bulk_responses, 0u);
 }
 
 }  // namespace
