@@ -217,6 +217,52 @@ TEST(RpcBulkProcess, ClientKilledWithABulkRequestOpenIsDroppedAndCounted) {
   EXPECT_EQ(server->statistics().requests, 0u);
 }
 
+// The server turns non-dumpable after the client's probe at connect said it may pull: the first
+// bulk response's pull is refused, the server sends that body inline instead (the call still
+// succeeds), and the client asks for inline responses from then on; a response too large for
+// inline fails with permission_denied.
+TEST(RpcBulkProcess, AResponsePullRefusedAfterConnectFallsBackToInline) {
+  const std::string name = test::unique_name("bulk-late-hidden");
+  SharedObject<Flags> flags;
+  Child server = Child::start([&name, &flags] {
+    if (!unprivileged()) return 2;
+    Result<Server> created = Server::create(name, bulk_options());
+    if (!created) return 4;
+    if (created->serve(plain_echo, 2)) return 5;
+    flags->ready.store(1);
+    if (!eventually([&] { return flags->go.load() == 1; }, std::chrono::seconds(60))) return 6;
+    if (::prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0) return 7;
+    flags->done.store(1);
+    for (;;) std::this_thread::sleep_for(std::chrono::seconds(1));  // until killed
+  });
+  Child client = Child::start([&name, &flags] {
+    if (!unprivileged()) return 2;
+    if (!eventually([&] { return flags->ready.load() == 1; }, std::chrono::seconds(60))) return 3;
+    Result<Client> connected = Client::connect(name, client_options());
+    if (!connected) return 4;
+    flags->go.store(1);  // the probe has run: now hide the server
+    if (!eventually([&] { return flags->done.load() == 1; }, std::chrono::seconds(60))) return 5;
+    const std::vector<std::byte> fits = pattern(kThreshold + 7, 8);
+    for (int round = 0; round < 2; ++round) {
+      Result<Response> small = connected->call(1, fits, in(kLong));
+      if (!small || small->body != fits) return 10 + round;
+    }
+    const std::vector<std::byte> large = pattern(1u << 20, 9);
+    Result<Response> big = connected->call(2, large, in(kLong));
+    if (big || big.error() != errc::permission_denied) return 20;
+    const ClientStatistics stats = connected->statistics();
+    // One refused pull (the first response), then inline by request; requests stayed bulk.
+    if (stats.bulk_fallbacks != 1 || stats.bulk_responses != 0 || stats.bulk_requests != 3) {
+      return 30;
+    }
+    return 0;
+  });
+  const xproc::test::ChildStatus status = client.wait();
+  EXPECT_TRUE(status.ok()) << status.exit_code;
+  server.kill(SIGKILL);
+  EXPECT_TRUE(server.wait().signaled);
+}
+
 // A server killed with a bulk request in flight, then a new server of the same name: it opens
 // the companion segment the client still holds, so the client's next bulk call goes through it
 // without reconnecting.
