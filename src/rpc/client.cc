@@ -508,6 +508,13 @@ std::error_code ClientCore::pull_response(std::span<const std::byte> body,
     bump(bulk_rejected_);
     return errc::message_too_large;
   }
+  // Only the server's own transfers: a forged frame must not make us claim another member's.
+  // acquire: pairs with the server's release store after its takeover.
+  if (descriptor.owner == 0 ||
+      descriptor.owner != view_.header->bulk_server.load(std::memory_order_acquire)) {
+    bump(bulk_rejected_);
+    return errc::bad_descriptor;
+  }
   into.resize(static_cast<std::size_t>(descriptor.total_length));  // bad_alloc: the caller's
   const Result<std::size_t> pulled = bulk_.pull(descriptor, std::span<std::byte>(into));
   if (pulled) {
@@ -859,6 +866,11 @@ Result<Client> Client::connect(std::string_view name, const ClientOptions& optio
   // respond(); only the owner writes it, so the RMW never races another writer.
   std::uint32_t generation = slot.generation.fetch_add(1, std::memory_order_release) + 1;
   if (generation == 0) generation = slot.generation.fetch_add(1, std::memory_order_release) + 1;
+  // Bulk on: publish our id in the companion segment for the server's descriptor check.
+  // relaxed: read by the server only after it received a request of ours (the channel's
+  // commit/receive orders it).
+  slot.bulk_owner.store(bulk_endpoint.valid() ? bulk_endpoint.self().pack() : 0,
+                        std::memory_order_relaxed);
   // Step 3: drop what the previous owner left in the response ring (its generation differs;
   // the receiver would drop it too, this only frees the room at once).
   std::vector<std::byte> stale;

@@ -215,6 +215,16 @@ std::error_code ServerCore::pull_request(const RequestFrame& frame, std::span<co
     reject(frame, errc::message_too_large);
     return errc::message_too_large;
   }
+  // Only the requesting client's own transfers: a forged frame must not make us claim (and so
+  // take away) another member's. relaxed: the client stored it before sending this request,
+  // and our receive of the request orders that store before this load.
+  const std::uint32_t owner =
+      view_.slots[frame.client_slot].bulk_owner.load(std::memory_order_relaxed);
+  if (owner == 0 || descriptor.owner != owner) {
+    bump(bulk_rejected_);
+    reject(frame, errc::bad_descriptor);
+    return errc::bad_descriptor;
+  }
   try {
     into.resize(static_cast<std::size_t>(descriptor.total_length));
   } catch (const std::bad_alloc&) {

@@ -263,7 +263,7 @@ TEST(RpcBulk, ResponderRefusesBodiesAboveMaxBulkBodyAndStaysActive) {
 // Bulk request frames a hostile client writes with a valid slot and generation: each is
 // rejected and counted, answered with an error frame (the client counts it unknown), and never
 // reaches the handler; a forged descriptor carrying a real call's correlation id fails that call
-// with bad_descriptor.
+// with bad_descriptor; another member's real transfer is not claimed.
 TEST(RpcBulk, ForgedAndOversizedBulkRequestFramesAreRejectedAndCounted) {
   const std::string name = test::unique_name("bulk-forged-request");
   Result<Server> server = Server::create(name, bulk_options());
@@ -300,6 +300,9 @@ TEST(RpcBulk, ForgedAndOversizedBulkRequestFramesAreRejectedAndCounted) {
   descriptor = transfer->descriptor();
   descriptor.table_tag ^= 0x5a5a5a5au;
   raw.send_request(slot, 1, descriptor_bytes(descriptor));
+  // 5. A real, open transfer of another member (not the requesting client's): refused without
+  // claiming it.
+  raw.send_request(slot, 1004, descriptor_bytes(transfer->descriptor()));
   PendingCall victim = client->async_call(2, pattern(kThreshold + 1, 5), in(kLong));
   for (int i = 0; i < 5; ++i) {
     Result<bool> took = server->poll_one(handler);
@@ -308,19 +311,20 @@ TEST(RpcBulk, ForgedAndOversizedBulkRequestFramesAreRejectedAndCounted) {
   EXPECT_EQ(handled.load(), 1);  // only the victim's own request, after its call failed
   EXPECT_EQ(victim.wait().error(), errc::bad_descriptor);
   const ServerStatistics stats = server->statistics();
-  EXPECT_EQ(stats.bulk_rejected, 4u);
+  EXPECT_EQ(stats.bulk_rejected, 5u);
   EXPECT_EQ(stats.bulk_requests, 1u);
   EXPECT_EQ(stats.requests, 1u);
-  // Three error frames for ids the client never issued; the victim's real response came late.
+  // Four error frames for ids the client never issued; the victim's real response came late.
   EXPECT_TRUE(eventually([&] {
-    return client->statistics().unknown_responses == 3 && client->statistics().late_responses == 1;
+    return client->statistics().unknown_responses == 4 && client->statistics().late_responses == 1;
   }));
   // The forged-from registration was never claimed by anyone.
   EXPECT_EQ(transfer->poll(), errc::would_block);
 }
 
-// Bulk response frames a hostile server writes for a real call: wrong size, length out of
-// range, forged descriptor: each fails that call with a named error and is counted.
+// Bulk response frames a hostile peer writes for a real call: wrong size, length out of range,
+// forged descriptor, another member's real transfer: each fails that call with a named error
+// and is counted; the real transfer is never claimed.
 TEST(RpcBulk, ForgedBulkResponseFramesFailTheCallWithANamedError) {
   const std::string name = test::unique_name("bulk-forged-response");
   Result<Server> server = Server::create(name, bulk_options());
@@ -349,9 +353,12 @@ TEST(RpcBulk, ForgedBulkResponseFramesFailTheCallWithANamedError) {
             descriptor.total_length = std::uint64_t{kMaxBulk} + 1;
             body = descriptor_bytes(descriptor);
             break;
-          default:
+          case 2:
             descriptor.generation ^= 1;  // another generation of the slot: forged
             body = descriptor_bytes(descriptor);
+            break;
+          default:
+            body = descriptor_bytes(descriptor);  // real and open, but not the server's
             break;
         }
         raw.send_response(request.client_slot, request.correlation_id, body);
@@ -364,7 +371,8 @@ TEST(RpcBulk, ForgedBulkResponseFramesFailTheCallWithANamedError) {
   EXPECT_EQ(client->call(1, test::bytes("a"), in(kLong)).error(), errc::bad_descriptor);
   EXPECT_EQ(client->call(1, test::bytes("b"), in(kLong)).error(), errc::message_too_large);
   EXPECT_EQ(client->call(1, test::bytes("c"), in(kLong)).error(), errc::bad_descriptor);
-  EXPECT_EQ(client->statistics().bulk_rejected, 3u);
+  EXPECT_EQ(client->call(1, test::bytes("d"), in(kLong)).error(), errc::bad_descriptor);
+  EXPECT_EQ(client->statistics().bulk_rejected, 4u);
   EXPECT_EQ(client->statistics().bulk_responses, 0u);
   EXPECT_EQ(transfer->poll(), errc::would_block);  // nobody claimed the real registration
   server->stop();

@@ -103,7 +103,12 @@ static_assert(offsetof(ServerHeader, max_bulk_body) == 96);
 struct ClientSlot {
   std::atomic<std::uint32_t> owner;
   std::atomic<std::uint32_t> generation;
-  std::uint8_t reserved[56];
+  // Bulk on: the owner's packed ParticipantId in the companion segment "<name>.bulk", stored by
+  // the claimer after step 2 and before its first request (0 when bulk is off). The server
+  // accepts a bulk request's descriptor only when it names this owner, so a frame cannot make
+  // the server pull (and so claim) another member's transfer.
+  std::atomic<std::uint32_t> bulk_owner;
+  std::uint8_t reserved[52];
 };
 static_assert(std::is_standard_layout_v<ClientSlot>);
 static_assert(sizeof(ClientSlot) == 64);
