@@ -180,7 +180,9 @@ class Client {
   Result<Response> call(std::uint32_t method, std::span<const std::byte> body,
                         sync::Deadline deadline);
   // Starts a call; its outcome comes from the handle. Never fails itself: a call that could not
-  // be sent is a handle already complete with the error.
+  // be sent is a handle already complete with the error. The body is copied before this returns
+  // (into the ring, or, for a bulk body, into storage the call owns until it completes): the
+  // caller may reuse or free it at once.
   PendingCall async_call(std::uint32_t method, std::span<const std::byte> body,
                          sync::Deadline deadline);
   // Starts every request, then calls on_complete(index, outcome) once per request, in the order
