@@ -830,7 +830,8 @@ Result<Client> Client::connect(std::string_view name, const ClientOptions& optio
                                                      shm::SegmentKind::raw, options.segment);
     if (!opened) return opened.error();
     bulk_segment = std::make_unique<shm::Segment>(std::move(*opened));
-    Result<bulk::TransferEndpoint> endpoint = bulk::TransferEndpoint::open(*bulk_segment);
+    Result<bulk::TransferEndpoint> endpoint =
+        bulk::TransferEndpoint::open(*bulk_segment, options.bulk);
     if (!endpoint) return endpoint.error();
     bulk_endpoint = std::move(*endpoint);
     // acquire: pairs with the server's release store after its takeover.

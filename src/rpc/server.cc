@@ -600,7 +600,8 @@ Result<Server> Server::create(std::string_view name, const ServerOptions& option
         bulk::transfer_table_init(table, bulk_options.participant_capacity));
     if (!opened) return opened.error();
     bulk_segment = std::make_unique<shm::Segment>(std::move(*opened));
-    Result<bulk::TransferEndpoint> endpoint = bulk::TransferEndpoint::open(*bulk_segment);
+    Result<bulk::TransferEndpoint> endpoint =
+        bulk::TransferEndpoint::open(*bulk_segment, options.bulk);
     if (!endpoint) return endpoint.error();
     bulk_endpoint = std::move(*endpoint);
   }

@@ -77,6 +77,7 @@
 #include <system_error>
 #include <vector>
 
+#include "xproc/bulk/transfer.h"
 #include "xproc/channel/endpoint.h"
 #include "xproc/rpc/layout.h"
 #include "xproc/shm/segment.h"
@@ -91,6 +92,10 @@ struct ClientOptions {
   // other callers blocked in call() or PendingCall::wait*() spin and yield before they park
   // (endpoint.h, WaitPolicy).
   channel::WaitPolicy wait_policy{};
+  // The endpoint of the server's companion transfer table (bulk on; decision 0055): e.g.
+  // allow_any_reader under Yama ptrace_scope 1, so that the server may pull this process's
+  // bulk requests (transfer.h).
+  bulk::TransferEndpointOptions bulk{};
 };
 
 struct Response {

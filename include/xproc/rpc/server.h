@@ -67,6 +67,7 @@
 #include <thread>
 #include <vector>
 
+#include "xproc/bulk/transfer.h"
 #include "xproc/channel/endpoint.h"
 #include "xproc/rpc/layout.h"
 #include "xproc/shm/segment.h"
@@ -89,6 +90,10 @@ struct ServerOptions {
   // kFlagCancel) reaches the Responder (Responder::cancelled()). Costs a mutex and a hash-map
   // insert and erase per request; off: cancel notices are dropped (cancels_ignored).
   bool track_cancellation = false;
+  // The endpoint of the companion segment's transfer table (bulk on; decision 0055): e.g.
+  // allow_any_reader under Yama ptrace_scope 1, so that clients that are not this process's
+  // descendants may pull its responses (transfer.h).
+  bulk::TransferEndpointOptions bulk{};
 };
 
 // One request, as a handler sees it. `body` points into the worker's buffer and is valid only
