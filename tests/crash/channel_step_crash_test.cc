@@ -96,7 +96,9 @@ void expect_drained_and_balanced(const Endpoint& channel) {
 class ProducerStepCrash : public ::testing::TestWithParam<std::tuple<Step, bool>> {};
 
 TEST_P(ProducerStepCrash, SurvivorTakesOverAndTheCountsStayExact) {
-  const auto [step, padded] = GetParam();
+  // Not a structured binding: clang 14 cannot capture one in the lambdas below.
+  const Step step = std::get<0>(GetParam());
+  const bool padded = std::get<1>(GetParam());
   Registry registry;
   ChannelConfig config = test::small_config(1024, 200);
   config.start_position = padded ? 1024 - 64 : 0;
@@ -149,7 +151,8 @@ INSTANTIATE_TEST_SUITE_P(EveryReserveStep, ProducerStepCrash,
 class ConsumerStepCrash : public ::testing::TestWithParam<std::tuple<Step, bool>> {};
 
 TEST_P(ConsumerStepCrash, SurvivorTakesOverAndNothingIsLostTwiceOrCountedWrong) {
-  const auto [step, redelivery] = GetParam();
+  const Step step = std::get<0>(GetParam());
+  const bool redelivery = std::get<1>(GetParam());
   Registry registry;
   ChannelConfig config = test::small_config(1024, 200);
   config.redelivery = redelivery;

@@ -53,7 +53,9 @@
 //     PendingCall::wait*() or call_many() looks at the server itself every kPeerCheckPeriod, and
 //     the receiver thread does so for every pending call every kPeerCheckPeriod while calls are
 //     pending (every kIdlePeerCheckPeriod while none is). New calls fail with peer_dead at once
-//     while no live server holds the segment.
+//     when the segment names no server (it shut down) or a server seen dead, and otherwise
+//     within kPeerCheckPeriod of a death like calls in flight (the server's liveness is looked
+//     up at most once per kPeerCheckPeriod, not per call: the lookup is a system call).
 //   * a restarted server (Server::create of the same name taking the segment over) serves this
 //     client again without reconnecting: calls made after it took over succeed; calls in flight
 //     across the restart fail with peer_dead (the epoch they went to is gone). A server that had
