@@ -126,10 +126,10 @@ class ClientCore : public std::enable_shared_from_this<ClientCore> {
     // relaxed: a hint that spares the CAS (and its cache-line transfer) while somebody leads.
     if (leader_.load(std::memory_order_relaxed)) return false;
     bool expected = false;
-    // seq_cst: a store-load pair with start()'s "pending_count_ store, then leader_ load": either
-    // start() sees a leader, or the leader's receive sees the call registered (it is in the
-    // response channel only after start() sent it anyway).
-    return leader_.compare_exchange_strong(expected, true, std::memory_order_seq_cst,
+    // acquire: pairs with lead()'s release of the flag: the previous leader's use of
+    // leader_buffer_ happens before ours. (Taking the lead needs no store-load order with
+    // start(): a call it misses is seen by lead()'s check when the lead is given up.)
+    return leader_.compare_exchange_strong(expected, true, std::memory_order_acquire,
                                            std::memory_order_relaxed);
   }
   // Takes responses off the channel (dispatching every one, whoever it is for) until `state` is
@@ -699,7 +699,8 @@ void ClientCore::lead(const CallState& state, sync::Deadline until) {
     if (error && error != errc::timed_out) break;  // corrupt_segment: the receiver reports it
   }
   // seq_cst: pairs with start()'s "pending_count_ store, then leader_ load": either it sees no
-  // leader and wakes the receiver itself, or we see its call pending below.
+  // leader and wakes the receiver itself, or we see its call pending below. Also a release:
+  // hands leader_buffer_ to the next leader (try_lead()'s acquire).
   leader_.store(false, std::memory_order_seq_cst);
   if (pending_count_.load(std::memory_order_seq_cst) != 0) wake_receiver();
 }

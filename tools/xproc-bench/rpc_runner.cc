@@ -288,6 +288,16 @@ unsigned server_workers(const RpcRun& run) {
   return static_cast<unsigned>(std::min(run.threads, 4));
 }
 
+// The server process of a row whose server runs on its own threads: says it is up, waits for
+// the start, and counts its context switches until the client says it is done.
+void serve_until_done(RpcControl& control) {
+  set_word(control.server_up);
+  announce_ready_and_wait(control.ready, control.go);
+  const std::int64_t switches = switches_now();
+  wait_word(control.done);
+  control.reports[1].switches = switches_now() - switches;
+}
+
 void xproc_server(const RpcRun& run, RpcControl& control, const std::string& name) {
   rpc::ServerOptions options;
   options.config.max_clients = 4;
@@ -300,11 +310,7 @@ void xproc_server(const RpcRun& run, RpcControl& control, const std::string& nam
       },
       server_workers(run));
   if (served) throw_code("rpc::Server::serve", served);
-  set_word(control.server_up);
-  announce_ready_and_wait(control.ready, control.go);
-  const std::int64_t switches = switches_now();
-  wait_word(control.done);
-  control.reports[1].switches = switches_now() - switches;
+  serve_until_done(control);
 }
 
 void xproc_client(const RpcRun& run, RpcControl& control, const std::string& name) {
@@ -398,11 +404,7 @@ void fanout_xproc_server(RpcControl& control, const std::string& name) {
       },
       1);
   if (served) throw_code("rpc::Server::serve", served);
-  set_word(control.server_up);
-  announce_ready_and_wait(control.ready, control.go);
-  const std::int64_t switches = switches_now();
-  wait_word(control.done);
-  control.reports[1].switches = switches_now() - switches;
+  serve_until_done(control);
   server->stop();
   for (auto& thread : delayed) thread.join();
 }
@@ -518,11 +520,7 @@ void socket_client(const RpcRun& run, RpcControl& control, const std::vector<int
 // (its own connection) per thread and connects each before the start, as the socket rows do.
 void grpc_server(RpcControl& control, const std::string& address) {
   GrpcEchoServer server(address);
-  set_word(control.server_up);
-  announce_ready_and_wait(control.ready, control.go);
-  const std::int64_t switches = switches_now();
-  wait_word(control.done);
-  control.reports[1].switches = switches_now() - switches;
+  serve_until_done(control);
 }
 
 void grpc_client(const RpcRun& run, RpcControl& control, const std::string& address) {
