@@ -90,15 +90,23 @@ class AutoSender final : public BulkSender {
     prefault(channel_.segment().body());  // which pool buffer a copy gets is the pool's choice
     for (std::size_t i = 0; i < completions_.size(); ++i) buffers_.emplace_back(shape.payload);
   }
+  // An application reuses a buffer as soon as its completion says it is free: a copied payload
+  // (inline, pool) frees it when post returns, so the same buffer is written again and stays in
+  // cache; only a pull still in flight moves the producer on to the next buffer.
   std::span<std::byte> prepare() override {
-    if (std::error_code error = completions_[next_].wait()) fail(error, "completion");
+    const std::error_code done = completions_[next_].poll();
+    if (done == make_error_code(xproc::errc::would_block)) {
+      next_ = (next_ + 1) % completions_.size();
+      if (std::error_code error = completions_[next_].wait()) fail(error, "completion");
+    } else if (done) {
+      fail(done, "completion");
+    }
     return buffers_[next_].span();
   }
   void commit() override {
     Result<bulk::Completion> completion = channel_.post(buffers_[next_].span());
     if (!completion) fail(completion.error(), "post");
     completions_[next_] = std::move(*completion);
-    next_ = (next_ + 1) % completions_.size();
   }
   void flush() override {
     for (bulk::Completion& completion : completions_) {
