@@ -30,7 +30,7 @@ namespace xproc::bulk {
 namespace {
 
 constexpr std::uint32_t kMagic = 0x43425058;  // "XPBC" in memory order
-constexpr std::uint32_t kLayoutVersion = 2;   // 2: stream pacing fields
+constexpr std::uint32_t kLayoutVersion = 3;   // 2: stream pacing fields; 3: ring streams
 constexpr std::uint64_t kHeaderBytes = 64;
 
 // After the transfer table (at round_up_64(its total size) in the body). Written by create()
@@ -73,9 +73,11 @@ struct StreamHeader {
   // Chunks published (futex word): 0..n while streaming, n + 1 once the buffer is posted and
   // `descriptor` holds its pool descriptor, kStreamAborted when the producer gave up.
   std::atomic<std::uint32_t> chunks;
-  std::atomic<std::uint32_t> waiters;        // consumers about to park on `chunks` (a hint)
-  std::atomic<std::uint64_t> stream_id;      // the record's channel position (unique)
-  std::atomic<std::uint64_t> descriptor[4];  // the pool Descriptor, valid at chunks == n + 1
+  std::atomic<std::uint32_t> waiters;    // consumers about to park on `chunks` (a hint)
+  std::atomic<std::uint64_t> stream_id;  // the record's channel position (unique)
+  // Whole-buffer streams: the pool Descriptor, valid at chunks == n + 1. Ring streams (the
+  // record's window != 0) post no buffer: [0] is the verdict, [1] the chunks started (below).
+  std::atomic<std::uint64_t> descriptor[4];
   // Pacing (layout version 2): the claiming consumer's progress, which the producer waits on
   // while it is stream_window chunks ahead. Written by the consumer that holds the record; a
   // consumer of an earlier stream of this buffer may still write them once (a hint: the
@@ -91,13 +93,28 @@ constexpr std::size_t kStreamHeader = sizeof(StreamHeader);
 constexpr std::uint32_t kStreamAborted = ~std::uint32_t{0};
 constexpr std::uint32_t kMinStreamChunk = 4096;
 
+// A ring stream's verdict (docs/layout/bulk_channel.md, "Ring streams"): the stream id with its
+// state in the low bits (channel positions are 16-aligned). Open until a compare-exchange
+// decides it: the consumer's (delivered, or aborted when its copy was overwritten) or the
+// producer's (aborted: deadline, every consumer gone, or its claimer died).
+constexpr std::uint64_t kVerdictOpen = 1;
+constexpr std::uint64_t kVerdictDelivered = 2;
+constexpr std::uint64_t kVerdictAborted = 3;
+std::atomic<std::uint64_t>& verdict(StreamHeader& stream) noexcept {
+  return stream.descriptor[0];
+}
+// Chunks the producer began to write: chunk j overwrites slot j mod window once this is j + 1.
+std::atomic<std::uint64_t>& started(StreamHeader& stream) noexcept {
+  return stream.descriptor[1];
+}
+
 // The record body of a stream (after the RecordHeader; 32 bytes like the descriptors).
 struct StreamRecord {
   std::uint32_t size_class = 0;  // the buffer's class
   std::uint32_t chunk = 0;       // chunk bytes (>= kMinStreamChunk)
   std::uint64_t offset = 0;      // the buffer's offset from the pool region's start
   std::uint32_t producer = 0;    // packed ParticipantId of the producer
-  std::uint32_t reserved = 0;    // 0
+  std::uint32_t window = 0;      // ring slots (layout version 3); 0: the whole payload's buffer
   std::uint64_t reserved2 = 0;   // 0
 };
 static_assert(sizeof(StreamRecord) == sizeof(Descriptor));
@@ -236,7 +253,8 @@ std::string PathReport::to_string() const {
         << "; using pool_copy";
   }
   out << " (sent: " << sent_inline << " inline, " << sent_pool << " pool_copy, " << sent_pull
-      << " pull, " << pull_fallbacks << " pull fallbacks)";
+      << " pull, " << pull_fallbacks << " pull fallbacks; " << sent_ring << " of the pool_copy "
+      << "through a ring, " << ring_restarts << " ring restarts)";
   return out.str();
 }
 
@@ -249,8 +267,9 @@ struct BulkChannel::State {
   std::uint64_t max_payload = 0;
   std::uint64_t pull_min = kPullNever;
   std::chrono::milliseconds liveness_period{10};
-  std::uint32_t stream_chunk = 0;   // BulkProcessOptions::stream_chunk
-  std::uint32_t stream_window = 0;  // BulkProcessOptions::stream_window
+  std::uint32_t stream_chunk = 0;              // BulkProcessOptions::stream_chunk
+  std::uint32_t stream_window = 0;             // BulkProcessOptions::stream_window
+  std::uint64_t stream_ring_min = kRingNever;  // BulkProcessOptions::stream_ring_min
 
   // relaxed (all below): process-local flags and counters; pull_reason is guarded by mutex and
   // written before pull_on is cleared, read under the mutex.
@@ -259,6 +278,8 @@ struct BulkChannel::State {
   std::atomic<std::uint64_t> sent_pool{0};
   std::atomic<std::uint64_t> sent_pull{0};
   std::atomic<std::uint64_t> pull_fallbacks{0};
+  std::atomic<std::uint64_t> sent_ring{0};
+  std::atomic<std::uint64_t> ring_restarts{0};
   std::mutex mutex;
   std::string pull_reason;                // guarded by mutex
   std::optional<channel::Message> stash;  // guarded by mutex: a record kept by message_too_large
@@ -382,6 +403,7 @@ Result<BulkChannel> BulkChannel::wrap(Result<shm::Segment> segment,
   state.liveness_period = process.liveness_period;
   state.stream_chunk = process.stream_chunk;
   state.stream_window = process.stream_window;
+  state.stream_ring_min = process.stream_ring_min;
   std::string blocker = pull_blocker(state, process);
   if (blocker.empty()) {
     // relaxed: before this object is returned; no other thread sees it yet.
@@ -453,11 +475,13 @@ PathReport BulkChannel::path_report() const {
     report.pull_enabled = state.pull_on.load(std::memory_order_relaxed);
     report.pull_reason = report.pull_enabled ? std::string() : state.pull_reason;
   }
-  // relaxed (the four): counters of this process, a snapshot; nothing is published with them.
+  // relaxed (the six): counters of this process, a snapshot; nothing is published with them.
   report.sent_inline = state.sent_inline.load(std::memory_order_relaxed);
   report.sent_pool = state.sent_pool.load(std::memory_order_relaxed);
   report.sent_pull = state.sent_pull.load(std::memory_order_relaxed);
   report.pull_fallbacks = state.pull_fallbacks.load(std::memory_order_relaxed);
+  report.sent_ring = state.sent_ring.load(std::memory_order_relaxed);
+  report.ring_restarts = state.ring_restarts.load(std::memory_order_relaxed);
   return report;
 }
 
@@ -509,52 +533,43 @@ bool within_window(std::uint32_t consumed, std::uint32_t published, std::uint32_
   return consumed >= published || published - consumed < window;
 }
 
-// send_stream's pacing, before it copies chunk `published` (docs/layout/bulk_channel.md,
-// "Pacing"): waits while it is stream_window chunks ahead of the stream's claimer (or of
-// nobody, before a claim): spins, then parks on `consumed` for kPeerCheckPeriod, doubling up to
-// 8 x kPeerCheckPeriod while nothing changes; after each period without progress it runs the
-// channel's sweep (a dead claimer's record is redelivered; the next claimer restarts the stream,
-// and pacing with it) and, when the claimer is not alive (none, dead, or an id no table issued),
-// checks consumers_gone().
-// {} go on; *unpaced set: go on without pacing for the rest of the stream (try_send, which never
-// parks, after its spin); timed_out (the deadline passed) or peer_dead (every consumer is gone):
-// the caller aborts the stream.
-std::error_code pace(const BulkChannel::State& state, StreamHeader& stream, std::uint32_t published,
-                     const sync::Deadline* deadline, bool* unpaced) noexcept {
-  const std::uint32_t window = state.stream_window;
-  // relaxed: a pacing hint; no bytes are published with it (the producer never rewrites a chunk
-  // of a live stream); the park below is ordered by the fences (publish_progress's pairing).
-  auto caught_up = [&] {
-    return within_window(stream.consumed.load(std::memory_order_relaxed), published, window);
-  };
-  if (sync::detail::spin_until(caught_up, kPaceSpinRounds)) return {};
-  if (deadline == nullptr) {
-    *unpaced = true;
-    return {};
-  }
-  // The claim and every chunk wake us when we announced the park; the timed wakes only look at
-  // the claimer's liveness, so their period doubles while nothing changes (a producer waiting
-  // for a busy consumer to claim costs few wakes).
+// What a producer waiting on its stream's claimer saw (await_claimer).
+enum class Awaited { ready, dead_claimer, timed_out, peer_dead };
+
+// A producer's wait on the consumer copying its stream (docs/layout/bulk_channel.md, "Pacing"):
+// until ready() (which reads `consumed` or the verdict with acquire loads) it spins, then parks
+// on `consumed` for kPeerCheckPeriod, doubling up to 8 x kPeerCheckPeriod while nothing changes
+// (the claim, every chunk and a ring's verdict wake it when it announced the park). After each
+// period without progress it runs the channel's sweep (a dead claimer's record is redelivered;
+// the next claimer starts the stream over) and looks at the claimer: not alive (dead, or an id
+// no table issued) and stop_at_dead_claimer: dead_claimer; not alive or none, and every consumer
+// gone: peer_dead. timed_out at the deadline.
+template <class Ready>
+Awaited await_claimer(const BulkChannel::State& state, StreamHeader& stream, Ready ready,
+                      sync::Deadline deadline, bool stop_at_dead_claimer) noexcept {
+  if (sync::detail::spin_until(ready, kPaceSpinRounds)) return Awaited::ready;
+  // The timed wakes only look at the claimer's liveness, so their period doubles while nothing
+  // changes (a producer waiting for a busy consumer to claim costs few wakes).
   sync::Clock::duration period = channel::kPeerCheckPeriod;
   const sync::Clock::duration max_period = kPaceMaxPeriods * period;
   for (;;) {
     const sync::Clock::time_point now = sync::Clock::now();
-    if (now >= *deadline) return code(errc::timed_out);
-    const sync::Deadline wake = *deadline - now > period ? now + period : *deadline;
+    if (now >= deadline) return Awaited::timed_out;
+    const sync::Deadline wake = deadline - now > period ? now + period : deadline;
     period = std::min(2 * period, max_period);
     // relaxed: ordered by the fence below.
     stream.producer_parked.store(1, std::memory_order_relaxed);
     // seq_cst fence: "announce the park, then re-check consumed" against publish_progress()'s
     // "store consumed, fence, look for the announcement": it wakes us or we see its progress.
     std::atomic_thread_fence(std::memory_order_seq_cst);
-    // relaxed: as in caught_up.
-    const std::uint32_t seen = stream.consumed.load(std::memory_order_relaxed);
-    if (!within_window(seen, published, window)) {
+    // acquire: pairs with publish_progress()'s release store (a ring's verdict comes before it).
+    const std::uint32_t seen = stream.consumed.load(std::memory_order_acquire);
+    if (!ready()) {
       (void)sys::futex_wait(stream.consumed, seen, sys::FutexScope::process_shared, wake);
     }
     // relaxed: a hint; a stale 1 only costs the consumer a futex wake.
     stream.producer_parked.store(0, std::memory_order_relaxed);
-    if (caught_up()) return {};
+    if (ready()) return Awaited::ready;
     // relaxed: a hint; the claimer re-writes it after every chunk and before it parks.
     const std::uint32_t claimer = stream.consumer.load(std::memory_order_relaxed);
     bool live_claimer = false;
@@ -565,8 +580,39 @@ std::error_code pace(const BulkChannel::State& state, StreamHeader& stream, std:
     // The sweep puts a dead claimer's record back, even when a stale writer's live id hides the
     // dead claimer from the check above.
     (void)state.endpoint.recover();
-    if (!live_claimer && state.endpoint.consumers_gone()) return code(errc::peer_dead);
+    if (!live_claimer && claimer != 0 && stop_at_dead_claimer) return Awaited::dead_claimer;
+    if (!live_claimer && state.endpoint.consumers_gone()) return Awaited::peer_dead;
   }
+}
+
+// send_stream's pacing, before it copies chunk `published`: waits while it is stream_window
+// chunks ahead of the stream's claimer (or of nobody, before a claim); a dead claimer's record is
+// redelivered and pacing restarts against the next claimer (await_claimer).
+// {} go on; *unpaced set: go on without pacing for the rest of the stream (try_send, which never
+// parks, after its spin); timed_out (the deadline passed) or peer_dead (every consumer is gone):
+// the caller aborts the stream.
+std::error_code pace(const BulkChannel::State& state, StreamHeader& stream, std::uint32_t published,
+                     const sync::Deadline* deadline, bool* unpaced) noexcept {
+  const std::uint32_t window = state.stream_window;
+  // acquire: pairs with publish_progress()'s release store (nothing of the whole-buffer stream
+  // depends on it: the producer never rewrites a chunk of a live stream).
+  auto caught_up = [&] {
+    return within_window(stream.consumed.load(std::memory_order_acquire), published, window);
+  };
+  if (deadline == nullptr) {
+    if (!sync::detail::spin_until(caught_up, kPaceSpinRounds)) *unpaced = true;
+    return {};
+  }
+  switch (await_claimer(state, stream, caught_up, *deadline, false)) {
+    case Awaited::ready:
+    case Awaited::dead_claimer:  // not asked for: await_claimer goes on waiting
+      return {};
+    case Awaited::timed_out:
+      return code(errc::timed_out);
+    case Awaited::peer_dead:
+      return code(errc::peer_dead);
+  }
+  return {};
 }
 
 // The streamed pool copy (docs/layout/bulk_channel.md, "Streams"):
@@ -656,6 +702,176 @@ std::error_code send_stream(BulkChannel::State& state, std::span<const std::byte
   return {};
 }
 
+// Whether send_copy streams `size` bytes through a ring (BulkProcessOptions::stream_ring_min):
+// only a send that may wait (a ring's send returns once a consumer took the payload), and only
+// a payload that spans more than the window.
+bool uses_ring(const BulkChannel::State& state, std::size_t size,
+               const sync::Deadline* deadline) noexcept {
+  if (deadline == nullptr || state.stream_window == 0 || state.stream_chunk == 0 ||
+      size < state.stream_ring_min) {
+    return false;
+  }
+  const std::uint64_t chunks = (size + state.stream_chunk - 1) / state.stream_chunk;
+  return chunks > state.stream_window;
+}
+
+// The outcome of one ring stream (send_ring).
+enum class RingOutcome { delivered, restart, timed_out, peer_dead, failed };  // failed: *error
+
+// Decides an open ring stream against the consumer: compare-exchange open -> aborted. Lost to a
+// consumer's delivered: delivered; to a consumer's abort: restart; won: `won` (the consumers
+// skip the record: chunks := aborted wakes the waiting ones).
+RingOutcome abort_ring(StreamHeader& stream, std::uint64_t position, RingOutcome won) noexcept {
+  std::uint64_t expected = position | kVerdictOpen;
+  // acq_rel: release, the abort is seen by the consumer's compare-exchange (it then discards its
+  // copy); acquire, a lost race reads the consumer's delivered, after whose release every read
+  // of the ring was done (the loan may go back to the pool).
+  if (!verdict(stream).compare_exchange_strong(expected, position | kVerdictAborted,
+                                               std::memory_order_acq_rel,
+                                               std::memory_order_acquire)) {
+    return expected == (position | kVerdictDelivered) ? RingOutcome::delivered
+                                                      : RingOutcome::restart;
+  }
+  // release: consumers waiting for a chunk stop and skip the record.
+  stream.chunks.store(kStreamAborted, std::memory_order_release);
+  wake_stream(stream);
+  return won;
+}
+
+// One ring stream of `payload` through the loaned `buffer` (docs/layout/bulk_channel.md, "Ring
+// streams"):
+//   G1) reserve a record (position p); write the header: stream_id p first, chunks 0, consumed
+//       0, consumer 0, verdict p|open, started 0; a release fence (a consumer of an earlier
+//       stream of this buffer that copies our bytes sees our stream_id);
+//   G2) commit the record (release: publishes the header to its claimer);
+//   G3) per chunk k: once k >= window, wait until the claimer copied chunk k - window (consumed
+//       > k - window; a verdict ends the wait); started := k + 1, release fence, copy into slot k
+//       mod window, chunks := k + 1 (release), wake;
+//   G4) wait for the verdict: the consumer's compare-exchange to delivered after it copied every
+//       chunk and released the record.
+// While waiting: the deadline, every consumer gone, or (once a slot was overwritten) a dead
+// claimer make us decide the verdict ourselves (abort_ring). A consumer that found its copy
+// overwritten aborts it itself. An aborted stream is sent again as a new record (restart) unless
+// the deadline or the consumers' end stopped it.
+RingOutcome ring_once(BulkChannel::State& state, std::span<const std::byte> payload,
+                      std::byte* buffer, std::uint32_t size_class, sync::Deadline deadline,
+                      std::error_code* error) noexcept {
+  auto& stream = *reinterpret_cast<StreamHeader*>(buffer);
+  std::byte* const slots = buffer + kStreamHeader;
+  const std::uint32_t window = state.stream_window;
+  const std::size_t chunk = state.stream_chunk;
+  Result<channel::Reservation> reservation =
+      reserve_record(state.endpoint, kDescriptorRecord, &deadline);
+  if (!reservation) {
+    *error = reservation.error();
+    return RingOutcome::failed;
+  }
+  const std::uint64_t position = reservation->position();
+  // relaxed (seven): published by the commit below (release; the claimer acquires it). The
+  // fence orders them before this stream's first bytes for a consumer of an earlier stream of
+  // this buffer, which re-checks stream_id after an acquire fence (receive_ring).
+  stream.stream_id.store(position, std::memory_order_relaxed);
+  stream.chunks.store(0, std::memory_order_relaxed);
+  stream.waiters.store(0, std::memory_order_relaxed);
+  stream.consumed.store(0, std::memory_order_relaxed);
+  stream.consumer.store(0, std::memory_order_relaxed);
+  stream.producer_parked.store(0, std::memory_order_relaxed);
+  verdict(stream).store(position | kVerdictOpen, std::memory_order_relaxed);
+  started(stream).store(0, std::memory_order_relaxed);
+  std::atomic_thread_fence(std::memory_order_release);
+  RecordHeader header;
+  header.kind = kStreamKind;
+  header.length = payload.size();
+  StreamRecord body;
+  body.size_class = size_class;
+  body.chunk = static_cast<std::uint32_t>(chunk);
+  body.offset = static_cast<std::uint64_t>(buffer - state.pool.ref().base);
+  body.producer = state.segment.self().id().pack();
+  body.window = window;
+  std::byte* out = reservation->data().data();
+  std::memcpy(out, &header, sizeof header);
+  std::memcpy(out + sizeof header, &body, sizeof body);
+  if (std::error_code failed = state.endpoint.commit(*reservation)) {
+    *error = failed;
+    return RingOutcome::failed;
+  }
+  // acquire (both): pair with the consumer's release compare-exchange and release store of
+  // consumed: its reads of a slot happen before we overwrite it, or before the loan goes back.
+  auto decided = [&] {
+    return verdict(stream).load(std::memory_order_acquire) != (position | kVerdictOpen);
+  };
+  // The outcome once the wait below ended otherwise than with a free slot.
+  auto settle = [&](Awaited awaited) {
+    switch (awaited) {
+      case Awaited::ready:  // decided by the consumer
+        break;
+      case Awaited::dead_claimer:
+        return abort_ring(stream, position, RingOutcome::restart);
+      case Awaited::timed_out:
+        return abort_ring(stream, position, RingOutcome::timed_out);
+      case Awaited::peer_dead:
+        return abort_ring(stream, position, RingOutcome::peer_dead);
+    }
+    // acquire: as in decided().
+    return verdict(stream).load(std::memory_order_acquire) == (position | kVerdictDelivered)
+               ? RingOutcome::delivered
+               : RingOutcome::restart;
+  };
+  const std::uint64_t chunks = (payload.size() + chunk - 1) / chunk;
+  for (std::uint64_t k = 0; k < chunks; ++k) {
+    if (k >= window) {
+      auto slot_free = [&] {
+        return decided() || stream.consumed.load(std::memory_order_acquire) > k - window;
+      };
+      // A dead claimer before any slot was overwritten (k == window): its record is
+      // redelivered and the next claimer starts over; after (k > window) nobody can.
+      const Awaited awaited = await_claimer(state, stream, slot_free, deadline, k > window);
+      if (awaited != Awaited::ready || decided()) return settle(awaited);
+    }
+    // relaxed + release fence: a seqlock's write side. A reader of slot k mod window that copies
+    // any byte of chunk k then sees started >= k + 1 after its acquire fence (receive_ring).
+    started(stream).store(k + 1, std::memory_order_relaxed);
+    std::atomic_thread_fence(std::memory_order_release);
+    const std::size_t done = static_cast<std::size_t>(k) * chunk;
+    const std::size_t bytes = std::min(chunk, payload.size() - done);
+    std::memcpy(slots + static_cast<std::size_t>(k % window) * chunk, payload.data() + done, bytes);
+    // release: publishes the chunk's bytes; pairs with wait_stream()'s acquire load.
+    stream.chunks.store(static_cast<std::uint32_t>(k + 1), std::memory_order_release);
+    wake_stream(stream);
+  }
+  return settle(await_claimer(state, stream, decided, deadline, true));
+}
+
+// send_copy's ring stream: loans a window-sized buffer and sends the payload through it, again
+// as a new record each time a stream is aborted by a dead or overwritten claimer (ring_once).
+std::error_code send_ring(BulkChannel::State& state, std::span<const std::byte> payload,
+                          sync::Deadline deadline) noexcept {
+  const std::size_t ring_bytes = std::size_t{state.stream_window} * state.stream_chunk;
+  Result<Loan> loan =
+      state.pool.loan_with(ring_bytes + kStreamHeader, &deadline, &reclaim_hook, &state);
+  if (!loan) return loan.error();
+  for (;;) {
+    std::error_code error;
+    const RingOutcome outcome =
+        ring_once(state, payload, loan->data().data(), loan->size_class(), deadline, &error);
+    switch (outcome) {
+      case RingOutcome::delivered:
+        state.sent_pool.fetch_add(1, std::memory_order_relaxed);
+        state.sent_ring.fetch_add(1, std::memory_order_relaxed);
+        return {};  // the loan goes back with its destructor: nobody reads the ring any more
+      case RingOutcome::restart:
+        state.ring_restarts.fetch_add(1, std::memory_order_relaxed);
+        continue;
+      case RingOutcome::timed_out:
+        return code(errc::timed_out);
+      case RingOutcome::peer_dead:
+        return code(errc::peer_dead);
+      case RingOutcome::failed:
+        return error;
+    }
+  }
+}
+
 // Sends `payload` inline or through the pool (copy semantics).
 std::error_code send_copy(BulkChannel::State& state, std::span<const std::byte> payload,
                           BulkPath path, const sync::Deadline* deadline) noexcept {
@@ -674,6 +890,7 @@ std::error_code send_copy(BulkChannel::State& state, std::span<const std::byte> 
     return {};
   }
   if (state.stream_chunk != 0 && payload.size() > state.stream_chunk) {
+    if (uses_ring(state, payload.size(), deadline)) return send_ring(state, payload, *deadline);
     return send_stream(state, payload, deadline);
   }
   // pool_copy: loan (waiting with the reclaim pass), copy in, then the record (as LoanChannel's
@@ -866,9 +1083,11 @@ namespace {
 // The claimer's progress (receive_stream): after it claimed the stream (0), after each chunk it
 // copied, and before it parks (so a stale writer's value never stalls the producer for long).
 void publish_progress(StreamHeader& stream, std::uint32_t self, std::uint32_t copied) noexcept {
-  // relaxed (two): pacing hints (see pace()); ordered against the producer's park by the fence.
+  // relaxed: a hint; ordered against the producer's park by the fence.
   stream.consumer.store(self, std::memory_order_relaxed);
-  stream.consumed.store(copied, std::memory_order_relaxed);
+  // release: our copies of the chunks before happen before the producer's acquire of consumed
+  // (a ring's producer then overwrites their slots); ordered against its park by the fence.
+  stream.consumed.store(copied, std::memory_order_release);
   // seq_cst fence: "store consumed, then look for a parked producer" against pace()'s "announce
   // producer_parked, fence, re-check consumed": either it sees our store or we see its flag.
   std::atomic_thread_fence(std::memory_order_seq_cst);
@@ -926,22 +1145,56 @@ std::error_code wait_stream(const BulkChannel::State& state, StreamHeader& strea
   }
 }
 
+// A ring stream the consumer copied whole: it decides the verdict after it released the record
+// (so a consumer that dies before the release leaves the verdict open and its producer sends
+// the payload again; decide_ring).
+struct RingClaim {
+  StreamHeader* stream = nullptr;
+  std::uint64_t position = 0;
+};
+
+// The consumer's compare-exchange of a ring's verdict from open to `to` (delivered, or aborted:
+// its copy was overwritten), then the producer's wake. Nothing is written into the header
+// after it: the producer may have given the buffer back and a new stream may use it. true when
+// ours decided.
+bool decide_ring(StreamHeader& stream, std::uint64_t position, std::uint64_t to) noexcept {
+  std::uint64_t expected = position | kVerdictOpen;
+  // seq_cst: the store-load "decide, then look for a parked producer" against await_claimer's
+  // "announce the park, fence, re-check the verdict"; release within it: our reads of the ring
+  // happen before the producer's acquire of the verdict (it then gives the buffer back).
+  const bool decided = verdict(stream).compare_exchange_strong(
+      expected, position | to, std::memory_order_seq_cst, std::memory_order_relaxed);
+  std::atomic_thread_fence(std::memory_order_seq_cst);
+  // relaxed: ordered by the fence; a hint (a wake of a buffer reused since is only spurious).
+  if (stream.producer_parked.load(std::memory_order_relaxed) != 0) {
+    (void)sys::futex_wake(stream.consumed, 1, sys::FutexScope::process_shared);
+  }
+  return decided;
+}
+
 // The consumer's side of a stream whose record (at `position`) it holds: copies each chunk into
-// `into` (exactly `length` bytes) as it is published, then takes the posted buffer and gives it
-// back. {} delivered; peer_dead: skip the record (the producer died or gave up mid-stream; the
-// bytes in `into` are garbage); bad_descriptor: the record names no stream buffer of this pool.
+// `into` (exactly `length` bytes) as it is published. A whole-buffer stream: then takes the
+// posted buffer and gives it back. A ring: checks after each chunk that its slot was not
+// overwritten while it copied, and fills *ring: the caller decides the verdict after it released
+// the record (decide_ring). {} delivered (a ring: copied, to be decided); peer_dead: skip the
+// record (the producer died or gave up mid-stream, or the ring was overwritten; the bytes in
+// `into` are garbage); bad_descriptor: the record names no stream buffer of this pool.
 std::error_code receive_stream(BulkChannel::State& state, std::uint64_t position,
                                const StreamRecord& body, std::uint64_t length,
-                               std::span<std::byte> into) noexcept {
+                               std::span<std::byte> into, RingClaim* ring) noexcept {
   const detail::PoolRef& ref = state.pool.ref();
-  if (body.size_class >= ref.class_count || body.chunk < kMinStreamChunk || body.reserved != 0 ||
-      body.reserved2 != 0) {
+  if (body.size_class >= ref.class_count || body.chunk < kMinStreamChunk || body.reserved2 != 0) {
     return code(errc::bad_descriptor);
   }
+  const std::uint64_t chunks = (length + body.chunk - 1) / body.chunk;
+  // A ring holds `window` chunks and the payload spans more; a whole-buffer stream all of it.
+  const std::uint64_t in_buffer =
+      body.window == 0 ? length : std::uint64_t{body.window} * body.chunk;
   const detail::PoolRef::Class& entry = ref.classes[body.size_class];
   if (body.offset < entry.data_offset || (body.offset - entry.data_offset) % entry.stride != 0 ||
       (body.offset - entry.data_offset) / entry.stride >= entry.count ||
-      length + kStreamHeader > entry.buffer_size) {
+      in_buffer + kStreamHeader > entry.buffer_size ||
+      (body.window != 0 && chunks <= body.window)) {
     return code(errc::bad_descriptor);
   }
   const sync::ParticipantId producer = sync::ParticipantId::unpack(body.producer);
@@ -951,12 +1204,41 @@ std::error_code receive_stream(BulkChannel::State& state, std::uint64_t position
   std::byte* const buffer = ref.base + body.offset;
   auto& stream = *reinterpret_cast<StreamHeader*>(buffer);
   const std::byte* const data = buffer + kStreamHeader;
-  const std::uint64_t chunks = (length + body.chunk - 1) / body.chunk;
   // relaxed: the header was published by the record's commit (our claim acquired it); a buffer
   // now carrying another stream is skipped before we write into its header.
   if (stream.stream_id.load(std::memory_order_relaxed) != position) return code(errc::peer_dead);
   const std::uint32_t self = state.segment.self().id().pack();
   publish_progress(stream, self, 0);  // the claim: the producer paces against us from now on
+  if (body.window != 0) {
+    for (std::uint64_t i = 0; i < chunks; ++i) {
+      if (std::error_code error = wait_stream(state, stream, static_cast<std::uint32_t>(i + 1),
+                                              position, producer, self)) {
+        return error;
+      }
+      const std::uint64_t offset = i * body.chunk;
+      const std::uint64_t bytes = std::min<std::uint64_t>(body.chunk, length - offset);
+      std::memcpy(into.data() + offset, data + (i % body.window) * body.chunk,
+                  static_cast<std::size_t>(bytes));
+      // acquire fence: a seqlock's read side (ring_once's G3): had the producer begun to
+      // overwrite the slot (chunk i + window) before our copy ended, we see started > i + window
+      // now; a later stream of this buffer, its stream_id.
+      std::atomic_thread_fence(std::memory_order_acquire);
+      // relaxed (two): ordered by the fence.
+      if (stream.stream_id.load(std::memory_order_relaxed) != position) {
+        return code(errc::peer_dead);
+      }
+      if (started(stream).load(std::memory_order_relaxed) > i + body.window) {
+        // Overwritten: we are not this stream's first claimer (it died after the producer
+        // wrapped), or a stale writer's hint let the producer run ahead. The copy is discarded;
+        // the producer sends the payload again.
+        decide_ring(stream, position, kVerdictAborted);
+        return code(errc::peer_dead);
+      }
+      publish_progress(stream, self, static_cast<std::uint32_t>(i + 1));
+    }
+    *ring = RingClaim{&stream, position};
+    return {};
+  }
   for (std::uint64_t i = 0; i <= chunks; ++i) {
     // i == chunks: wait for the posted buffer's descriptor (n + 1).
     if (std::error_code error = wait_stream(state, stream, static_cast<std::uint32_t>(i + 1),
@@ -1053,10 +1335,19 @@ Result<std::size_t> BulkChannel::receive_impl(const sync::Deadline* deadline, Si
       std::memcpy(&stream, body, sizeof stream);
       // Copied before the record is released (as pool_copy): a consumer that dies mid-stream
       // leaves the record claimed, and the next consumer starts the stream over.
+      RingClaim ring;
       const std::error_code streamed =
-          receive_stream(state, message.position(), stream, header.length, into);
+          receive_stream(state, message.position(), stream, header.length, into, &ring);
       if (std::error_code error = state.endpoint.release(message)) return error;
-      if (!streamed) return into.size();
+      if (!streamed) {
+        // A ring is ours only if its verdict is: lost, the producer gave up on it (its deadline
+        // or a claimer it saw dead) and sends it again, or it was delivered and not to us.
+        if (ring.stream != nullptr &&
+            !decide_ring(*ring.stream, ring.position, kVerdictDelivered)) {
+          continue;
+        }
+        return into.size();
+      }
       if (is(streamed, errc::peer_dead)) continue;  // skipped: never a torn payload
       return streamed;
     }

@@ -2,7 +2,8 @@
 // exactly once, byte-exact, pull and pool paths mixed), a non-dumpable producer that falls
 // back to the pool and says why, a consumer killed mid-pull (the producer re-sends through the
 // pool), a producer killed with a pulled payload in flight (consumers skip it, no hang), a
-// producer killed mid-stream, and a consumer killed mid-stream while the producer is paced.
+// producer killed mid-stream, a consumer killed mid-stream while the producer is paced, and a
+// consumer killed mid-ring (the producer sends the payload again).
 
 #include <signal.h>
 #include <sys/prctl.h>
@@ -63,6 +64,7 @@ struct Tally {
   std::atomic<std::uint32_t> bad;
   std::atomic<std::uint32_t> flag;
   std::atomic<std::uint64_t> fallbacks;
+  std::atomic<std::uint64_t> restarts;
 };
 using SharedTally = xproc::test::SharedObject<Tally>;
 
@@ -363,6 +365,79 @@ TEST(BulkChannelProcess, ConsumerKilledMidStreamWhileThePacedProducerWaitsGetsIt
   EXPECT_TRUE(status.ok()) << status.exit_code << " " << status.term_signal;
   EXPECT_EQ(tally->bad.load(), 0u);
   EXPECT_EQ(channel.try_receive(out), errc::would_block);  // exactly once
+  ASSERT_TRUE(channel.recover());
+  const BulkChannelStatistics stats = channel.statistics();
+  EXPECT_EQ(stats.pool_free, stats.pool_buffers);
+}
+
+TEST(BulkChannelProcess, ConsumerKilledMidRingStreamMakesTheProducerSendThePayloadAgain) {
+  // A 64 MiB payload through a ring of 4 x 64 KiB: the consumer is stopped in the middle, then
+  // killed. Once the ring has wrapped (its first chunks are overwritten) nobody can take the
+  // stream over, so the producer aborts it and sends the payload again as a new record; killed
+  // before the wrap, the record is redelivered and read from its start. Either way the test's
+  // receive gets the payload once, byte-exact, and the producer's send returns {}. Rounds until
+  // one kill came after the wrap (a restart), at most 5: the kill's moment is the scheduler's.
+  BulkChannel channel = create(config_for(64 * kMiB, kPullNever, 2));
+  SharedTally tally;
+  BulkProcessOptions process;
+  process.stream_chunk = 64 << 10;
+  process.stream_window = 4;
+  process.stream_ring_min = 0;
+  std::vector<std::byte> out(64 * kMiB);
+  std::uint64_t restarts = 0;
+  for (int round = 0; round < 5 && restarts == 0; ++round) {
+    tally->flag.store(0);
+    tally->received.store(0);
+    tally->restarts.store(0);
+    // The producer first: a consumer that joins after every producer so far is gone (the last
+    // round's) would be told peer_dead (the channel's end of stream).
+    Child producer = Child::start([&] {
+      BulkChannel own = join(channel, process);
+      const std::vector<std::byte> payload = make_payload(64 * kMiB, 1, 0);
+      tally->flag.store(1, std::memory_order_release);
+      if (own.send(payload)) return 1;
+      tally->restarts.store(own.path_report().ring_restarts);
+      return own.path_report().sent_ring == 1 ? 0 : 2;
+    });
+    ASSERT_TRUE(test::await_flag(tally->flag, sync::Clock::now() + 30s));
+    const std::uint64_t claimed = channel.statistics().channel.claimed_total;
+    Child consumer = Child::start([&] {
+      BulkChannel own = join(channel, process);
+      std::vector<std::byte> into(64 * kMiB, std::byte{1});  // faulted in before the stream
+      Result<std::size_t> got = own.receive_until(std::span(into), sync::Clock::now() + 60s);
+      if (!got) return 1;
+      tally->received.fetch_add(1);  // at once: killed from here on, the payload was ours
+      if (!check_payload(std::span(into).first(*got))) tally->bad.fetch_add(1);
+      return 0;
+    });
+    const sync::Deadline limit = sync::Clock::now() + 30s;
+    while (channel.statistics().channel.claimed_total == claimed && sync::Clock::now() < limit) {
+      std::this_thread::yield();
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(1 + round));  // mid-stream (or done)
+    consumer.kill(SIGSTOP);
+    std::this_thread::sleep_for(20ms);  // the producer waits on a stopped, live claimer
+    consumer.kill(SIGKILL);
+    const xproc::test::ChildStatus killed = consumer.wait(10s);
+    EXPECT_TRUE(killed.ok() || killed.term_signal == SIGKILL) << killed.exit_code;
+    if (tally->received.load() == 0) {
+      // Killed before its receive returned: the payload comes again, to us.
+      Result<std::size_t> got = channel.receive_until(std::span(out), sync::Clock::now() + 60s);
+      ASSERT_TRUE(got.has_value()) << got.error().message();
+      ASSERT_EQ(*got, 64 * kMiB);
+      ASSERT_TRUE(check_payload(out).has_value()) << "torn payload in round " << round;
+    }
+    const xproc::test::ChildStatus status = producer.wait(60s);
+    EXPECT_TRUE(status.ok()) << status.exit_code << " " << status.term_signal;
+    EXPECT_LE(tally->restarts.load(), 1u);
+    if (tally->received.load() != 0) {
+      EXPECT_EQ(tally->restarts.load(), 0u);
+    }
+    restarts += tally->restarts.load();
+    EXPECT_EQ(channel.try_receive(out), errc::would_block);  // exactly once
+  }
+  EXPECT_EQ(restarts, 1u) << "no kill landed after the ring wrapped in 5 rounds";
+  EXPECT_EQ(tally->bad.load(), 0u);
   ASSERT_TRUE(channel.recover());
   const BulkChannelStatistics stats = channel.statistics();
   EXPECT_EQ(stats.pool_free, stats.pool_buffers);

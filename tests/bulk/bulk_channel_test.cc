@@ -409,6 +409,79 @@ TEST(BulkChannel, SendUntilTimesOutWhileNobodyReadsAndTheStreamIsNeverDelivered)
   EXPECT_EQ(stats.pool_free, stats.pool_buffers);
 }
 
+// Ring streams (stream_ring_min 0): every payload above 4 chunks of 4 KiB goes through a ring
+// of 4 slots, so the producer overwrites slots the consumer copied a moment ago.
+BulkProcessOptions ring_options() {
+  BulkProcessOptions process;
+  process.stream_chunk = 4096;
+  process.stream_window = 4;
+  process.stream_ring_min = 0;
+  return process;
+}
+
+TEST(BulkChannel, RingStreamsFromTwoProducerThreadsArriveByteExactOnceAndInOrder) {
+  BulkChannel channel = make_channel(config_for(kMiB, kPullNever, 2), ring_options());
+  constexpr std::uint32_t kProducers = 2;
+  constexpr std::uint32_t kPayloads = 40;
+  // 5 chunks (+1 byte) to 1 MiB: just past the window, a ragged last chunk, many laps.
+  auto size_of = [](std::uint32_t i) -> std::size_t {
+    return i % 3 == 0 ? 4 * 4096 + 1 : i % 3 == 1 ? 100000 + 7 * i : kMiB;
+  };
+  std::atomic<int> failures{0};
+  std::vector<std::thread> producers;
+  for (std::uint32_t p = 0; p < kProducers; ++p) {
+    producers.emplace_back([&, p] {
+      for (std::uint32_t i = 0; i < kPayloads; ++i) {
+        if (channel.send(make_payload(size_of(i), p, i))) failures.fetch_add(1);
+      }
+    });
+  }
+  std::uint32_t next[kProducers] = {};
+  std::vector<std::byte> out;
+  for (std::uint32_t n = 0; n < kProducers * kPayloads; ++n) {
+    ASSERT_FALSE(channel.receive_until(out, sync::Clock::now() + 60s)) << "payload " << n;
+    const auto id = check_payload(out);
+    ASSERT_TRUE(id.has_value()) << "torn payload " << n;
+    ASSERT_LT(id->producer, kProducers);
+    EXPECT_EQ(id->sequence, next[id->producer]) << "producer " << id->producer;
+    EXPECT_EQ(out.size(), size_of(id->sequence));
+    next[id->producer] = id->sequence + 1;
+  }
+  for (std::thread& producer : producers) producer.join();
+  EXPECT_EQ(failures.load(), 0);
+  EXPECT_EQ(channel.try_receive(out), errc::would_block);  // exactly once
+  const PathReport report = channel.path_report();
+  EXPECT_EQ(report.sent_ring, kProducers * kPayloads);
+  EXPECT_EQ(report.ring_restarts, 0u);
+  const BulkChannelStatistics stats = channel.statistics();
+  EXPECT_EQ(stats.pool_free, stats.pool_buffers);
+}
+
+TEST(BulkChannel, RingStreamSendUntilTimesOutWhileNobodyReadsAndIsNeverDelivered) {
+  BulkChannel channel = make_channel(config_for(kMiB, kPullNever, 2), ring_options());
+  const std::vector<std::byte> lost = make_payload(kMiB, 1, 0);
+  EXPECT_EQ(channel.send_for(lost, 30ms), errc::timed_out);
+  BulkChannelStatistics stats = channel.statistics();
+  EXPECT_EQ(stats.pool_free, stats.pool_buffers);
+  EXPECT_EQ(stats.channel.depth_messages, 1u);
+  std::vector<std::byte> out;
+  EXPECT_EQ(channel.try_receive(out), errc::would_block);  // the aborted ring is skipped
+  // try_send never uses a ring (it cannot wait for the consumer): the whole-buffer stream.
+  const std::vector<std::byte> tried = make_payload(kMiB, 1, 1);
+  ASSERT_FALSE(channel.try_send(tried));
+  ASSERT_FALSE(channel.receive_until(out, sync::Clock::now() + 60s));
+  EXPECT_EQ(out, tried);
+  const std::vector<std::byte> next = make_payload(kMiB, 1, 2);
+  std::thread producer([&] { EXPECT_FALSE(channel.send_for(next, 60s)); });
+  ASSERT_FALSE(channel.receive_until(out, sync::Clock::now() + 60s));
+  EXPECT_EQ(out, next);
+  producer.join();
+  EXPECT_EQ(channel.try_receive(out), errc::would_block);
+  EXPECT_EQ(channel.path_report().sent_ring, 1u);
+  stats = channel.statistics();
+  EXPECT_EQ(stats.pool_free, stats.pool_buffers);
+}
+
 TEST(BulkChannel, OpenRefusesAPlainTransferTable) {
   shm::Segment table = test::make_segment(4, 16);
   Result<sys::FileDescriptor> fd = sys::reopen(table.fd());

@@ -10,7 +10,9 @@
 //              and the consumer copies each chunk as soon as the producer published it, so the
 //              two copies of one payload overlap too (docs/layout/bulk_channel.md, "Streams");
 //              the producer is paced: never more than BulkProcessOptions::stream_window chunks
-//              ahead of the consumer that copies the stream, so both copies stay in cache
+//              ahead of the consumer that copies the stream, so both copies stay in cache.
+//              From BulkProcessOptions::stream_ring_min up, send()'s stream goes through a ring
+//              of stream_window chunks instead of a payload-sized buffer ("Ring streams")
 //   pull       the producer registers its memory in the transfer table, a 48-byte record names
 //              the transfer, the consumer copies it with process_vm_readv (one copy); the
 //              producer's send()/Completion waits until the copy is done
@@ -84,7 +86,9 @@
 //     consumer takes the buffer over (LoanChannel's rule, loan_channel.h), or, streamed, starts
 //     the stream over. A producer paced on a stream whose claimer died sees it dead within
 //     8 x channel::kPeerCheckPeriod of stalling, runs the channel's sweep (the record is put back)
-//     and paces against the next claimer; with no live consumer left: peer_dead (aborted).
+//     and paces against the next claimer; with no live consumer left: peer_dead (aborted). A ring
+//     stream whose first chunks were overwritten cannot start over: the producer aborts it
+//     (consumers skip its record) and sends the payload again as a new record.
 //   * producer dies while streaming (after its record, before the last chunk): its loan is
 //     reclaimed; the consumer sees it dead (or the buffer reused: the stream id changed) and skips
 //     the record: never a torn payload. A consumer waiting for a chunk checks the producer's
@@ -117,6 +121,7 @@ std::string_view path_name(BulkPath path) noexcept;
 
 inline constexpr std::uint64_t kPullNever = ~std::uint64_t{0};
 inline constexpr std::uint32_t kMaxInline = 64u << 10;
+inline constexpr std::uint64_t kRingNever = ~std::uint64_t{0};
 
 struct BulkChannelConfig {
   // Largest payload, 0..1 GiB (the pool's largest buffer).
@@ -151,6 +156,14 @@ struct BulkProcessOptions {
   // decision 0048), nor, before a consumer claimed the stream, more than this many chunks ahead
   // of nobody. 0: no pacing (the producer copies the whole payload at once).
   std::uint32_t stream_window = 8;
+  // send()/send_until() stream payloads of at least this many bytes (and more than
+  // stream_window chunks) through a ring: chunk k goes to slot k mod stream_window of a
+  // window-sized buffer, so the producer writes memory the consumer just read instead of a
+  // payload-sized buffer (docs/layout/bulk_channel.md, "Ring streams"; decision 0058). Such a
+  // send returns only once a consumer took the whole payload; if its consumer dies mid-copy the
+  // producer sends the payload again from its own bytes. try_send() never uses a ring.
+  // 0: every stream that spans more than stream_window chunks; kRingNever: never.
+  std::uint64_t stream_ring_min = std::uint64_t{32} << 20;
 };
 
 // Which paths this process uses, and why (path_report()).
@@ -165,6 +178,10 @@ struct PathReport {
   std::uint64_t sent_pool = 0;
   std::uint64_t sent_pull = 0;
   std::uint64_t pull_fallbacks = 0;
+  std::uint64_t sent_ring = 0;  // of sent_pool: streamed through a ring (stream_ring_min)
+  // Ring streams this process sent again because their consumer died mid-copy (or found its
+  // copy overwritten): the payload is delivered once, by the later send.
+  std::uint64_t ring_restarts = 0;
   // One line: "inline <= 4096 B; pool_copy above; pull off: <reason>; using pool_copy".
   std::string to_string() const;
 };
