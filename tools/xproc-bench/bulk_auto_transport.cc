@@ -2,14 +2,16 @@
 // for bytes in private memory that picks the path by itself. The producer writes the payload
 // into one of B private buffers and post()s it; the channel copies it inline or into a pool
 // buffer at once (the Completion is done), or registers it for a pull (the Completion is done
-// once a consumer copied it). Before the producer rewrites a buffer it waits on that buffer's
-// Completion, so B = consumers + 1 private buffers keep a pulling consumer busy. A consumer
+// once a consumer copied it). The producer writes the same buffer again while its Completion
+// is done, else it moves to the next and waits on that one's Completion, so B = consumers + 1
+// private buffers keep a pulling consumer busy. A consumer
 // receive()s each payload into its own private buffer (one copy out of the pool, or the pull).
 //
 // Thresholds: the channel's defaults (decision 0042), except XPROC_BENCH_AUTO_PULL_MIN=<bytes>
 // in the environment, which sets pull_min (to compare the paths), and
 // XPROC_BENCH_AUTO_STREAM_WINDOW=<chunks>, which sets every process's stream_window (decision
-// 0048; 0: no pacing). Pool: one buffer class per
+// 0048; 0: no pacing), and XPROC_BENCH_AUTO_RING_MIN=<bytes>, its stream_ring_min (decision
+// 0058). Pool: one buffer class per
 // power of 16 up to the payload, clamp(16 MiB / payload, 2, 16) + consumers buffers each.
 // The parent creates the anonymous segment in create_link(); each child adopts it through a new
 // open file description (adopt(sys::reopen(fd))) and prefaults the segment's pool.
@@ -71,6 +73,9 @@ class AutoLink final : public BulkLink {
     process.allow_any_reader = true;  // sibling consumers under Yama ptrace_scope 1
     if (const char* window = std::getenv("XPROC_BENCH_AUTO_STREAM_WINDOW")) {
       process.stream_window = static_cast<std::uint32_t>(std::strtoul(window, nullptr, 10));
+    }
+    if (const char* ring_min = std::getenv("XPROC_BENCH_AUTO_RING_MIN")) {
+      process.stream_ring_min = std::strtoull(ring_min, nullptr, 10);
     }
     Result<bulk::BulkChannel> adopted =
         bulk::BulkChannel::adopt(std::move(*fd), segment_options(), process);

@@ -163,7 +163,7 @@ struct BulkProcessOptions {
   // send returns only once a consumer took the whole payload; if its consumer dies mid-copy the
   // producer sends the payload again from its own bytes. try_send() never uses a ring.
   // 0: every stream that spans more than stream_window chunks; kRingNever: never.
-  std::uint64_t stream_ring_min = std::uint64_t{32} << 20;
+  std::uint64_t stream_ring_min = std::uint64_t{16} << 20;
 };
 
 // Which paths this process uses, and why (path_report()).
