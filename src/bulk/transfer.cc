@@ -250,7 +250,7 @@ Result<Transfer> TransferEndpoint::register_ranges(std::span<const iovec> ranges
   TransferSlot& slot = endpoint.slot(index);
   // relaxed (all): published by the release store of `open` below.
   slot.owner.store(me, std::memory_order_relaxed);
-  slot.pid.store(static_cast<std::uint32_t>(getpid()), std::memory_order_relaxed);
+  slot.pid.store(static_cast<std::uint32_t>(endpoint.self_pid), std::memory_order_relaxed);
   slot.direction.store(static_cast<std::uint32_t>(direction), std::memory_order_relaxed);
   slot.range_count.store(static_cast<std::uint32_t>(ranges.size()), std::memory_order_relaxed);
   slot.total_length.store(total, std::memory_order_relaxed);

@@ -27,6 +27,9 @@ struct EndpointState {
   std::uint32_t slot_count = 0;  // validated at open; never re-read from the shared header
   std::uint32_t peer_count = 0;  // likewise (== the segment's participant capacity)
   std::uint64_t slots_offset = 0;
+  // This process's pid, read once at open: a registration stores it in its slot, and getpid()
+  // is a system call (~1.2 us here). Valid wherever the endpoint is usable (not in a fork child).
+  pid_t self_pid = 0;
   std::atomic<std::uint32_t> next_slot{0};  // where this process's next registration looks first
   TransferEndpointOptions options;
 

@@ -145,6 +145,7 @@ Result<TransferEndpoint> TransferEndpoint::open(const shm::Segment& segment,
   state->slot_count = header.slot_count;
   state->peer_count = header.peer_count;
   state->slots_offset = header.slots_offset;
+  state->self_pid = getpid();
   state->options = options;
   Result<const std::uint64_t*> probe_word = process_probe_word();
   if (!probe_word) return probe_word.error();
@@ -162,7 +163,7 @@ Result<TransferEndpoint> TransferEndpoint::open(const shm::Segment& segment,
   sync::ParticipantId self = segment.self().id();
   PeerRecord& record = state->peer(self.slot);
   // relaxed: published by the release store of `id` below.
-  record.pid.store(static_cast<std::uint32_t>(getpid()), std::memory_order_relaxed);
+  record.pid.store(static_cast<std::uint32_t>(state->self_pid), std::memory_order_relaxed);
   record.probe_address.store(reinterpret_cast<std::uintptr_t>(*probe_word),
                              std::memory_order_relaxed);
   record.probe_value.store(**probe_word, std::memory_order_relaxed);
