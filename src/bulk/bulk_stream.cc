@@ -318,9 +318,9 @@ RingOutcome ring_once(BulkChannel::State& state, std::span<const std::byte> payl
     return RingOutcome::failed;
   }
   const std::uint64_t position = reservation->position();
-  // relaxed (seven): published by the commit below (release; the claimer acquires it). The
+  // relaxed (eight): published by the commit below (release; the claimer acquires it). The
   // fence orders them before this stream's first bytes for a consumer of an earlier stream of
-  // this buffer, which re-checks stream_id after an acquire fence (receive_ring).
+  // this buffer, which re-checks stream_id after an acquire fence (receive_stream).
   stream.stream_id.store(position, std::memory_order_relaxed);
   stream.chunks.store(0, std::memory_order_relaxed);
   stream.waiters.store(0, std::memory_order_relaxed);
@@ -380,7 +380,7 @@ RingOutcome ring_once(BulkChannel::State& state, std::span<const std::byte> payl
       if (awaited != Awaited::ready || decided()) return settle(awaited);
     }
     // relaxed + release fence: a seqlock's write side. A reader of slot k mod window that copies
-    // any byte of chunk k then sees started >= k + 1 after its acquire fence (receive_ring).
+    // any byte of chunk k then sees started >= k + 1 after its acquire fence (receive_stream).
     started(stream).store(k + 1, std::memory_order_relaxed);
     std::atomic_thread_fence(std::memory_order_release);
     const std::size_t done = static_cast<std::size_t>(k) * chunk;
